@@ -1,0 +1,33 @@
+# Every target sets up its own virtual environment when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+# CI and this machine use the local CPU wheel; override for a CUDA build, e.g. TORCH_SPEC="torch>=2.2".
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-all bench clean
+
+$(BIN)/evodenoise: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $@
+
+setup: $(BIN)/evodenoise
+
+demo: setup
+	$(BIN)/evodenoise denoise sample_images/camera_noisy25.npy --sigma 25 \
+		--reference sample_images/camera.png -o out/camera_denoised.png --force
+
+test: setup
+	$(BIN)/pytest -q
+
+test-all: setup
+	$(BIN)/pytest -q -m "slow or not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) out build *.egg-info src/*.egg-info
