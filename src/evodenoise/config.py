@@ -1,0 +1,156 @@
+"""All hyperparameters of a run: one frozen dataclass and its named presets.
+
+The paper presets reproduce the settings table of Drefs et al. (ECML PKDD 2022) exactly
+(see DESIGN.md §1). ``fast`` is the CPU default; ``quality`` spends more time for more PSNR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+SELECTIONS = ("fitness", "uniform", "best")
+MUTATIONS = ("bitflip", "sparseflip", "crossover")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+SIGMA_MODES = ("fixed", "init")
+MERGES = ("mean", "gaussian")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters of one restoration run (units: image values on the 0-255 scale).
+
+    Model: ``patch_size`` (p, patches are p x p x channels), ``n_latents`` (H binary latents),
+    ``hidden`` (decoder hidden layer widths), ``activation``.
+    Truncated posterior: ``n_states`` (S states kept per patch); evolution with ``n_parents``
+    parents x ``n_children`` children x ``n_generations``, parent ``selection`` and ``mutation``.
+    Optimisation: ``epochs``; mini-batches of ``batch_size`` patches, one Adam step each;
+    triangular cyclic learning rate between ``lr_min`` and ``lr_max`` with a half cycle of
+    ``lr_half_cycle`` epochs (the number of cycles is rounded so that training always ends at
+    a minimum of the cycle). ``sigma_floor`` bounds σ from below (0-255 units).
+    ``sigma_mode`` applies when a σ is given: ``fixed`` keeps σ at the given value,
+    ``init`` only starts there and learns it.
+
+    Speed knobs that change the schedule, not the model: ``estep_batch`` patches are evolved in
+    one vectorised E-step call before their mini-batches' Adam steps (``0``: equal to
+    ``batch_size``, the paper's exact alternation); ``train_fraction`` of the patches take part
+    in each epoch (the final E-step sweeps and the estimate always cover every patch);
+    ``grad_states`` keeps only that many most probable states per patch in the gradient
+    (``0``: all S); ``final_sweeps`` full E-step sweeps under the final parameters before the
+    estimate; ``chunk_size`` patches per chunk in those sweeps (bounds memory).
+
+    Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
+    weights them by a centred Gaussian window.
+    """
+
+    patch_size: int = 8
+    n_latents: int = 64
+    hidden: tuple[int, ...] = (64,)
+    activation: str = "relu"
+    n_states: int = 64
+    n_parents: int = 8
+    n_children: int = 7
+    n_generations: int = 2
+    selection: str = "fitness"
+    mutation: str = "bitflip"
+    epochs: int = 40
+    batch_size: int = 32
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    lr_half_cycle: float = 10.0
+    sigma_mode: str = "fixed"
+    sigma_floor: float = 0.5
+    estep_batch: int = 0
+    train_fraction: float = 1.0
+    grad_states: int = 0
+    final_sweeps: int = 1
+    chunk_size: int = 4096
+    merge: str = "mean"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check(self.patch_size >= 1, "patch_size must be >= 1")
+        _check(self.n_latents >= 1, "n_latents must be >= 1")
+        _check(all(h >= 1 for h in self.hidden), "hidden layer widths must be >= 1")
+        _check(self.n_states >= 1, "n_states must be >= 1")
+        _check(self.n_latents >= 63 or self.n_states <= 2**self.n_latents,
+               "n_states must not exceed 2**n_latents")
+        _check(self.n_parents >= 1 and self.n_children >= 1 and self.n_generations >= 0,
+               "n_parents and n_children must be >= 1, n_generations >= 0")
+        _check(self.mutation != "bitflip" or self.n_children <= self.n_latents,
+               "bitflip needs n_children <= n_latents (distinct bits per parent)")
+        _check(self.mutation != "crossover" or self.n_parents >= 2,
+               "crossover needs n_parents >= 2")
+        _check(self.epochs >= 0, "epochs must be >= 0")
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(0 < self.lr_min <= self.lr_max, "need 0 < lr_min <= lr_max")
+        _check(self.lr_half_cycle > 0, "lr_half_cycle must be > 0")
+        _check(self.sigma_floor > 0, "sigma_floor must be > 0")
+        _check(self.estep_batch >= 0, "estep_batch must be >= 0")
+        _check(0 < self.train_fraction <= 1, "train_fraction must be in (0, 1]")
+        _check(self.grad_states >= 0, "grad_states must be >= 0")
+        _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")
+        _check(self.chunk_size >= 1, "chunk_size must be >= 1")
+        for name, allowed in (("selection", SELECTIONS), ("mutation", MUTATIONS),
+                              ("activation", ACTIVATIONS), ("sigma_mode", SIGMA_MODES),
+                              ("merge", MERGES)):
+            _check(getattr(self, name) in allowed,
+                   f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+
+    def replace(self, **changes) -> "Config":
+        """A copy with ``changes`` applied; unknown keys raise ``ValueError``."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return cls().replace(**d)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+_PAPER = dict(batch_size=32, lr_min=1e-4, epochs=500, lr_half_cycle=10.0, sigma_mode="init")
+
+PRESETS: dict[str, Config] = {
+    # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
+    "fast": Config(),
+    "quality": Config(n_states=100, n_parents=10, n_children=9, n_generations=2, epochs=100),
+    # Exact settings of the paper's table (DESIGN.md §1).
+    "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
+                             n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
+    "paper-house-25": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
+                             n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
+    "paper-house-50": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64, n_parents=5,
+                             n_children=4, n_generations=1, lr_max=5e-2, **_PAPER),
+    "paper-barbara-25": Config(patch_size=8, n_latents=50, hidden=(500, 500),
+                               activation="leaky_relu", n_states=100, n_parents=5, n_children=4,
+                               n_generations=1, lr_max=1e-3, **_PAPER),
+    "paper-inpaint-house": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64,
+                                  n_parents=5, n_children=4, n_generations=1, lr_max=1e-2,
+                                  **_PAPER),
+    "paper-inpaint-color-50": Config(patch_size=5, n_latents=512, hidden=(512,), n_states=32,
+                                     n_parents=5, n_children=4, n_generations=1, lr_max=1.25e-3,
+                                     **_PAPER),
+    "paper-inpaint-color-80": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64,
+                                     n_parents=5, n_children=4, n_generations=1, lr_max=1e-3,
+                                     **_PAPER),
+}
+PRESETS["default"] = PRESETS["fast"]
+
+
+def get_preset(name: str) -> Config:
+    """The preset called ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
