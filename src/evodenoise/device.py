@@ -1,0 +1,54 @@
+"""Resolve a device name from the command line (``--device``) to a :class:`torch.device`, once.
+
+Everything below the command line infers the device from its tensors.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["resolve_device", "DEVICE_CHOICES"]
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def resolve_device(spec="auto"):
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises
+    ------
+    ValueError
+        One line: an unknown name, CUDA asked for but not available (CPU-only build of torch
+        or no GPU), or a GPU index that does not exist.
+    """
+    import torch
+
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda") if _cuda_available(torch) else torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if m is None:
+        raise ValueError(f"unknown device {spec!r} (use {DEVICE_CHOICES})")
+    if not _cuda_available(torch):
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU found"
+        raise ValueError(f"device {text!r} requested but CUDA is not available ({build}); "
+                         f"use --device cpu or auto")
+    if m.group(1) is None:
+        return torch.device("cuda")
+    index = int(m.group(1))
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"device {text!r} requested but only {count} CUDA device(s) exist "
+                         f"(cuda:0 ... cuda:{count - 1})")
+    return torch.device("cuda", index)
+
+
+def _cuda_available(torch) -> bool:
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # broken driver installs raise instead of returning False
+        return False
