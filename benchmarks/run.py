@@ -24,6 +24,7 @@ import argparse
 import ast
 import dataclasses
 import datetime as _dt
+import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -40,13 +41,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-try:  # running from a checkout without installing the package
-    import evodenoise  # noqa: F401
-except ImportError:  # pragma: no cover
+if importlib.util.find_spec("evodenoise") is None:  # a checkout without the package installed
     sys.path.insert(0, str(ROOT / "src"))
-
-from evodenoise.corrupt import add_noise, random_mask  # noqa: E402
-from evodenoise.metrics import psnr, ssim  # noqa: E402
+# evodenoise (and with it torch) is imported lazily: every method runs in a spawn child that
+# re-imports this module, and the peers' children should not pay for (or count) torch.
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm", ".pnm"}
 DEFAULT_TASKS = ("denoise-15", "denoise-25", "denoise-50", "inpaint-50")
@@ -166,6 +164,8 @@ def corrupt(clean01: np.ndarray, task: Task, seed: int):
     result is divided by 255. Inpaint: each value is missing independently with probability
     level/100; missing values are set to 0 in the input (every method ignores them).
     """
+    from evodenoise.corrupt import add_noise, random_mask
+
     if task.kind == "denoise":
         noisy255 = add_noise(clean01 * 255.0, task.level, seed=seed).astype(np.float64)
         return (noisy255 / 255.0).astype(np.float32), None, task.level / 255.0
@@ -187,6 +187,8 @@ def parse_value(text: str):
 
 def coerce(base, key: str, value):
     """Fit ``value`` to the type of ``base.<key>`` (tuple fields accept ints and "64,64")."""
+    if not hasattr(base, key):
+        return value  # Config.replace rejects unknown keys with a ValueError
     current = getattr(base, key)
     if isinstance(current, tuple):
         if isinstance(value, (int, float)):
@@ -333,7 +335,8 @@ def _execute(spec: dict) -> dict:
         if x.ndim == 2:
             est = inpaint_biharmonic(x.astype(np.float64), mask)
         else:  # per-value masks: each channel has its own missing values
-            est = np.stack([inpaint_biharmonic(x[..., c].astype(np.float64), mask[..., c])
+            est = np.stack([inpaint_biharmonic(np.ascontiguousarray(x[..., c], np.float64),
+                                               np.ascontiguousarray(mask[..., c]))
                             for c in range(x.shape[-1])], axis=-1)
     elif method == "evodenoise":
         cfg = Config.from_dict(spec["config"])
@@ -474,6 +477,8 @@ def ablation_table(rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- main loop
 
 def score(row: dict, clean01: np.ndarray, out: dict, mask, clip: bool = False) -> None:
+    from evodenoise.metrics import psnr, ssim
+
     est = out["estimate"].astype(np.float64)
     if clip:
         est = np.clip(est, 0.0, 1.0)
