@@ -27,7 +27,9 @@ file in the target directory, then ``os.replace``; nothing is left behind on an 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import struct
 import tempfile
@@ -314,7 +316,24 @@ def _decode_npy(data: bytes):
     return np.ascontiguousarray(arr), {"format": "npy"}
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Decoders log every oddity of a damaged file; errors are raised anyway."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def _decode_tiff(data: bytes):
+    with _quiet_logger("tifffile"):
+        return _decode_tiff_inner(data)
+
+
+def _decode_tiff_inner(data: bytes):
     import tifffile
 
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
@@ -351,17 +370,24 @@ def _decode_tiff(data: bytes):
 def _decode_pillow(data: bytes):
     from PIL import Image
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_logger("PIL"):
+        warnings.simplefilter("ignore")  # damaged files make Pillow warn before it raises
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.UnidentifiedImageError:
-            raise ImageError("not an image file (or an unsupported format; "
-                             "use PNG, JPEG, TIFF or .npy)") from None
-        except Image.DecompressionBombWarning as e:
-            raise ImageError(_one_line(e)) from None
-        fmt = (im.format or "unknown").lower()
-        im.load()  # raises on truncated data
+        return _decode_pillow_inner(data)
+
+
+def _decode_pillow_inner(data: bytes):
+    from PIL import Image
+
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image file (or an unsupported format; "
+                         "use PNG, JPEG, TIFF or .npy)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ImageError(_one_line(e)) from None
+    fmt = (im.format or "unknown").lower()
+    im.load()  # raises on truncated data
     orientation = 1
     try:
         orientation = int(im.getexif().get(0x0112, 1))
