@@ -556,3 +556,10 @@ def test_fuzz_mask_loader():
         data = bytes(RNG.integers(0, 256, int(RNG.integers(0, 300)), dtype=np.uint8))
         with pytest.raises(ImageError):
             read_mask(data, (H, W))
+
+
+def test_png16_encoder_accepts_non_contiguous_arrays():
+    a = _u16(H, W, 4)[:, ::-1]  # a view with negative strides
+    assert np.array_equal(_raw(eio._encode_png16(a)), a)
+    b = np.asfortranarray(_u16(H, W, 3))
+    assert np.array_equal(_raw(eio._encode_png16(b)), b)

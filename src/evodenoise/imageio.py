@@ -576,7 +576,7 @@ def _encode_png16(arr: np.ndarray) -> bytes:
     h, w, c = arr.shape
     ctype = {1: 0, 3: 2, 2: 4, 4: 6}[c]
     bpp = 2 * c
-    be = arr.astype(">u2").view(np.uint8).reshape(h, w, bpp)
+    be = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w, bpp)
     sub = be.copy()
     sub[:, 1:] = be[:, 1:] - be[:, :-1]  # uint8 arithmetic wraps mod 256 as PNG wants
     rows = np.concatenate([np.ones((h, 1), np.uint8), sub.reshape(h, w * bpp)], axis=1)

@@ -1,0 +1,118 @@
+"""The command line with the real engine, end to end, on tiny images and tiny configs.
+
+Each run takes about a second; the demo at full size is a slow test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from evodenoise.cli import app
+from evodenoise.imageio import _encode_png16, read_image
+
+H, W = 16, 18
+RNG = np.random.default_rng(11)
+TINY = ["--device", "cpu", "--set", "epochs=2", "--set", "n_states=4", "--set", "n_latents=8",
+        "--set", "hidden=8", "--set", "patch_size=3", "--set", "n_parents=2",
+        "--set", "n_children=2", "--set", "n_generations=1"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args, input=None):
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def smooth(h=H, w=W, c=None):
+    y, x = np.mgrid[0:h, 0:w]
+    base = 0.5 + 0.4 * np.sin(x / 3.0) * np.cos(y / 4.0)
+    return base if c is None else np.stack([base * (0.6 + 0.2 * k) for k in range(c)], -1)
+
+
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def test_denoise_npy_with_reference_json(tmp_path):
+    clean = np.rint(smooth() * 255).astype(np.uint8)
+    Image.fromarray(clean).save(tmp_path / "clean.png")
+    r = run("corrupt", "clean.png", "--sigma", "20", "-o", "noisy.npy", "-q")
+    assert r.exit_code == 0, r.stderr
+    r = run("denoise", "noisy.npy", "--sigma", "20", "--reference", "clean.png", "--json",
+            "-o", "out/den.png", *TINY)
+    assert r.exit_code == 0, r.stderr
+    (rec,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert rec["status"] == "ok" and rec["device"] == "cpu"
+    assert np.isfinite(rec["psnr"]) and 0 < rec["ssim"] <= 1
+    assert rec["sigma"] == pytest.approx(20, rel=0.05)  # σ given and fixed, 8-bit units
+    assert rec["config"]["epochs"] == 2 and rec["config"]["patch_size"] == 3
+    out, info = read_image(tmp_path / "out" / "den.png")
+    assert out.shape == (H, W) and info.dtype == "uint8"
+
+
+def test_inpaint_rgba16_keeps_depth_alpha_and_observed_values(tmp_path):
+    rgb = np.rint(smooth(c=3) * 65535).astype(np.uint16)
+    alpha = RNG.integers(0, 65536, (H, W)).astype(np.uint16)
+    (tmp_path / "img.png").write_bytes(_encode_png16(np.concatenate([rgb, alpha[..., None]], -1)))
+    m = RNG.random((H, W)) < 0.3
+    Image.fromarray((m * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    r = run("inpaint", "img.png", "--mask", "m.png", "--json", "--save-fields", "fields.png",
+            "--save-log", "log.json", *TINY)
+    assert r.exit_code == 0, r.stderr
+    out, info = read_image(tmp_path / "img_inpainted.png")
+    assert info.dtype == "uint16" and info.has_alpha
+    assert np.array_equal(info.alpha, alpha)
+    # observed values are kept (up to one 16-bit step)
+    assert np.abs(out[~m] * 65535 - rgb[~m]).max() <= 1.0
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert len(log["epochs"]) == 2
+    assert (tmp_path / "fields.png").stat().st_size > 0
+
+
+def test_batch_mixed_real_engine(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.rint(smooth() * 255).astype(np.uint8)).save(folder / "g.png")
+    Image.fromarray(np.rint(smooth(c=3) * 255).astype(np.uint8)).save(folder / "rgb.jpg", quality=95)
+    (folder / "broken.png").write_text("not a png")
+    r = run("denoise", "in", "--output-dir", "out", "--json", *TINY)
+    assert r.exit_code == 1
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["status"] for x in recs] == ["error", "ok", "ok"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g_denoised.png", "rgb_denoised.png"]
+
+
+def test_image_smaller_than_patch_real_engine(tmp_path):
+    Image.fromarray(RNG.integers(0, 256, (2, 2)).astype(np.uint8)).save(tmp_path / "t.png")
+    r = run("denoise", "t.png", *TINY)
+    assert r.exit_code == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "smaller" in errors[0]
+    assert not (tmp_path / "t_denoised.png").exists()
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_make_demo_command(tmp_path):
+    """The Makefile's demo line, as a subprocess (minutes on 2 cores)."""
+    out = tmp_path / "camera_denoised.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evodenoise", "denoise", str(REPO / "sample_images" / "camera_noisy25.npy"),
+         "--sigma", "25", "--reference", str(REPO / "sample_images" / "camera.png"),
+         "-o", str(out), "--force", "--json"],
+        capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(proc.stdout)
+    assert rec["psnr"] > 25 and out.exists()
