@@ -50,6 +50,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".pp
 DEFAULT_TASKS = ("denoise-15", "denoise-25", "denoise-50", "inpaint-50")
 QUICK_TASKS = ("denoise-25", "inpaint-50")
 QUICK_EPOCHS = 10
+QUICK_CROP = 256
 ALL_METHODS = ("input", "evodenoise", "bm3d", "nlm", "biharmonic")
 METHODS_FOR = {"denoise": ("input", "evodenoise", "bm3d", "nlm"),
                "inpaint": ("evodenoise", "biharmonic")}
@@ -364,7 +365,23 @@ def _execute(spec: dict) -> dict:
     return out
 
 
+def _exit_with_parent(interval: float = 2.0) -> None:
+    """Daemon thread: end this worker when the benchmark process that started it is gone."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _child(conn, spec: dict) -> None:
+    _exit_with_parent()
     try:
         conn.send(("ok", _execute(spec)))
     except BaseException as exc:  # report everything, including NotImplementedError
@@ -553,8 +570,9 @@ def run(args) -> dict:
         except Exception as exc:
             log(f"skipping {p}: {exc}")
             continue
-        if args.crop:
-            img = centre_crop(img, args.crop)
+        crop = args.crop or (QUICK_CROP if args.quick else None)
+        if crop:
+            img = centre_crop(img, crop)
         loaded.append((p.stem, img))
     if args.quick and len(loaded) > 1:  # the smallest image only (ties: first by name)
         loaded = [min(loaded, key=lambda t: t[1].size)]
@@ -733,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="methods to run, comma separated, from " + ",".join(ALL_METHODS))
     p.add_argument("--quick", action="store_true",
                    help=f"short run: tasks {','.join(QUICK_TASKS)} on the smallest image, "
-                        f"{QUICK_EPOCHS} epochs (unless --tasks/--epochs are given)")
+                        f"centre-cropped to {QUICK_CROP}x{QUICK_CROP}, {QUICK_EPOCHS} epochs "
+                        f"(explicit --tasks/--epochs/--crop win)")
     p.add_argument("--epochs", type=int, default=None, help="override the presets' epochs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every evodenoise run (repeatable), "
