@@ -116,3 +116,29 @@ def test_make_demo_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
     assert rec["psnr"] > 25 and out.exists()
+
+
+@pytest.mark.slow  # a subprocess importing torch: ~5-20 s each
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_no_partial_output(tmp_path, sig):
+    """Ctrl-C (or a polite kill) mid-run: exit 130, no output file, no temporary file."""
+    import signal
+
+    Image.fromarray(np.rint(smooth() * 255).astype(np.uint8)).save(tmp_path / "g.png")
+    cmd = [sys.executable, "-m", "evodenoise", "denoise", "g.png", "-o", "out/g.png", "-v",
+           *[a if a != "epochs=2" else "epochs=100000" for a in TINY]]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        for line in proc.stderr:  # wait until training runs
+            if "epoch 1/" in line:
+                break
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    leftovers = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert leftovers == []
