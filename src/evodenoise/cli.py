@@ -777,6 +777,8 @@ def process(job: Job, ctx: RunContext) -> dict:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         else:
+            if not opts.force and os.path.lexists(job.output):  # appeared while we worked
+                raise InputFail(f"{job.output} exists (use -f/--force to overwrite)")
             Path(job.output).parent.mkdir(parents=True, exist_ok=True)
             write_image(job.output, restored, info)
         if job.fields_path is not None:
@@ -896,15 +898,18 @@ def run(opts: Options) -> int:
             try:
                 record = process(job, ctx)
             except InputFail as e:
+                message = str(e)
+                if job.source != "-" and not message.startswith(job.source):
+                    message = f"{job.source}: {message}"  # name the input the error is about
                 record = _base_record(job, ctx)
-                record.update(status="error", error=str(e))
-                rep.error(str(e))
+                record.update(status="error", error=message, output=None)
+                rep.error(message)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:  # a bug or an unexpected fault: one line, keep going
                 record = _base_record(job, ctx)
                 message = f"{job.source}: unexpected {type(e).__name__}: {_one_line(e)}"
-                record.update(status="error", error=message)
+                record.update(status="error", error=message, output=None)
                 rep.error(message)
                 if opts.verbose:
                     sys.stderr.write(traceback.format_exc())
