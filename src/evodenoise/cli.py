@@ -156,6 +156,8 @@ class Reporter:
             self.progress.advance(self.file_task)
 
     def start_epochs(self, name: str, total: int) -> None:
+        self.epoch_start = time.perf_counter()
+        self.epoch_name = name
         if self.progress is not None:
             self.epoch_task = self.progress.add_task(name, total=max(total, 1), stats="")
 
@@ -165,12 +167,14 @@ class Reporter:
         if self.progress is not None and self.epoch_task is not None:
             self.progress.update(self.epoch_task, completed=epoch, total=max(epochs, 1),
                                  stats=stats)
-        elif self.verbose and not self.quiet:
+        elif not self.quiet:  # not a terminal: a line at every tenth of the run
             every = max(1, epochs // 10)
             if epoch == 1 or epoch % every == 0 or epoch == epochs:
-                lr = info.get("lr")
-                self._emit(f"  epoch {epoch}/{epochs}  {stats}  active={_fmt(info.get('mean_active'), '.2f')}"
-                           f"  lr={_fmt(lr, '.2e')}")
+                elapsed = time.perf_counter() - getattr(self, "epoch_start", time.perf_counter())
+                eta = elapsed / max(epoch, 1) * max(epochs - epoch, 0)
+                self._emit(f"  {getattr(self, 'epoch_name', '')}: epoch {epoch}/{epochs}  {stats}"
+                           f"  active={_fmt(info.get('mean_active'), '.2f')}"
+                           f"  lr={_fmt(info.get('lr'), '.2e')}  ETA {_duration(eta)}")
 
     def end_epochs(self) -> None:
         if self.progress is not None and self.epoch_task is not None:
@@ -183,6 +187,11 @@ def _fmt(value, spec: str) -> str:
         return format(float(value), spec)
     except (TypeError, ValueError):
         return "?"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _scale(value, data_range: float):
@@ -1008,7 +1017,7 @@ JsonOpt = Annotated[bool, typer.Option(
                    "included; human output stays on stderr.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Reporting", help="Only print errors.")]
 VerboseOpt = Annotated[bool, typer.Option(
-    "--verbose", "-v", rich_help_panel="Reporting", help="Print details: image info, config, per-epoch progress lines.")]
+    "--verbose", "-v", rich_help_panel="Reporting", help="Print details: image info, device, full config.")]
 FailFastOpt = Annotated[bool, typer.Option(
     "--fail-fast", rich_help_panel="Reporting", help="Stop at the first failed input (default: go on, exit 1 at the end).")]
 FieldsOpt = Annotated[Optional[str], typer.Option(
