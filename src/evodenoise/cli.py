@@ -972,13 +972,17 @@ OutputDirOpt = Annotated[Optional[str], typer.Option(
     help="Write outputs here (created when missing; subfolders mirrored with --recursive) "
          "instead of beside each input.")]
 FormatOpt = Annotated[str, typer.Option(
-    "--format", rich_help_panel="Inputs and outputs", metavar="png|tif|npy", help="Format of default output names.")]
+    "--format", rich_help_panel="Inputs and outputs",
+    metavar="png|tif|npy", help="Format of default output names.")]
 ForceOpt = Annotated[bool, typer.Option(
-    "--force", "-f", rich_help_panel="Inputs and outputs", help="Overwrite existing outputs (inputs are never overwritten).")]
+    "--force", "-f", rich_help_panel="Inputs and outputs",
+    help="Overwrite existing outputs (inputs are never overwritten).")]
 SkipOpt = Annotated[bool, typer.Option(
-    "--skip-existing", rich_help_panel="Inputs and outputs", help="Skip inputs whose output exists (resume a batch).")]
+    "--skip-existing", rich_help_panel="Inputs and outputs",
+    help="Skip inputs whose output exists (resume a batch).")]
 RecursiveOpt = Annotated[bool, typer.Option(
-    "--recursive", "-r", rich_help_panel="Inputs and outputs", help="Also take images from subfolders of folder inputs.")]
+    "--recursive", "-r", rich_help_panel="Inputs and outputs",
+    help="Also take images from subfolders of folder inputs.")]
 SigmaOpt = Annotated[Optional[str], typer.Option(
     "--sigma", "-s", rich_help_panel="Noise and masks", metavar="S|auto",
     help="Noise standard deviation in the input's units: 0-255 for 8-bit images, 0-65535 for "
@@ -992,7 +996,8 @@ MaskDirOpt = Annotated[Optional[str], typer.Option(
     "--mask-dir", rich_help_panel="Noise and masks", metavar="DIR",
     help="Masks paired with the inputs by file stem (STEM.* or STEM_mask.*).")]
 InvertOpt = Annotated[bool, typer.Option(
-    "--invert-mask", rich_help_panel="Noise and masks", help="Mask polarity reversed: black/zero = missing.")]
+    "--invert-mask", rich_help_panel="Noise and masks",
+    help="Mask polarity reversed: black/zero = missing.")]
 ReferenceOpt = Annotated[Optional[str], typer.Option(
     "--reference", rich_help_panel="Reporting", metavar="CLEAN",
     help="Clean image: report PSNR (dB, peak = the data range, e.g. 255) and SSIM.")]
@@ -1003,23 +1008,29 @@ PresetOpt = Annotated[str, typer.Option(
     "--preset", "-p", rich_help_panel="Model", metavar="NAME",
     help=f"Hyperparameter preset: {', '.join(PRESETS)}.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(
-    "--epochs", "-e", rich_help_panel="Model", metavar="N", help="Override the preset's number of epochs.")]
+    "--epochs", "-e", rich_help_panel="Model",
+    metavar="N", help="Override the preset's number of epochs.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", rich_help_panel="Model", metavar="KEY=VALUE",
     help="Override any config field (repeatable), e.g. --set n_states=32 --set hidden=128,128 "
          "--set chunk_size=1024.")]
-SeedOpt = Annotated[int, typer.Option("--seed", rich_help_panel="Model", help="Random seed (results are reproducible).")]
+SeedOpt = Annotated[int, typer.Option("--seed", rich_help_panel="Model",
+    help="Random seed (results are reproducible).")]
 DeviceOpt = Annotated[str, typer.Option(
     "--device", "-d", rich_help_panel="Model", metavar="auto|cpu|cuda|cuda:N",
     help="Compute device; auto = CUDA when available, else CPU.")]
 JsonOpt = Annotated[bool, typer.Option(
-    "--json", rich_help_panel="Reporting", help="Print one JSON object per input on stdout (JSON Lines), failures "
+    "--json", rich_help_panel="Reporting",
+    help="Print one JSON object per input on stdout (JSON Lines), failures "
                    "included; human output stays on stderr.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Reporting", help="Only print errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Reporting",
+    help="Only print errors.")]
 VerboseOpt = Annotated[bool, typer.Option(
-    "--verbose", "-v", rich_help_panel="Reporting", help="Print details: image info, device, full config.")]
+    "--verbose", "-v", rich_help_panel="Reporting",
+    help="Print details: image info, device, full config.")]
 FailFastOpt = Annotated[bool, typer.Option(
-    "--fail-fast", rich_help_panel="Reporting", help="Stop at the first failed input (default: go on, exit 1 at the end).")]
+    "--fail-fast", rich_help_panel="Reporting",
+    help="Stop at the first failed input (default: go on, exit 1 at the end).")]
 FieldsOpt = Annotated[Optional[str], typer.Option(
     "--save-fields", rich_help_panel="Reporting", metavar="FILE.png",
     help="Write the learned generative fields (decoder output per single active latent) as a "
@@ -1036,7 +1047,8 @@ def denoise(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = None,
     suffix: Annotated[Optional[str], typer.Option(
-        "--suffix", rich_help_panel="Inputs and outputs", help="Appended to the input's stem for default output names. "
+        "--suffix", rich_help_panel="Inputs and outputs",
+        help="Appended to the input's stem for default output names. "
                          "\\[default: _denoised]")] = None,
     fmt: FormatOpt = "png",
     force: ForceOpt = False,
@@ -1090,7 +1102,8 @@ def inpaint(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = None,
     suffix: Annotated[Optional[str], typer.Option(
-        "--suffix", rich_help_panel="Inputs and outputs", help="Appended to the input's stem for default output names. "
+        "--suffix", rich_help_panel="Inputs and outputs",
+        help="Appended to the input's stem for default output names. "
                          "\\[default: _inpainted]")] = None,
     fmt: FormatOpt = "png",
     force: ForceOpt = False,
@@ -1153,10 +1166,12 @@ def corrupt(
         help="Drop each value independently with probability P (0 < P < 1); dropped values "
              "become 0 and the mask (white = missing) is written too.")] = None,
     mask_out: Annotated[Optional[str], typer.Option(
-        "--mask-out", rich_help_panel="Inputs and outputs", metavar="FILE", help="Where to write the mask. \\[default: OUT_mask.png]")
+        "--mask-out", rich_help_panel="Inputs and outputs",
+        metavar="FILE", help="Where to write the mask. \\[default: OUT_mask.png]")
     ] = None,
     per_pixel: Annotated[bool, typer.Option(
-        "--per-pixel", rich_help_panel="Noise and masks", help="Drop whole pixels (all channels together) instead of single values.")
+        "--per-pixel", rich_help_panel="Noise and masks",
+        help="Drop whole pixels (all channels together) instead of single values.")
     ] = False,
     seed: SeedOpt = 0,
     data_range: DataRangeOpt = None,
