@@ -142,3 +142,29 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig):
     assert "interrupted" in err and "Traceback" not in err
     leftovers = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_issue4_done_when_batch_of_ten_real_engine(tmp_path):
+    """Issue 4's acceptance: 10 mixed images (one corrupt) -> exit 1, nine outputs with bit
+    depth and alpha kept, ten JSON lines naming the corrupt file; --skip-existing re-run does
+    no work."""
+    from test_cli import _mixed_folder
+
+    made = _mixed_folder(tmp_path / "in")
+    r = run("denoise", "in", "--output-dir", "out", "--json", *TINY)
+    assert r.exit_code == 1
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(recs) == 10 and sum(x["status"] == "ok" for x in recs) == 9
+    (bad,) = [x for x in recs if x["status"] == "error"]
+    assert "corrupt.png" in bad["error"]
+    for name, (mode, dtype) in made.items():
+        _, src = read_image(tmp_path / "in" / f"{name}.png")
+        _, out = read_image(tmp_path / "out" / f"{name}_denoised.png")
+        assert (out.mode, out.dtype) == (mode, dtype)
+        if src.has_alpha:
+            assert np.array_equal(out.alpha, src.alpha)
+    r = run("denoise", "in", "--output-dir", "out", "--json", "--skip-existing", *TINY)
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["status"] for x in recs].count("skipped") == 9
+    assert all(x["seconds"] is None for x in recs if x["status"] == "skipped")
