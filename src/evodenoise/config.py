@@ -77,6 +77,8 @@ class Config:
                "n_states must not exceed 2**n_latents")
         _check(self.n_parents >= 1 and self.n_children >= 1 and self.n_generations >= 0,
                "n_parents and n_children must be >= 1, n_generations >= 0")
+        _check(self.n_parents <= self.n_states,
+               "n_parents must not exceed n_states (parents are drawn without replacement)")
         _check(self.mutation != "bitflip" or self.n_children <= self.n_latents,
                "bitflip needs n_children <= n_latents (distinct bits per parent)")
         _check(self.mutation != "crossover" or self.n_parents >= 2,

@@ -1,0 +1,96 @@
+"""The generative model: Bernoulli prior over H binary latents, an MLP decoder, and Gaussian
+observation noise with one scalar σ².
+
+    log p(y, s) = Σ_h [s_h log π_h + (1 − s_h) log(1 − π_h)]
+                  − (D_n / 2) log(2π σ²) − ‖y − μ(s)‖²_obs / (2σ²)
+
+where ‖·‖_obs and D_n count observed values only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+PI_MIN = 1e-5
+
+_ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh}
+
+
+class Decoder(nn.Module):
+    """μ(s): H binary latents -> D values; hidden layers with ``activation``, linear output.
+
+    The first layer is kept apart so that callers can update its pre-activation incrementally:
+    for a binary input it is a sum of weight columns, and flipping bit h adds or removes
+    column h (see :meth:`first` and :meth:`rest`).
+    """
+
+    def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str):
+        super().__init__()
+        widths = [n_latents, *hidden, n_out]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.act = _ACTIVATIONS[activation]()
+        for layer in self.layers:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def first(self, s: torch.Tensor) -> torch.Tensor:
+        """Pre-activation of the first layer: (..., H) -> (..., width_1)."""
+        return self.layers[0](s)
+
+    def rest(self, a: torch.Tensor) -> torch.Tensor:
+        """Decoder output from a first-layer pre-activation: (..., width_1) -> (..., D)."""
+        for layer in self.layers[1:]:
+            a = layer(self.act(a))
+        return a
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first(s))
+
+
+class Model(nn.Module):
+    """Decoder plus the closed-form parameters π (per latent) and σ² (scalar)."""
+
+    def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str,
+                 sigma2: float):
+        super().__init__()
+        self.decoder = Decoder(n_latents, n_out, hidden, activation)
+        self.register_buffer("pi", torch.full((n_latents,), 1.0 / n_latents))
+        self.register_buffer("sigma2", torch.tensor(float(sigma2)))
+
+    def prior_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit π (H,), Σ_h log(1 − π_h)): log p(s) = s · logit π + Σ_h log(1 − π_h)."""
+        pi = self.pi.clamp(PI_MIN, 1 - PI_MIN)
+        return torch.log(pi) - torch.log1p(-pi), torch.log1p(-pi).sum()
+
+    def log_prior(self, s: torch.Tensor) -> torch.Tensor:
+        """Σ_h log p(s_h): (..., H) -> (...)."""
+        logit, base = self.prior_terms()
+        return s @ logit + base
+
+    def log_likelihood(self, y: torch.Tensor, mu: torch.Tensor, obs: torch.Tensor | None):
+        """log p(y | s) and the squared error, both (B, K), for y (B, D), mu (B, K, D).
+
+        ``obs`` (B, D) is 1 for observed values and 0 for missing ones (None: all observed).
+        """
+        diff = mu - y[:, None, :]
+        if obs is None:
+            sqerr = (diff * diff).sum(-1)
+            d_n = y.shape[-1]
+        else:
+            sqerr = (diff * diff * obs[:, None, :]).sum(-1)
+            d_n = obs.sum(-1, keepdim=True)
+        ll = -0.5 * d_n * torch.log(2 * math.pi * self.sigma2) - sqerr / (2 * self.sigma2)
+        return ll, sqerr
+
+    def score(self, y, obs, a, prior):
+        """log p(y, s) and squared error (B, K) from first-layer pre-activations a (B, K, width_1)
+        and log-priors (B, K) of the states."""
+        ll, sqerr = self.log_likelihood(y, self.decoder.rest(a), obs)
+        return prior + ll, sqerr
+
+    def log_joint(self, y, s, obs=None):
+        """log p(y, s) (B, K) for y (B, D) and states s (B, K, H) (differentiable)."""
+        return self.score(y, obs, self.decoder.first(s), self.log_prior(s))[0]

@@ -1,0 +1,67 @@
+"""Overlapping patches of an image and their inverse (per-pixel averaging).
+
+Images here are torch tensors shaped (C, H, W). A patch vector is ordered (C, p, p), so
+D = C·p·p, and patches are listed in raster order of their top-left corner:
+N = (H − p + 1)·(W − p + 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def extract_patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """All p×p patches at stride 1: (C, H, W) -> (N, C·p·p)."""
+    c, h, w = image.shape
+    if patch_size > min(h, w):
+        raise ValueError(f"image of {h}x{w} pixels is smaller than the {patch_size}x{patch_size} patch")
+    cols = F.unfold(image[None], kernel_size=patch_size)  # (1, D, N)
+    return cols[0].T.contiguous()
+
+
+def patch_weights(patch_size: int, kind: str = "mean", *, device=None) -> torch.Tensor:
+    """Per-pixel weight of a patch estimate in the merge, shape (p·p,).
+
+    ``mean`` weighs every pixel of a patch equally; ``gaussian`` favours the patch centre
+    (standard deviation p/4), where an estimate sees the most context.
+    """
+    if kind == "mean":
+        return torch.ones(patch_size * patch_size, device=device)
+    if kind == "gaussian":
+        r = torch.arange(patch_size, device=device, dtype=torch.float32) - (patch_size - 1) / 2
+        g = torch.exp(-0.5 * (r / (patch_size / 4)) ** 2)
+        return torch.outer(g, g).flatten()
+    raise ValueError(f"unknown merge {kind!r}")
+
+
+def merge_patches(patches: torch.Tensor, shape: tuple[int, int, int], patch_size: int,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse of :func:`extract_patches`: each pixel is the (weighted) average of all patch
+    estimates covering it. (N, C·p·p) -> (C, H, W)."""
+    c, h, w = shape
+    pp = patch_size * patch_size
+    if weights is None:
+        weights = torch.ones(pp, device=patches.device, dtype=patches.dtype)
+    wd = weights.to(patches.dtype).repeat(c)  # (D,)
+    n = patches.shape[0]
+    num = F.fold((patches * wd).T[None], (h, w), kernel_size=patch_size)[0]
+    den = F.fold(wd[None, :, None].expand(1, wd.numel(), n), (h, w), kernel_size=patch_size)[0]
+    return num / den
+
+
+def fill_missing(image: torch.Tensor, estimate: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    """Keep observed values of ``image``, take ``estimate`` where ``missing`` is True."""
+    return torch.where(missing, estimate, image)
+
+
+def count_patches(h: int, w: int, patch_size: int) -> int:
+    return max(h - patch_size + 1, 0) * max(w - patch_size + 1, 0)
+
+
+def chunks(n: int, size: int):
+    """Slices covering range(n) in pieces of at most ``size``."""
+    for i in range(math.ceil(n / size)):
+        yield slice(i * size, min((i + 1) * size, n))

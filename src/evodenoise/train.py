@@ -1,0 +1,146 @@
+"""Training by evolutionary truncated-posterior EM, and the posterior-mean estimate.
+
+Per epoch: shuffle the patches; for each E-step batch evolve its states (E-step), then for each
+mini-batch in it one Adam step on the decoder maximising Σ_n logsumexp_{s∈K_n} log p(y_n, s)
+(the truncated free energy, K fixed). π and σ² are updated in closed form at the end of the
+epoch from the posterior statistics gathered by that epoch's E-steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .config import Config
+from .evolution import evolve, init_states, unpack
+from .model import PI_MIN, Model
+from .patches import chunks
+
+
+def learning_rate(t: float, cfg: Config) -> float:
+    """Triangular cyclic learning rate at (fractional) epoch t.
+
+    Starts at ``lr_min``, peaks after a half cycle, and the number of cycles is rounded so
+    that the last epoch ends exactly at a minimum (where the estimate is taken).
+    """
+    cycles = max(1, round(cfg.epochs / (2 * cfg.lr_half_cycle)))
+    length = cfg.epochs / cycles
+    phase = (t % length) / length
+    return cfg.lr_min + (cfg.lr_max - cfg.lr_min) * (1 - abs(2 * phase - 1))
+
+
+@dataclass
+class Fit:
+    """A trained model with each patch's state set K (packed, best first)."""
+
+    model: Model
+    states: torch.Tensor  # (N, S, W) int64
+    log: list[dict] = field(default_factory=list)
+
+
+class _Stats:
+    """Running sums for the closed-form π and σ² updates."""
+
+    def __init__(self, n_latents: int, device):
+        self.s = torch.zeros(n_latents, device=device)
+        self.err = torch.zeros((), device=device)
+        self.n = 0
+        self.d = torch.zeros((), device=device)
+        self.f = torch.zeros((), device=device)
+
+    def add(self, out, bits: torch.Tensor, obs: torch.Tensor | None, d: int) -> None:
+        q = out.q  # (B, S); bits: the states unpacked, (B, S, H)
+        self.s += torch.einsum("bs,bsh->h", q, bits)
+        self.err += (q * out.sqerr).sum()
+        self.n += q.shape[0]
+        self.d += q.shape[0] * d if obs is None else obs.sum()
+        self.f += out.f.sum()
+
+
+def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
+        sigma: float | None = None, callback: Callable[[dict], None] | None = None) -> Fit:
+    """Train on patches y (N, D) (0–255 scale, centred) with observation mask obs (N, D) or None.
+
+    ``sigma`` (0–255 units): with ``cfg.sigma_mode == "fixed"`` σ stays there, with ``"init"``
+    training starts there; None learns σ from the data's variance as a start.
+    """
+    n, d = y.shape
+    device = y.device
+    floor2 = cfg.sigma_floor ** 2
+    if sigma is None:
+        var = y.var() if obs is None else y[obs > 0].var()
+        sigma2 = float(var)
+    else:
+        sigma2 = float(sigma) ** 2
+    model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2)).to(device)
+    learn_sigma = sigma is None or cfg.sigma_mode == "init"
+    opt = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr_min)
+    states = init_states(n, cfg.n_states, cfg.n_latents, gen, device)
+    e_batch = max(cfg.estep_batch, cfg.batch_size)
+    n_train = max(1, round(cfg.train_fraction * n))
+    steps = math.ceil(n_train / cfg.batch_size)
+    result = Fit(model, states)
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        stats = _Stats(cfg.n_latents, device)
+        perm = torch.randperm(n, generator=gen, device=device)[:n_train]
+        step = 0
+        for eb in chunks(n_train, e_batch):
+            idx = perm[eb]
+            yb = y[idx]
+            ob = None if obs is None else obs[idx]
+            out = evolve(model, yb, ob, states[idx], cfg, gen)
+            states[idx] = out.states
+            bits = unpack(out.states, cfg.n_latents)  # (E, S, H)
+            stats.add(out, bits, ob, d)
+            k = cfg.grad_states or cfg.n_states
+            for mb in chunks(len(idx), cfg.batch_size):
+                lr = learning_rate(epoch + step / steps, cfg)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                lj = model.log_joint(yb[mb], bits[mb, :k], None if ob is None else ob[mb])
+                loss = -torch.logsumexp(lj, dim=1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+        with torch.no_grad():
+            model.pi.copy_((stats.s / stats.n).clamp(PI_MIN, 1 - PI_MIN))
+            if learn_sigma:
+                model.sigma2.copy_((stats.err / stats.d).clamp(min=floor2))
+        entry = {
+            "epoch": epoch + 1,
+            "epochs": cfg.epochs,
+            "free_energy": float(stats.f / stats.n),
+            "sigma": float(model.sigma2.sqrt()),
+            "mean_active": float(model.pi.sum()),
+            "lr": learning_rate(epoch + 1, cfg),
+            "seconds": time.perf_counter() - t0,
+        }
+        result.log.append(entry)
+        if callback is not None:
+            callback(entry)
+    return result
+
+
+@torch.no_grad()
+def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
+             gen: torch.Generator) -> torch.Tensor:
+    """Posterior mean ⟨μ(s)⟩_q of every patch, (N, D), after ``cfg.final_sweeps`` E-step sweeps
+    over all patches under the final parameters (chunks of ``cfg.chunk_size`` patches)."""
+    model, states = fitted.model, fitted.states
+    n = y.shape[0]
+    est = torch.empty_like(y)
+    for sweep in range(cfg.final_sweeps):
+        for c in chunks(n, cfg.chunk_size):
+            ob = None if obs is None else obs[c]
+            out = evolve(model, y[c], ob, states[c], cfg, gen)
+            states[c] = out.states
+            if sweep == cfg.final_sweeps - 1:
+                mu = model.decoder(unpack(out.states, cfg.n_latents))  # (B, S, D)
+                est[c] = torch.einsum("bs,bsd->bd", out.q, mu)
+    return est
