@@ -42,8 +42,9 @@ class Fit:
     log: list[dict] = field(default_factory=list)
 
 
-class _Stats:
-    """Running sums for the closed-form π and σ² updates."""
+class PosteriorStats:
+    """Running sums of posterior expectations for the closed-form M-step:
+    π_h = mean_n ⟨s_h⟩_q and σ² = Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q / Σ_n D_n."""
 
     def __init__(self, n_latents: int, device):
         self.s = torch.zeros(n_latents, device=device)
@@ -59,6 +60,12 @@ class _Stats:
         self.n += q.shape[0]
         self.d += q.shape[0] * d if obs is None else obs.sum()
         self.f += out.f.sum()
+
+    def pi(self) -> torch.Tensor:
+        return (self.s / self.n).clamp(PI_MIN, 1 - PI_MIN)
+
+    def sigma2(self, floor2: float = 0.0) -> torch.Tensor:
+        return (self.err / self.d).clamp(min=floor2)
 
 
 def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
@@ -86,7 +93,7 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     result = Fit(model, states)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        stats = _Stats(cfg.n_latents, device)
+        stats = PosteriorStats(cfg.n_latents, device)
         perm = torch.randperm(n, generator=gen, device=device)[:n_train]
         step = 0
         for eb in chunks(n_train, e_batch):
@@ -109,9 +116,9 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
                 opt.step()
                 step += 1
         with torch.no_grad():
-            model.pi.copy_((stats.s / stats.n).clamp(PI_MIN, 1 - PI_MIN))
+            model.pi.copy_(stats.pi())
             if learn_sigma:
-                model.sigma2.copy_((stats.err / stats.d).clamp(min=floor2))
+                model.sigma2.copy_(stats.sigma2(floor2))
         entry = {
             "epoch": epoch + 1,
             "epochs": cfg.epochs,
