@@ -60,11 +60,11 @@ class Config:
     lr_half_cycle: float = 10.0
     sigma_mode: str = "fixed"
     sigma_floor: float = 0.5
-    estep_batch: int = 0
+    estep_batch: int = 1024
     train_fraction: float = 1.0
     grad_states: int = 0
     final_sweeps: int = 1
-    chunk_size: int = 4096
+    chunk_size: int = 1024
     merge: str = "mean"
 
     def __post_init__(self) -> None:

@@ -99,24 +99,29 @@ def duplicate_mask(packed: torch.Tensor) -> torch.Tensor:
     return dup
 
 
-def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator,
-                device) -> torch.Tensor:
+def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator, device,
+                chunk: int = 4096) -> torch.Tensor:
     """S distinct random sparse states for each of n points: packed (n, S, W).
 
-    Bits are on with probability 1/H; repeats are redrawn with a denser probability until
-    every row is duplicate-free.
+    Each state starts with up to two active latents at random positions (one when they
+    coincide), drawn in chunks of points so memory stays O(chunk·S·H); repeats within a row are
+    redrawn as dense random states (bit probability doubling up to 1/2) until no row has any.
     """
-    p = 1.0 / n_latents
-    s = torch.rand(n, n_states, n_latents, generator=gen, device=device) < p
-    packed = pack(s)
+    out = torch.empty(n, n_states, n_words(n_latents), dtype=torch.int64, device=device)
+    for c in range(0, n, chunk):
+        m = min(chunk, n - c)
+        pos = torch.randint(0, n_latents, (m, n_states, 2), generator=gen, device=device)
+        s = torch.zeros(m, n_states, n_latents, dtype=torch.uint8, device=device)
+        s.scatter_(2, pos, 1)
+        out[c:c + m] = pack(s)
+    p = 2.0 / n_latents
     while True:
-        dup = duplicate_mask(packed)
+        dup = duplicate_mask(out)
         if not dup.any():
-            return packed
+            return out
         p = min(0.5, 2 * p)
         k = int(dup.sum())
-        redraw = torch.rand(k, n_latents, generator=gen, device=device) < p
-        packed[dup] = pack(redraw)
+        out[dup] = pack(torch.rand(k, n_latents, generator=gen, device=device) < p)
 
 
 @dataclass
@@ -168,14 +173,30 @@ def _select_parents(lj: torch.Tensor, n_parents: int, mode: str, gen: torch.Gene
     return torch.multinomial(fitness, n_parents, replacement=False, generator=gen)
 
 
+def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, gen: torch.Generator,
+                  device) -> torch.Tensor:
+    """k distinct random latent indices for each entry of ``shape``: (*shape, k).
+
+    Floyd's algorithm (a uniformly random k-subset from k draws): for j = H−k … H−1 draw t in
+    [0, j] and take j instead when t was already taken. k draws instead of H, no sort.
+    """
+    taken: list[torch.Tensor] = []
+    for j in range(n_latents - k, n_latents):
+        t = torch.randint(0, j + 1, shape, generator=gen, device=device)
+        if taken:
+            seen = (torch.stack(taken) == t).any(0)
+            t = torch.where(seen, torch.full_like(t, j), t)
+        taken.append(t)
+    return torch.stack(taken, -1)
+
+
 def _bitflip(model: Model, parents: _Population, n_children: int, gen: torch.Generator):
     """Children flipping C distinct bits of each parent, built packed: pre-activation and
     log-prior of a child are its parent's plus or minus the flipped latent's contribution, so
     no child is ever unpacked. Returns packed (B, P·C, W), a (B, P·C, width_1), prior (B, P·C)."""
     b, p, w = parents.states.shape
     h = model.pi.numel()
-    bits = torch.topk(torch.rand(b, p, h, generator=gen, device=parents.a.device),
-                      n_children, dim=2).indices  # (B, P, C), distinct per parent
+    bits = distinct_bits((b, p), h, n_children, gen, parents.a.device)  # (B, P, C)
     par = parents.states[:, :, None, :].expand(b, p, n_children, w)
     sign = (1 - 2 * get_bits(par, bits)).to(parents.a.dtype)  # +1 sets a bit, -1 clears it
     logit, _ = model.prior_terms()

@@ -103,7 +103,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only):
             raise ValueError("mask marks every value as missing: nothing to learn from")
         if fill_only and not m.any():
             raise ValueError("mask marks no value as missing: nothing to inpaint")
-        missing = torch.from_numpy(np.ascontiguousarray(m))
+        missing = torch.from_numpy(np.array(m, dtype=bool))  # a copy: m may be a read-only view
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
