@@ -10,8 +10,8 @@ import torch
 
 from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
 from evodenoise.evolution import (_bitflip, _Population, _recombine, _select_parents,
-                                  duplicate_mask, evolve, flip_bits, get_bits, init_states,
-                                  n_words, pack, unpack)
+                                  distinct_bits, duplicate_mask, evolve, flip_bits, get_bits,
+                                  init_states, n_words, pack, unpack)
 from evodenoise.model import Model
 
 
@@ -137,6 +137,32 @@ def test_init_states_sparse_and_seeded():
     b = init_states(50, 16, 64, gen(0), "cpu")
     assert torch.equal(a, b)
     assert unpack(a, 64).sum(-1).mean() < 4  # sparse: about one active latent per state
+
+
+def test_init_states_chunked_equals_shape():
+    packed = init_states(10, 6, 70, gen(0), "cpu", chunk=3)  # several chunks, a short last one
+    assert packed.shape == (10, 6, 2) and not duplicate_mask(packed).any()
+
+
+@pytest.mark.parametrize("h,k", [(1, 1), (5, 5), (8, 3), (64, 7), (70, 9), (512, 4)])
+def test_distinct_bits(h, k):
+    bits = distinct_bits((300, 4), h, k, gen(h + k), "cpu")
+    assert bits.shape == (300, 4, k) and bits.dtype == torch.int64
+    assert ((bits >= 0) & (bits < h)).all()
+    assert all(len(set(r)) == k for r in bits.reshape(-1, k).tolist())
+    if k == h:
+        assert all(sorted(r) == list(range(h)) for r in bits.reshape(-1, k).tolist())
+
+
+def test_distinct_bits_roughly_uniform():
+    h, k = 8, 3
+    bits = distinct_bits((4000,), h, k, gen(0), "cpu")
+    counts = torch.bincount(bits.flatten(), minlength=h).float()
+    expected = 4000 * k / h  # 1500 per latent
+    assert ((counts - expected).abs() < 0.1 * expected).all(), counts
+    # every subset is possible, not just a few: 56 3-subsets of 8
+    subsets = {tuple(sorted(r)) for r in bits.tolist()}
+    assert len(subsets) == 56
 
 
 # --- evolve ---------------------------------------------------------------------------------
