@@ -27,14 +27,19 @@ class Decoder(nn.Module):
     column h (see :meth:`first` and :meth:`rest`).
     """
 
-    def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str):
+    def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str,
+                 gen: torch.Generator | None = None):
         super().__init__()
         widths = [n_latents, *hidden, n_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        device = None if gen is None else gen.device
+        self.layers = nn.ModuleList(nn.Linear(a, b, device=device)
+                                    for a, b in zip(widths[:-1], widths[1:]))
         self.act = _ACTIVATIONS[activation]()
-        for layer in self.layers:
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        with torch.no_grad():  # Xavier-uniform weights from the run's generator, zero biases
+            for layer in self.layers:
+                bound = math.sqrt(6.0 / sum(layer.weight.shape))
+                layer.weight.uniform_(-bound, bound, generator=gen)
+                layer.bias.zero_()
 
     def first(self, s: torch.Tensor) -> torch.Tensor:
         """Pre-activation of the first layer: (..., H) -> (..., width_1)."""
@@ -54,11 +59,12 @@ class Model(nn.Module):
     """Decoder plus the closed-form parameters π (per latent) and σ² (scalar)."""
 
     def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str,
-                 sigma2: float):
+                 sigma2: float, gen: torch.Generator | None = None):
         super().__init__()
-        self.decoder = Decoder(n_latents, n_out, hidden, activation)
-        self.register_buffer("pi", torch.full((n_latents,), 1.0 / n_latents))
-        self.register_buffer("sigma2", torch.tensor(float(sigma2)))
+        self.decoder = Decoder(n_latents, n_out, hidden, activation, gen)
+        device = self.decoder.layers[0].weight.device
+        self.register_buffer("pi", torch.full((n_latents,), 1.0 / n_latents, device=device))
+        self.register_buffer("sigma2", torch.tensor(float(sigma2), device=device))
 
     def prior_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(logit π (H,), Σ_h log(1 − π_h)): log p(s) = s · logit π + Σ_h log(1 − π_h)."""

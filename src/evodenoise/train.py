@@ -83,11 +83,12 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         sigma2 = float(var)
     else:
         sigma2 = float(sigma) ** 2
-    model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2)).to(device)
+    model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2), gen)
     learn_sigma = sigma is None or cfg.sigma_mode == "init"
     opt = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr_min)
     states = init_states(n, cfg.n_states, cfg.n_latents, gen, device)
-    e_batch = max(cfg.estep_batch, cfg.batch_size)
+    # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n_train / batch) steps.
+    e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     n_train = max(1, round(cfg.train_fraction * n))
     steps = math.ceil(n_train / cfg.batch_size)
     result = Fit(model, states)
