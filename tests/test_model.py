@@ -166,3 +166,20 @@ def test_model_initial_pi_is_one_over_h():
     m = Model(8, 3, (4,), "relu", sigma2=1.0)
     torch.testing.assert_close(m.pi, torch.full((8,), 1 / 8))
     assert float(m.sigma2) == 1.0
+
+
+def test_decoder_init_from_the_given_generator():
+    """Xavier-uniform weights drawn from the run's generator, zero biases: equal seeds give
+    equal decoders whatever torch's global generator holds."""
+    torch.manual_seed(1)
+    a = Model(6, 5, (7, 4), "relu", sigma2=1.0, gen=torch.Generator().manual_seed(3))
+    torch.manual_seed(2)
+    b = Model(6, 5, (7, 4), "relu", sigma2=1.0, gen=torch.Generator().manual_seed(3))
+    c = Model(6, 5, (7, 4), "relu", sigma2=1.0, gen=torch.Generator().manual_seed(4))
+    for la, lb, lc in zip(a.decoder.layers, b.decoder.layers, c.decoder.layers):
+        assert torch.equal(la.weight, lb.weight)
+        assert not torch.equal(la.weight, lc.weight)
+        assert torch.equal(la.bias, torch.zeros_like(la.bias))
+        bound = math.sqrt(6.0 / (la.in_features + la.out_features))
+        assert la.weight.abs().max() <= bound
+        assert la.weight.abs().max() > 0.5 * bound  # spread over the range, not tiny
