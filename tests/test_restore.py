@@ -83,8 +83,7 @@ def test_denoise_beats_noisy_input_and_gaussian_blur(camera_denoised):
 def test_denoise_learns_sigma_when_not_given():
     clean = camera_crop(150, 180, 40, 40)
     noisy = add_noise(clean, seed=1)
-    out, res = denoise(noisy, None, config=SMALL.replace(epochs=12, lr_half_cycle=3.0),
-                   seed=1)
+    out, res = denoise(noisy, None, config=SMALL.replace(epochs=12, lr_half_cycle=3.0), seed=1)
     assert psnr(clean, out) >= psnr(clean, noisy) + 5
     assert res.sigma == pytest.approx(SIGMA, rel=0.2)  # close to the true noise level
     assert res.log[0]["sigma"] > res.log[-1]["sigma"]  # started at the data's spread
