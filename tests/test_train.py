@@ -186,7 +186,8 @@ def small_patches(h=20, w=22, sigma=20.0, seed=0, p=4):
 
 
 TINY = dict(patch_size=4, n_latents=12, hidden=(16,), n_states=8, n_parents=3, n_children=3,
-            n_generations=1, batch_size=8, estep_batch=128, lr_max=0.1, lr_half_cycle=3.0)
+            n_generations=1, batch_size=8, estep_batch=128, lr_max=0.1, lr_half_cycle=3.0,
+            min_steps=0)
 
 
 def tiny_cfg(**kw):

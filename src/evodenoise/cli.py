@@ -295,6 +295,8 @@ def build_config(preset: str, epochs: Optional[int], sets: Optional[list[str]]) 
         changes[key] = _parse_field_value(key, getattr(config, key), value)
     if epochs is not None:
         changes["epochs"] = epochs
+    if "epochs" in changes:  # an explicit epoch count is taken as it is
+        changes.setdefault("min_steps", 0)
     try:
         return config.replace(**changes)
     except (ValueError, TypeError) as e:

@@ -24,7 +24,8 @@ class Config:
     ``hidden`` (decoder hidden layer widths), ``activation``.
     Truncated posterior: ``n_states`` (S states kept per patch); evolution with ``n_parents``
     parents x ``n_children`` children x ``n_generations``, parent ``selection`` and ``mutation``.
-    Optimisation: ``epochs``; mini-batches of ``batch_size`` patches, one Adam step each;
+    Optimisation: ``epochs`` (raised, at most 4x, for small images so that training takes at
+    least ``min_steps`` Adam steps: fewer patches give fewer steps per epoch); mini-batches of ``batch_size`` patches, one Adam step each;
     triangular cyclic learning rate between ``lr_min`` and ``lr_max`` with a half cycle of
     ``lr_half_cycle`` epochs (the number of cycles is rounded so that training always ends at
     a minimum of the cycle). ``sigma_floor`` bounds σ from below (0-255 units).
@@ -38,6 +39,10 @@ class Config:
     ``grad_states`` keeps only that many most probable states per patch in the gradient
     (``0``: all S); ``final_sweeps`` full E-step sweeps under the final parameters before the
     estimate; ``chunk_size`` patches per chunk in those sweeps (bounds memory).
+
+    ``standardize`` divides the centred data by its standard deviation before training, so the
+    decoder's outputs are O(1) and Adam's steps are relative to the image's contrast; off, the
+    model works on the 0–255 scale on which the paper's learning rates are defined (its presets).
 
     Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
     weights them by a centred Gaussian window.
@@ -54,9 +59,10 @@ class Config:
     selection: str = "fitness"
     mutation: str = "bitflip"
     epochs: int = 12
+    min_steps: int = 0
     batch_size: int = 32
     lr_min: float = 1e-4
-    lr_max: float = 2e-2
+    lr_max: float = 5e-3
     lr_half_cycle: float = 10.0
     sigma_mode: str = "fixed"
     sigma_floor: float = 0.5
@@ -66,6 +72,7 @@ class Config:
     final_sweeps: int = 1
     chunk_size: int = 1024
     merge: str = "mean"
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -84,6 +91,7 @@ class Config:
         _check(self.mutation != "crossover" or self.n_parents >= 2,
                "crossover needs n_parents >= 2")
         _check(self.epochs >= 0, "epochs must be >= 0")
+        _check(self.min_steps >= 0, "min_steps must be >= 0")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(0 < self.lr_min <= self.lr_max, "need 0 < lr_min <= lr_max")
         _check(self.lr_half_cycle > 0, "lr_half_cycle must be > 0")
@@ -124,11 +132,11 @@ def _check(ok: bool, message: str) -> None:
 # Paper rows: exact settings, E-step and M-step alternating per mini-batch of 32 (estep_batch=0);
 # sigma is learned (the paper does not give it to the model; with --sigma it only starts there).
 _PAPER = dict(batch_size=32, lr_min=1e-4, epochs=500, lr_half_cycle=10.0, sigma_mode="init",
-              estep_batch=0, grad_states=0)
+              estep_batch=0, grad_states=0, standardize=False)
 
 PRESETS: dict[str, Config] = {
     # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
-    "fast": Config(),
+    "fast": Config(min_steps=20_000),
     "quality": Config(n_states=100, n_parents=10, n_children=9, n_generations=2, epochs=100),
     # Exact settings of the paper's table (DESIGN.md §1).
     "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,

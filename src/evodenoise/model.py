@@ -31,8 +31,9 @@ class Decoder(nn.Module):
                  gen: torch.Generator | None = None):
         super().__init__()
         widths = [n_latents, *hidden, n_out]
-        device = None if gen is None else gen.device
-        self.layers = nn.ModuleList(nn.Linear(a, b, device=device)
+        device = torch.device("cpu") if gen is None else gen.device
+        # skip_init: no default initialisation, which would draw from torch's global generator.
+        self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b, device=device)
                                     for a, b in zip(widths[:-1], widths[1:]))
         self.act = _ACTIVATIONS[activation]()
         with torch.no_grad():  # Xavier-uniform weights from the run's generator, zero biases

@@ -111,35 +111,40 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only):
     if missing is not None:
         missing = missing.to(dev)
         obs = extract_patches((~missing).float(), cfg.patch_size)
-    # Centre the data (the decoder's output bias then starts at the right level); missing
-    # values are set to the mean and never enter a likelihood term.
-    offset = x.mean() if missing is None else x[~missing].mean()
-    x = x - offset
+    # Centre the data (and with cfg.standardize scale it to unit variance): the decoder's output
+    # bias then starts at the right level. Missing values are set to the mean and never enter a
+    # likelihood term. `unit` is one internal unit in 0–255 units.
+    observed = x if missing is None else x[~missing]
+    offset = observed.mean()
+    unit = float(observed.std()) if cfg.standardize else 1.0
+    unit = unit if unit > 0 else 1.0
+    x = (x - offset) / unit
     if missing is not None:
         x = x.masked_fill(missing, 0.0)
     y = extract_patches(x, cfg.patch_size)  # (N, D)
+    to_image = unit / SCALE  # internal units -> [0, 1] image units
 
     def report(entry: dict) -> None:
         if callback is not None:
-            callback({**entry, "sigma": entry["sigma"] / SCALE})
+            callback({**entry, "sigma": entry["sigma"] * to_image})
 
-    fitted = fit(y, obs, cfg, gen, sigma=None if sigma is None else sigma * SCALE,
-                 callback=report)
+    fitted = fit(y, obs, cfg, gen, sigma=None if sigma is None else sigma / to_image,
+                 unit=unit, callback=report)
     est = estimate(fitted, y, obs, cfg, gen)
     out = merge_patches(est, (c, h, w), cfg.patch_size, patch_weights(cfg.patch_size, cfg.merge,
                                                                       device=dev))
     if fill_only:
         out = fill_missing(x, out, missing)
-    restored = ((out + offset) / SCALE).clamp(0, 1).cpu().numpy()
+    restored = ((out * unit + offset) / SCALE).clamp(0, 1).cpu().numpy()
     restored = restored[0] if img.ndim == 2 else np.moveaxis(restored, 0, 2)
     model = fitted.model
     with torch.no_grad():
         eye = torch.eye(cfg.n_latents, device=dev)
-        fields = (model.decoder(eye) + offset).reshape(cfg.n_latents, c, cfg.patch_size, cfg.patch_size)
+        fields = (model.decoder(eye) * unit + offset).reshape(cfg.n_latents, c, cfg.patch_size, cfg.patch_size)
     fields = (fields / SCALE).cpu().numpy()
     fields = fields[:, 0] if img.ndim == 2 else np.moveaxis(fields, 1, 3)
-    log = [{**e, "sigma": e["sigma"] / SCALE} for e in fitted.log]
+    log = [{**e, "sigma": e["sigma"] * to_image} for e in fitted.log]
     return restored.astype(np.float32), Result(
-        config=cfg, seed=int(seed), device=str(dev), sigma=float(model.sigma2.sqrt()) / SCALE,
+        config=fitted.config, seed=int(seed), device=str(dev), sigma=float(model.sigma2.sqrt()) * to_image,
         seconds=time.perf_counter() - t0, free_energy=[e["free_energy"] for e in log], log=log,
         fields=fields)

@@ -35,10 +35,12 @@ def learning_rate(t: float, cfg: Config) -> float:
 
 @dataclass
 class Fit:
-    """A trained model with each patch's state set K (packed, best first)."""
+    """A trained model with each patch's state set K (packed, best first), and the config it was
+    trained with (epochs raised to reach ``min_steps``)."""
 
     model: Model
     states: torch.Tensor  # (N, S, W) int64
+    config: Config
     log: list[dict] = field(default_factory=list)
 
 
@@ -69,15 +71,17 @@ class PosteriorStats:
 
 
 def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
-        sigma: float | None = None, callback: Callable[[dict], None] | None = None) -> Fit:
+        sigma: float | None = None, unit: float = 1.0,
+        callback: Callable[[dict], None] | None = None) -> Fit:
     """Train on patches y (N, D) (0–255 scale, centred) with observation mask obs (N, D) or None.
 
     ``sigma`` (0–255 units): with ``cfg.sigma_mode == "fixed"`` σ stays there, with ``"init"``
-    training starts there; None learns σ from the data's variance as a start.
+    training starts there; None learns σ from the data's variance as a start. ``unit``: one
+    unit of y in 0–255 units (y may be standardised); ``cfg.sigma_floor`` is converted with it.
     """
     n, d = y.shape
     device = y.device
-    floor2 = cfg.sigma_floor ** 2
+    floor2 = (cfg.sigma_floor / unit) ** 2
     if sigma is None:
         var = y.var() if obs is None else y[obs > 0].var()
         sigma2 = float(var)
@@ -91,7 +95,10 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     n_train = max(1, round(cfg.train_fraction * n))
     steps = math.ceil(n_train / cfg.batch_size)
-    result = Fit(model, states)
+    if cfg.epochs and cfg.min_steps:  # small images: more epochs, at most 4x
+        cfg = cfg.replace(epochs=min(max(cfg.epochs, math.ceil(cfg.min_steps / steps)),
+                                     4 * cfg.epochs))
+    result = Fit(model, states, cfg)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         stats = PosteriorStats(cfg.n_latents, device)
