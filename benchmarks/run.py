@@ -226,13 +226,21 @@ def paper_preset_for(task: Task, channels: int) -> str:
 
 
 def build_config(preset: str, task: Task, channels: int, epochs: int | None, overrides: dict):
-    """(Config, label) for a preset name (``paper`` maps to the task's paper preset)."""
+    """(Config, label) for a preset name (``paper`` maps to the task's paper preset,
+    ``default`` to the command's default: ``fast`` for denoising, ``inpaint`` for inpainting)."""
     from evodenoise import get_preset
-    name = paper_preset_for(task, channels) if preset == "paper" else preset
+    if preset == "paper":
+        name = paper_preset_for(task, channels)
+    elif preset == "default":
+        name = "inpaint" if task.kind == "inpaint" else "fast"
+    else:
+        name = preset
     cfg = get_preset(name)
     changes = {k: coerce(cfg, k, v) for k, v in overrides.items()}
     if epochs is not None:
         changes["epochs"] = int(epochs)
+    if "epochs" in changes:  # an explicit epoch count is taken as it is (as in the CLI)
+        changes.setdefault("min_steps", 0)
     cfg = cfg.replace(**changes)
     label = name + "".join(f" {k}={_fmt(v)}" for k, v in changes.items())
     return cfg, label
@@ -744,9 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None,
                    help="tasks, comma or space separated: denoise-SIGMA (8-bit units), "
                         f"inpaint-PERCENT; default {','.join(DEFAULT_TASKS)}")
-    p.add_argument("--presets", default="fast",
-                   help="evodenoise presets, comma separated; 'paper' = the paper preset of "
-                        "each task")
+    p.add_argument("--presets", default="default",
+                   help="evodenoise presets, comma separated; 'default' = each command's "
+                        "default (fast / inpaint), 'paper' = the paper preset of each task")
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help="methods to run, comma separated, from " + ",".join(ALL_METHODS))
     p.add_argument("--quick", action="store_true",

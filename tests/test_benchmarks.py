@@ -186,7 +186,7 @@ def test_smoke_peers_isolated(image_dir, tmp_path):
 
 
 def test_smoke_evodenoise_tiny_config(image_dir, tmp_path):
-    """evodenoise through the library API with a tiny config (skips while the engine is a stub)."""
+    """evodenoise through the library API with a tiny config; 'default' picks each task's preset."""
     _, report = _run_script(
         ["--images", str(image_dir), "--quick", "--methods", "evodenoise", "--no-isolate",
          "--crop", "12", "--epochs", "1", "--set", "patch_size=4", "--set", "n_latents=8",
@@ -197,10 +197,8 @@ def test_smoke_evodenoise_tiny_config(image_dir, tmp_path):
     assert {r["image"] for r in rows} == {"tiny"}  # --quick: the smallest image only
     assert {(r["task"], r["level"]) for r in rows} == {("denoise", "σ=25"), ("inpaint", "50%")}
     errors = [r["error"] for r in rows if r.get("error")]
-    if errors and all("NotImplementedError" in e for e in errors):
-        pytest.skip("engine not implemented yet")
     assert not errors, errors
     for r in rows:
         assert r["method"] == "evodenoise" and r["config"]["epochs"] == 1
         assert r["config"]["hidden"] == [8] and np.isfinite(r["psnr"])
-        assert r["preset"].startswith("fast ")
+        assert r["preset"].startswith("inpaint " if r["task"] == "inpaint" else "fast ")

@@ -161,7 +161,9 @@ def test_help_teaches(cmd):
     assert "Examples" in text
     if cmd != "corrupt":
         assert "white/non-zero = missing" in text
-        assert "0-255" in text and "[default: fast]" in text and "[default: auto]" in text
+        default_preset = "inpaint" if cmd == "inpaint" else "fast"
+        assert "0-255" in text and f"[default: {default_preset}]" in text
+        assert "[default: auto]" in text
         assert "[default: 0]" in text
 
 

@@ -1119,7 +1119,7 @@ def inpaint(
     data_range: DataRangeOpt = None,
     reference: ReferenceOpt = None,
     reference_dir: ReferenceDirOpt = None,
-    preset: PresetOpt = "fast",
+    preset: PresetOpt = "inpaint",
     epochs: EpochsOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = 0,

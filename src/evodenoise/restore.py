@@ -65,7 +65,7 @@ def denoise(image, sigma: float | None = None, *, config: Config | str = "fast",
     return _restore(image, mask, sigma, config, seed, device, callback, fill_only=False)
 
 
-def inpaint(image, mask, *, sigma: float | None = None, config: Config | str = "fast",
+def inpaint(image, mask, *, sigma: float | None = None, config: Config | str = "inpaint",
             seed: int = 0, device="cpu", callback: Callable[[dict], None] | None = None):
     """Fill the values of ``image`` marked True in ``mask`` (same shape, or (H, W) for all
     channels). Without ``sigma`` observed values are kept as they are; with ``sigma`` the image
