@@ -836,3 +836,15 @@ def test_corrupt_bad_inputs_and_outputs(tmp_path):
     assert_one_line_error(run("corrupt", "c.png", "--sigma", "5", "-o", "n.npy"), 1, "exists")
     assert (tmp_path / "n.npy").read_bytes() == b"keep"
     assert run("corrupt", "c.png", "--sigma", "5", "-o", "n.npy", "-f").exit_code == 0
+
+
+@pytest.mark.parametrize("argv", [["denoise", "x.png", "--seed", "abc"], ["denoise"],
+                                  ["denoise", "--bogus", "x.png"], ["frobnicate"]])
+def test_parse_errors_are_one_line_exit_2(argv, capsys):
+    from evodenoise.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error:" in err and "Traceback" not in err

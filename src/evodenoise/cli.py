@@ -1330,7 +1330,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         signal.signal(signal.SIGTERM, _terminate)
     except (ValueError, OSError):  # not in the main thread
         pass
-    app(args=argv, prog_name="evodenoise")
+    # click's UsageError (vendored inside newer Typer): the public BadParameter's base class.
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        rc = app(args=argv, prog_name="evodenoise", standalone_mode=False)
+    except usage_error as e:  # Typer's own parse errors: one line, exit 2
+        where = e.ctx.command_path if e.ctx is not None else "evodenoise"
+        first = (e.format_message().strip().splitlines() or ["usage error"])[0]
+        print(f"{where}: error: {first} (see '{where} --help')", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
