@@ -26,7 +26,9 @@ test: setup
 test-all: setup
 	$(BIN)/pytest -q -m "slow or not slow"
 
+# BM3D (the optional `bench` extra, non-commercial licence) is installed for benchmarks only.
 bench: setup
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
