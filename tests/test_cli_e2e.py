@@ -6,7 +6,6 @@ Each run takes about a second; the demo at full size is a slow test.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -33,15 +33,6 @@ TINY = get_preset("fast").replace(patch_size=3, n_latents=8, hidden=(8,), n_stat
                                   batch_size=16, estep_batch=128, min_steps=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many tiny ops: on a shared 2-core machine a second intra-op thread mostly waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def psnr(clean, x):
     return peak_signal_noise_ratio(clean, x, data_range=1.0)
 

@@ -16,14 +16,6 @@ from evodenoise.patches import extract_patches
 from evodenoise.train import PosteriorStats, estimate, fit, learning_rate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -265,7 +257,6 @@ def test_estimate_covers_every_patch(fraction):
     the estimate cover every patch: every K_n is sorted under the final parameters and the
     estimate is each patch's posterior mean over it."""
     y = small_patches()
-    n = y.shape[0]
     cfg = tiny_cfg(epochs=2, train_fraction=fraction, chunk_size=50)
     torch.manual_seed(0)
     fitted = fit(y, None, cfg, gen(0))

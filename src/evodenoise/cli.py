@@ -30,7 +30,7 @@ import typer
 
 from . import __version__
 from .config import PRESETS, Config, get_preset
-from .imageio import (INPUT_SUFFIXES, OUTPUT_SUFFIXES, ImageError, ImageInfo, encode_image,
+from .imageio import (INPUT_SUFFIXES, ImageError, ImageInfo, encode_image,
                       output_format, read_image, read_mask, write_image)
 
 _EXAMPLES = """\

@@ -8,7 +8,7 @@ The paper presets reproduce the settings table of Drefs et al. (ECML PKDD 2022) 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SELECTIONS = ("fitness", "uniform", "best")
 MUTATIONS = ("bitflip", "sparseflip", "crossover")

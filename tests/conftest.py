@@ -1,0 +1,14 @@
+"""Shared test setup."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests run many tiny tensor ops: on a shared 2-core machine a second intra-op thread
+    mostly waits at barriers (measured 2-25x slower), so the suite uses one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
