@@ -73,9 +73,9 @@ class PosteriorStats:
 def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
         sigma: float | None = None, unit: float = 1.0,
         callback: Callable[[dict], None] | None = None) -> Fit:
-    """Train on patches y (N, D) (0–255 scale, centred) with observation mask obs (N, D) or None.
+    """Train on centred patches y (N, D) with observation mask obs (N, D) or None.
 
-    ``sigma`` (0–255 units): with ``cfg.sigma_mode == "fixed"`` σ stays there, with ``"init"``
+    ``sigma`` (in y's units): with ``cfg.sigma_mode == "fixed"`` σ stays there, with ``"init"``
     training starts there; None learns σ from the data's variance as a start. ``unit``: one
     unit of y in 0–255 units (y may be standardised); ``cfg.sigma_floor`` is converted with it.
     """
@@ -99,6 +99,7 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         cfg = cfg.replace(epochs=min(max(cfg.epochs, math.ceil(cfg.min_steps / steps)),
                                      4 * cfg.epochs))
     result = Fit(model, states, cfg)
+    k = cfg.grad_states or cfg.n_states  # states per patch in the gradient (best first)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         stats = PosteriorStats(cfg.n_latents, device)
@@ -112,7 +113,6 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
             states[idx] = out.states
             bits = unpack(out.states, cfg.n_latents)  # (E, S, H)
             stats.add(out, bits, ob, d)
-            k = cfg.grad_states or cfg.n_states
             for mb in chunks(len(idx), cfg.batch_size):
                 lr = learning_rate(epoch + step / steps, cfg)
                 for group in opt.param_groups:
