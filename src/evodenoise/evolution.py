@@ -28,16 +28,25 @@ def n_words(n_latents: int) -> int:
     return -(-n_latents // WORD)
 
 
-_BYTE_BITS: dict = {}
+_TABLES: dict = {}
 
 
 def _byte_table(device) -> torch.Tensor:
     """(256, 8) float table: the bits of each byte value, least significant first."""
-    key = str(device)
-    if key not in _BYTE_BITS:
+    key = ("bits", str(device))
+    if key not in _TABLES:
         v = torch.arange(256, device=device)
-        _BYTE_BITS[key] = ((v[:, None] >> torch.arange(8, device=device)) & 1).float()
-    return _BYTE_BITS[key]
+        _TABLES[key] = ((v[:, None] >> torch.arange(8, device=device)) & 1).float()
+    return _TABLES[key]
+
+
+def _bit_weights(device) -> torch.Tensor:
+    """(8,) uint8 powers of two, cached per device (no host-to-device copy per call)."""
+    key = ("weights", str(device))
+    if key not in _TABLES:
+        _TABLES[key] = (torch.ones(8, dtype=torch.uint8, device=device)
+                        << torch.arange(8, dtype=torch.uint8, device=device))
+    return _TABLES[key]
 
 
 def pack(s: torch.Tensor) -> torch.Tensor:
@@ -52,8 +61,7 @@ def pack(s: torch.Tensor) -> torch.Tensor:
     if w * WORD != h:
         bits = torch.nn.functional.pad(bits, (0, w * WORD - h))
     bits = bits.reshape(*s.shape[:-1], w * 8, 8)
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=s.device)
-    return (bits * weights).sum(-1, dtype=torch.uint8).view(torch.int64)
+    return (bits * _bit_weights(s.device)).sum(-1, dtype=torch.uint8).view(torch.int64)
 
 
 def unpack(packed: torch.Tensor, n_latents: int, dtype=torch.float32) -> torch.Tensor:
