@@ -613,7 +613,7 @@ def run(args) -> dict:
                         continue
                     if args.ablate:
                         for variant, vcfg, vsigma in ablation_variants(
-                                cfg, task, sigma01, args.vary):
+                                cfg, task, sigma01, args.vary, args.only_vary):
                             jobs.append(("evodenoise", label, vcfg, variant, vsigma))
                     else:
                         jobs.append(("evodenoise", label, cfg, None, sigma01))
@@ -658,9 +658,10 @@ def run(args) -> dict:
     return {"meta": meta, "rows": rows, "ablation": ablation_rows}
 
 
-def ablation_variants(base, task: Task, sigma01, vary: list[str]):
-    """Yield (variant label, config, sigma) for the baseline and one-at-a-time changes."""
-    grid = dict(DEFAULT_ABLATION)
+def ablation_variants(base, task: Task, sigma01, vary: list[str], only_vary: bool = False):
+    """Yield (variant label, config, sigma) for the baseline and one-at-a-time changes
+    (the default axes plus ``vary``, or only ``vary`` with ``only_vary``)."""
+    grid = {} if only_vary else dict(DEFAULT_ABLATION)
     for item in vary:
         key, _, values = item.partition("=")
         if not values:
@@ -769,6 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: evodenoise baseline plus one-at-a-time variants of each "
                         "preset (selection, sigma_mode, σ given/learned, merge, epochs, "
                         "n_states, hidden); peers still run once per input")
+    p.add_argument("--only-vary", action="store_true",
+                   help="with --ablate: vary only the --vary axes, not the default ones")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1|V2",
                    help="replace or add an ablation axis, e.g. --vary n_latents=x0.5|x2 "
                         "(x-prefixed values scale the preset's value)")

@@ -202,3 +202,13 @@ def test_smoke_evodenoise_tiny_config(image_dir, tmp_path):
         assert r["method"] == "evodenoise" and r["config"]["epochs"] == 1
         assert r["config"]["hidden"] == [8] and np.isfinite(r["psnr"])
         assert r["preset"].startswith("inpaint " if r["task"] == "inpaint" else "fast ")
+
+
+def test_ablation_only_vary_keeps_just_the_given_axes(bench):
+    from evodenoise import get_preset
+    base = get_preset("fast")
+    task = bench.parse_task("denoise-25")
+    variants = list(bench.ablation_variants(base, task, 25 / 255, ["selection=uniform|best"],
+                                            only_vary=True))
+    assert [v[0] for v in variants] == ["baseline", "selection=uniform", "selection=best"]
+    assert [v[1].selection for v in variants] == ["fitness", "uniform", "best"]
