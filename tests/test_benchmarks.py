@@ -98,7 +98,8 @@ def test_ablation_variants_one_at_a_time(bench):
         assert len(changed) == 1 and label.startswith(changed[0] + "=")
     assert f"epochs={base.epochs * 2}" in labels
     assert f"n_latents={base.n_latents // 2}" in labels
-    assert "selection=best" in labels and "merge=gaussian" in labels
+    assert all(f"selection={m}" in labels for m in {"fitness", "uniform", "best"} - {base.selection})
+    assert "merge=gaussian" in labels
     assert "hidden=" + ",".join(str(2 * h) for h in base.hidden) in labels
     inpaint = [v[0] for v in bench.ablation_variants(base, bench.parse_task("inpaint-50"),
                                                       None, [])]
@@ -206,7 +207,7 @@ def test_smoke_evodenoise_tiny_config(image_dir, tmp_path):
 
 def test_ablation_only_vary_keeps_just_the_given_axes(bench):
     from evodenoise import get_preset
-    base = get_preset("fast")
+    base = get_preset("fast").replace(selection="fitness")
     task = bench.parse_task("denoise-25")
     variants = list(bench.ablation_variants(base, task, 25 / 255, ["selection=uniform|best"],
                                             only_vary=True))
