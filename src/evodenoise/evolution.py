@@ -209,7 +209,7 @@ def _bitflip(model: Model, parents: _Population, n_children: int, gen: torch.Gen
     sign = (1 - 2 * get_bits(par, bits)).to(parents.a.dtype)  # +1 sets a bit, -1 clears it
     logit, _ = model.prior_terms()
     cols = model.decoder.layers[0].weight.T[bits]  # (B, P, C, width_1)
-    a = parents.a[:, :, None, :] + sign[..., None] * cols
+    a = torch.addcmul(parents.a[:, :, None, :], sign[..., None], cols)
     prior = parents.prior[:, :, None] + sign * logit[bits]
     return flip_bits(par, bits).flatten(1, 2), a.flatten(1, 2), prior.flatten(1, 2)
 
@@ -281,4 +281,7 @@ def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, M, ...) gathered along dim 1 with idx (B, K)."""
     if x.dim() == 2:
         return torch.gather(x, 1, idx)
-    return torch.gather(x, 1, idx[..., None].expand(-1, -1, *x.shape[2:]))
+    # Whole rows: one index_select on (B·M, ...) copies rows, faster than an element gather.
+    b, m = x.shape[:2]
+    rows = (idx + torch.arange(0, b * m, m, device=idx.device)[:, None]).flatten()
+    return x.reshape(b * m, *x.shape[2:]).index_select(0, rows).view(b, -1, *x.shape[2:])

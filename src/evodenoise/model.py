@@ -55,6 +55,20 @@ class Decoder(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.rest(self.first(s))
 
+    def residual(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """μ − y from first-layer pre-activations a (B, K, width_1) and data y (B, D): (B, K, D).
+
+        The output layer and the subtraction are one batched matrix product (``baddbmm``
+        with −(y − bias) as its added term), one pass over the (B, K, D) result fewer.
+        """
+        if len(self.layers) == 1:
+            return a - y[:, None, :]
+        for layer in self.layers[1:-1]:
+            a = layer(self.act(a))
+        out = self.layers[-1]
+        return torch.baddbmm((out.bias - y)[:, None, :], self.act(a),
+                             out.weight.T.expand(a.shape[0], -1, -1))
+
 
 class Model(nn.Module):
     """Decoder plus the closed-form parameters π (per latent) and σ² (scalar)."""
@@ -77,25 +91,24 @@ class Model(nn.Module):
         logit, base = self.prior_terms()
         return s @ logit + base
 
-    def log_likelihood(self, y: torch.Tensor, mu: torch.Tensor, obs: torch.Tensor | None):
-        """log p(y | s) and the squared error, both (B, K), for y (B, D), mu (B, K, D).
+    def log_likelihood(self, diff: torch.Tensor, obs: torch.Tensor | None):
+        """log p(y | s) and the squared error, both (B, K), from the residual μ − y (B, K, D).
 
         ``obs`` (B, D) is 1 for observed values and 0 for missing ones (None: all observed).
         """
-        diff = mu - y[:, None, :]
         if obs is None:
-            sqerr = (diff * diff).sum(-1)
-            d_n = y.shape[-1]
+            d_n = diff.shape[-1]
         else:
-            sqerr = (diff * diff * obs[:, None, :]).sum(-1)
+            diff = diff * obs[:, None, :]  # obs is 0/1, so this is the observed part
             d_n = obs.sum(-1, keepdim=True)
+        sqerr = torch.linalg.vector_norm(diff, dim=-1).square()  # one fused reduction
         ll = -0.5 * d_n * torch.log(2 * math.pi * self.sigma2) - sqerr / (2 * self.sigma2)
         return ll, sqerr
 
     def score(self, y, obs, a, prior):
         """log p(y, s) and squared error (B, K) from first-layer pre-activations a (B, K, width_1)
         and log-priors (B, K) of the states."""
-        ll, sqerr = self.log_likelihood(y, self.decoder.rest(a), obs)
+        ll, sqerr = self.log_likelihood(self.decoder.residual(a, y), obs)
         return prior + ll, sqerr
 
     def log_joint(self, y, s, obs=None):
