@@ -16,14 +16,16 @@ CASES = [(s, p) for s in SHAPES for p in (1, 3, 7, 8) if p <= min(s[1:])]
 
 
 @pytest.mark.parametrize("shape,p", CASES, ids=str)
-def test_extract_merge_round_trip_exact_on_integer_images(shape, p):
-    """With equal weights every pixel is (k·x)/k: exact for integer values."""
+@pytest.mark.parametrize("band", [1, 7, 65536])
+def test_extract_merge_round_trip_exact_on_integer_images(shape, p, band):
+    """With equal weights every pixel is (k·x)/k: exact for integer values, whether the merge
+    folds one row of patches at a time (band 1), a few, or all at once."""
     c, h, w = shape
     g = torch.Generator().manual_seed(1)
     img = torch.randint(0, 256, shape, generator=g).float()
     y = extract_patches(img, p)
     assert y.shape == (count_patches(h, w, p), c * p * p)
-    assert torch.equal(merge_patches(y, shape, p), img)
+    assert torch.equal(merge_patches(y, shape, p, band=band), img)
 
 
 @pytest.mark.parametrize("shape,p", CASES, ids=str)
@@ -72,6 +74,7 @@ def test_merge_is_the_weighted_average_of_covering_estimates(kind):
     est = torch.rand(count_patches(h, w, p), c * p * p, generator=g, dtype=torch.float64)
     wts = patch_weights(p, kind).double()
     out = merge_patches(est, (c, h, w), p, wts)
+    torch.testing.assert_close(merge_patches(est, (c, h, w), p, wts, band=1), out)
     num = torch.zeros(c, h, w, dtype=torch.float64)
     den = torch.zeros(c, h, w, dtype=torch.float64)
     n = 0

@@ -274,6 +274,20 @@ def test_estimate_covers_every_patch(fraction):
     assert est.std() < y.std()
 
 
+@pytest.mark.parametrize("sweeps", [1, 2])
+def test_estimate_in_place_equals_a_separate_output(sweeps):
+    """estimate(..., out=y) overwrites the patches chunk by chunk and gives the same result."""
+    y = small_patches()
+    cfg = tiny_cfg(epochs=1, chunk_size=37, final_sweeps=sweeps)
+    fitted = fit(y, None, cfg, gen(0))
+    states = fitted.states.clone()
+    want = estimate(fitted, y, None, cfg, gen(1))
+    fitted.states.copy_(states)
+    y2 = y.clone()
+    got = estimate(fitted, y2, None, cfg, gen(1), out=y2)
+    assert got is y2 and torch.equal(got, want)
+
+
 def test_estimate_final_sweeps():
     y = small_patches()
     cfg = tiny_cfg(epochs=1, final_sweeps=3)

@@ -38,17 +38,28 @@ def patch_weights(patch_size: int, kind: str = "mean", *, device=None) -> torch.
 
 
 def merge_patches(patches: torch.Tensor, shape: tuple[int, int, int], patch_size: int,
-                  weights: torch.Tensor | None = None) -> torch.Tensor:
+                  weights: torch.Tensor | None = None, band: int = 65536) -> torch.Tensor:
     """Inverse of :func:`extract_patches`: each pixel is the (weighted) average of all patch
-    estimates covering it. (N, C·p·p) -> (C, H, W)."""
+    estimates covering it. (N, C·p·p) -> (C, H, W).
+
+    Folds whole rows of patches, about ``band`` patches at a time, into the image: besides the
+    input, memory is O(H·W + band·D) however large the image.
+    """
     c, h, w = shape
     pp = patch_size * patch_size
     if weights is None:
         weights = torch.ones(pp, device=patches.device, dtype=patches.dtype)
-    wd = weights.to(patches.dtype).repeat(c)  # (D,)
-    n = patches.shape[0]
-    num = F.fold((patches * wd).T[None], (h, w), kernel_size=patch_size)[0]
-    den = F.fold(wd[None, :, None].expand(1, wd.numel(), n), (h, w), kernel_size=patch_size)[0]
+    wd = weights.to(patches.dtype).repeat(c)[:, None]  # (D, 1)
+    cols = w - patch_size + 1  # patches per row
+    rows = max(1, band // cols)  # patch rows per band
+    num = torch.zeros(c, h, w, dtype=patches.dtype, device=patches.device)
+    den = torch.zeros_like(num)
+    for r0 in range(0, h - patch_size + 1, rows):
+        r1 = min(r0 + rows, h - patch_size + 1)
+        part = patches[r0 * cols:r1 * cols].T  # (D, n) for the patch rows r0 … r1-1
+        size = (r1 - r0 + patch_size - 1, w)
+        num[:, r0:r1 + patch_size - 1] += F.fold((part * wd)[None], size, patch_size)[0]
+        den[:, r0:r1 + patch_size - 1] += F.fold(wd.expand_as(part)[None], size, patch_size)[0]
     return num / den
 
 

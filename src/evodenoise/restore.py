@@ -130,7 +130,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only):
 
     fitted = fit(y, obs, cfg, gen, sigma=None if sigma is None else sigma / to_image,
                  unit=unit, callback=report)
-    est = estimate(fitted, y, obs, cfg, gen)
+    est = estimate(fitted, y, obs, cfg, gen, out=y)  # in place: y is not needed afterwards
     out = merge_patches(est, (c, h, w), cfg.patch_size, patch_weights(cfg.patch_size, cfg.merge,
                                                                       device=dev))
     if fill_only:

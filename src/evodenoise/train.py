@@ -153,18 +153,22 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
 
 @torch.no_grad()
 def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
-             gen: torch.Generator) -> torch.Tensor:
+             gen: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
     """Posterior mean ⟨μ(s)⟩_q of every patch, (N, D), after ``cfg.final_sweeps`` E-step sweeps
-    over all patches under the final parameters (chunks of ``cfg.chunk_size`` patches)."""
+    over all patches under the final parameters (chunks of ``cfg.chunk_size`` patches).
+
+    ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
+    overwritten), which saves an (N, D) array on large images.
+    """
     model, states = fitted.model, fitted.states
     n = y.shape[0]
-    est = torch.empty_like(y)
+    est = torch.empty_like(y) if out is None else out
     for sweep in range(cfg.final_sweeps):
         for c in chunks(n, cfg.chunk_size):
             ob = None if obs is None else obs[c]
-            out = evolve(model, y[c], ob, states[c], cfg, gen)
-            states[c] = out.states
+            e = evolve(model, y[c], ob, states[c], cfg, gen)
+            states[c] = e.states
             if sweep == cfg.final_sweeps - 1:
-                mu = model.decoder(unpack(out.states, cfg.n_latents))  # (B, S, D)
-                est[c] = torch.einsum("bs,bsd->bd", out.q, mu)
+                mu = model.decoder(unpack(e.states, cfg.n_latents))  # (B, S, D)
+                est[c] = torch.einsum("bs,bsd->bd", e.q, mu)
     return est
