@@ -59,15 +59,15 @@ class Config:
     n_generations: int = 2
     selection: str = "best"
     mutation: str = "bitflip"
-    epochs: int = 12
+    epochs: int = 16
     min_steps: int = 0
     batch_size: int = 32
     lr_min: float = 1e-4
-    lr_max: float = 5e-3
+    lr_max: float = 1e-2
     lr_half_cycle: float = 10.0
     sigma_mode: str = "fixed"
     sigma_floor: float = 0.5
-    estep_batch: int = 1024
+    estep_batch: int = 256
     train_fraction: float = 1.0
     grad_states: int = 16
     final_sweeps: int = 1
@@ -140,10 +140,10 @@ PRESETS: dict[str, Config] = {
     # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
     "fast": Config(min_steps=20_000),
     # Inpainting default: the fast model trained longer (missing values need more epochs).
-    "inpaint": Config(epochs=40, min_steps=66_000),
+    "inpaint": Config(epochs=40, min_steps=66_000, lr_max=5e-3),
     # More states, children and epochs than fast: about 3x its time (a GPU preset).
     "quality": Config(n_states=100, n_parents=10, n_children=9, n_generations=2, epochs=40,
-                      min_steps=66_000, grad_states=32),
+                      min_steps=66_000, grad_states=32, lr_max=5e-3),
     # Exact settings of the paper's table (DESIGN.md §1).
     "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
                              n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
