@@ -358,7 +358,8 @@ def _execute(spec: dict) -> dict:
             torch.cuda.synchronize(device)
         out["extra"].update(engine_seconds=float(res.seconds),
                             model_sigma_255=float(res.sigma) * 255.0,
-                            epochs_logged=len(res.log or []))
+                            epochs_logged=len(res.log or []),
+                            epoch_seconds=[round(e["seconds"], 3) for e in res.log or []])
         if res.free_energy:
             out["extra"]["final_free_energy"] = float(res.free_energy[-1])
     else:

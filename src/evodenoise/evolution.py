@@ -112,8 +112,9 @@ def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator, dev
     """S distinct random sparse states for each of n points: packed (n, S, W).
 
     Each state starts with up to two active latents at random positions (one when they
-    coincide), drawn in chunks of points so memory stays O(chunk·S·H); repeats within a row are
-    redrawn as dense random states (bit probability doubling up to 1/2) until no row has any.
+    coincide); repeats within a row are redrawn as dense random states (bit probability
+    doubling up to 1/2) until no row has any. Points are drawn in chunks, so memory beyond the
+    result stays O(chunk·S·H).
     """
     out = torch.empty(n, n_states, n_words(n_latents), dtype=torch.int64, device=device)
     for c in range(0, n, chunk):
@@ -121,15 +122,14 @@ def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator, dev
         pos = torch.randint(0, n_latents, (m, n_states, 2), generator=gen, device=device)
         s = torch.zeros(m, n_states, n_latents, dtype=torch.uint8, device=device)
         s.scatter_(2, pos, 1)
-        out[c:c + m] = pack(s)
-    p = 2.0 / n_latents
-    while True:
-        dup = duplicate_mask(out)
-        if not dup.any():
-            return out
-        p = min(0.5, 2 * p)
-        k = int(dup.sum())
-        out[dup] = pack(torch.rand(k, n_latents, generator=gen, device=device) < p)
+        part = pack(s)
+        p = 2.0 / n_latents
+        while (dup := duplicate_mask(part)).any():
+            p = min(0.5, 2 * p)
+            k = int(dup.sum())
+            part[dup] = pack(torch.rand(k, n_latents, generator=gen, device=device) < p)
+        out[c:c + m] = part
+    return out
 
 
 @dataclass
