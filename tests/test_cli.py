@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from evodenoise import restore
 from evodenoise.cli import app, tile_fields
-from evodenoise.config import Config, get_preset
+from evodenoise.config import PRESET_NOTES, PRESETS, Config, get_preset
 from evodenoise.imageio import _encode_png16, read_image
 
 H, W = 20, 24
@@ -165,6 +165,11 @@ def test_help_teaches(cmd):
         assert "0-255" in text and f"[default: {default_preset}]" in text
         assert "[default: auto]" in text
         assert "[default: 0]" in text
+        boxless = " ".join(r.stdout.replace("│", " ").split())
+        for name in PRESETS:  # every preset with its cost
+            if name != "default":
+                assert f"{name}: {' '.join(PRESET_NOTES[name].split())}" in boxless
+        assert "min/megapixel on 2 CPU cores" in text
 
 
 def test_single_file_default_name(tmp_path, engine):

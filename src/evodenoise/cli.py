@@ -29,7 +29,7 @@ import numpy as np
 import typer
 
 from . import __version__
-from .config import PRESETS, Config, get_preset
+from .config import PRESET_NOTES, PRESETS, Config, get_preset
 from .imageio import (INPUT_SUFFIXES, ImageError, ImageInfo, encode_image,
                       output_format, read_image, read_mask, write_image)
 
@@ -1008,7 +1008,9 @@ ReferenceDirOpt = Annotated[Optional[str], typer.Option(
     help="Clean images paired with the inputs by file stem, for PSNR/SSIM in batches.")]
 PresetOpt = Annotated[str, typer.Option(
     "--preset", "-p", rich_help_panel="Model", metavar="NAME",
-    help=f"Hyperparameter preset: {', '.join(PRESETS)}.")]
+    help="Hyperparameter preset. " + "; ".join(
+        f"[bold]{name}[/bold]: {PRESET_NOTES[name]}" for name in PRESET_NOTES)
+    + ". Times grow with the number of pixels.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(
     "--epochs", "-e", rich_help_panel="Model",
     metavar="N", help="Override the preset's number of epochs.")]

@@ -166,6 +166,25 @@ PRESETS: dict[str, Config] = {
 }
 PRESETS["default"] = PRESETS["fast"]
 
+# Cost and result of each preset, for --help and the README. CPU: 2 cores of a 2-core AMD EPYC
+# VM, House 256x256 (0.066 megapixels), benchmarks/RESULTS.md; time grows linearly with the
+# number of pixels. GPU: not measured yet (no GPU lent so far); benchmarks/throughput.py
+# projects it from the measured work per epoch.
+PRESET_NOTES: dict[str, str] = {
+    "fast": "denoise default; 27 min/megapixel on 2 CPU cores (House σ=25: 31.9 dB, 105 s)",
+    "inpaint": "inpaint default; 66 min/megapixel on 2 CPU cores (House 50 % missing: "
+               "36.5 dB, 259 s)",
+    "quality": "more states and epochs; about 4x fast's time",
+    "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
+                      "(500 epochs: 55 h/megapixel): a GPU preset",
+    "paper-house-25": "as paper-house-15",
+    "paper-house-50": "the paper's settings (12x12, H=512): a GPU preset",
+    "paper-barbara-25": "the paper's settings: a GPU preset",
+    "paper-inpaint-house": "the paper's settings: a GPU preset",
+    "paper-inpaint-color-50": "the paper's settings: a GPU preset",
+    "paper-inpaint-color-80": "the paper's settings: a GPU preset",
+}
+
 
 def get_preset(name: str) -> Config:
     """The preset called ``name``; ``ValueError`` naming the known ones otherwise."""
