@@ -146,7 +146,7 @@ PRESETS: dict[str, Config] = {
     # a hidden layer of 128 (House 50 % missing: 37.29 dB vs 36.52 with 64, 1.4x the time).
     "inpaint": Config(hidden=(128,), epochs=40, min_steps=66_000, lr_max=5e-3),
     # fast with the two axes that gained PSNR on every task of the ablation (benchmarks/
-    # RESULTS.md): a hidden layer of 128 and S = 128 states; about 2.5x fast's time.
+    # RESULTS.md): a hidden layer of 128 and S = 128 states; about 1.8x fast's time.
     "quality": Config(hidden=(128,), n_states=128, min_steps=20_000),
     # Exact settings of the paper's table (DESIGN.md §1).
     "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
@@ -178,8 +178,8 @@ PRESET_NOTES: dict[str, str] = {
     "fast": "denoise default; 27 min/megapixel on 2 CPU cores (House σ=25: 31.9 dB, 105 s)",
     "inpaint": "inpaint default; 91 min/megapixel on 2 CPU cores (House 50 % missing: "
                "37.3 dB, 358 s)",
-    "quality": "more states, children and epochs; about 3.5x fast's time (8.1 vs 5.9 s per "
-               "epoch on House, 40 vs 16 epochs)",
+    "quality": "wider decoder, more states; 49 min/megapixel on 2 CPU cores (House σ=25: "
+               "32.3 dB, 191 s)",
     "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
                       "(500 epochs: 55 h/megapixel): a GPU preset",
     "paper-house-25": "as paper-house-15",
