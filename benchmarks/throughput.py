@@ -67,6 +67,7 @@ def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> 
     from torch.utils._python_dispatch import TorchDispatchMode
 
     import evodenoise
+    from evodenoise.patches import count_patches
 
     class Count(TorchDispatchMode):
         calls = 0
@@ -76,9 +77,8 @@ def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> 
             return func(*args, **(kwargs or {}))
 
     small = image[:crop, :crop]
-    h, w = small.shape[:2]
     cfg = cfg.replace(epochs=2, min_steps=0)
-    steps = work_per_epoch(cfg, (h - cfg.patch_size + 1) * (w - cfg.patch_size + 1), 1)["steps"]
+    steps = work_per_epoch(cfg, count_patches(*small.shape[:2], cfg.patch_size), 1)["steps"]
     counts = []
 
     def cb(entry):
@@ -91,14 +91,14 @@ def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> 
 
 def measure(preset: str, image: np.ndarray, sigma: float, epochs: int, device: str) -> dict:
     import evodenoise
+    from evodenoise.patches import count_patches
 
     cfg = evodenoise.get_preset(preset)
     seconds = []
     run_cfg = cfg.replace(epochs=epochs, min_steps=0, final_sweeps=1)
     evodenoise.denoise(image, sigma, config=run_cfg, seed=0, device=device,
                        callback=lambda e: seconds.append(e["seconds"]))
-    h, w = image.shape[:2]
-    work = work_per_epoch(cfg, (h - cfg.patch_size + 1) * (w - cfg.patch_size + 1), 1)
+    work = work_per_epoch(cfg, count_patches(*image.shape[:2], cfg.patch_size), 1)
     best = min(seconds)
     return {"preset": preset, "epoch_seconds": best, "epochs_of_preset": cfg.epochs, **work,
             "evaluations_per_s": work["evaluations"] / best, "gflops": work["flops"] / best / 1e9}
