@@ -240,7 +240,7 @@ def build_config(preset: str, task: Task, channels: int, epochs: int | None, ove
     if epochs is not None:
         changes["epochs"] = int(epochs)
     if "epochs" in changes:  # an explicit epoch count is taken as it is (as in the CLI)
-        changes.setdefault("min_steps", 0)
+        changes.setdefault("min_visits", 0)
     cfg = cfg.replace(**changes)
     label = name + "".join(f" {k}={_fmt(v)}" for k, v in changes.items())
     return cfg, label

@@ -50,7 +50,7 @@ def decoder_flops(cfg, channels: int) -> tuple[int, int]:
 
 def work_per_epoch(cfg, n_patches: int, channels: int) -> dict:
     """Decoder evaluations and FLOPs of one training epoch over ``n_patches`` patches."""
-    n = max(1, round(cfg.train_fraction * n_patches))
+    n = min(n_patches, cfg.train_patches)
     children = cfg.n_generations * cfg.n_parents * cfg.n_children
     k = cfg.grad_states or cfg.n_states
     full, rest = decoder_flops(cfg, channels)
@@ -77,7 +77,7 @@ def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> 
             return func(*args, **(kwargs or {}))
 
     small = image[:crop, :crop]
-    cfg = cfg.replace(epochs=2, min_steps=0)
+    cfg = cfg.replace(epochs=2, min_visits=0)
     steps = work_per_epoch(cfg, count_patches(*small.shape[:2], cfg.patch_size), 1)["steps"]
     counts = []
 
@@ -95,9 +95,9 @@ def measure(preset: str, image: np.ndarray, sigma: float, epochs: int, device: s
 
     cfg = evodenoise.get_preset(preset)
     seconds = []
-    run_cfg = cfg.replace(epochs=epochs, min_steps=0, final_sweeps=1)
+    run_cfg = cfg.replace(epochs=epochs, min_visits=0, final_sweeps=1)
     evodenoise.denoise(image, sigma, config=run_cfg, seed=0, device=device,
-                       callback=lambda e: seconds.append(e["seconds"]))
+                       callback=lambda e: e["phase"] == "train" and seconds.append(e["seconds"]))
     work = work_per_epoch(cfg, count_patches(*image.shape[:2], cfg.patch_size), 1)
     best = min(seconds)
     return {"preset": preset, "epoch_seconds": best, "epochs_of_preset": cfg.epochs, **work,

@@ -26,11 +26,11 @@ SIGMA = 25 / 255
 SMALL = get_preset("fast").replace(patch_size=5, n_latents=16, hidden=(32,), n_states=16,
                                    n_parents=4, n_children=3, n_generations=2, epochs=20,
                                    batch_size=8, estep_batch=256, lr_max=0.02, lr_half_cycle=5.0,
-                                   min_steps=0)
+                                   min_visits=0)
 # Tiny configuration for behaviour (not quality) checks: well under a second.
 TINY = get_preset("fast").replace(patch_size=3, n_latents=8, hidden=(8,), n_states=4,
                                   n_parents=2, n_children=2, n_generations=1, epochs=2,
-                                  batch_size=16, estep_batch=128, min_steps=0)
+                                  batch_size=16, estep_batch=128, min_visits=0)
 
 
 def psnr(clean, x):
@@ -59,7 +59,8 @@ def camera_denoised():
     clean = camera_crop()
     noisy = add_noise(clean)
     epochs = []
-    out, res = denoise(noisy, SIGMA, config=SMALL, seed=0, callback=epochs.append)
+    out, res = denoise(noisy, SIGMA, config=SMALL, seed=0,
+                       callback=lambda e: e["phase"] == "train" and epochs.append(e))
     return clean, noisy, out, res, epochs
 
 
@@ -175,7 +176,10 @@ def test_output_shape_dtype_range(camera_denoised):
 def test_result_record(camera_denoised):
     _, _, _, res, epochs = camera_denoised
     assert isinstance(res, Result)
-    assert res.config == SMALL and res.seed == 0 and res.device == "cpu"
+    # the config that ran: the preset with the pool size and band rows it settled (a 40x40
+    # image has 36x36 patches, all in the pool, one band)
+    assert res.config == SMALL.replace(train_patches=36 * 36, band_rows=36)
+    assert res.seed == 0 and res.device == "cpu"
     assert len(res.free_energy) == SMALL.epochs == len(res.log)
     assert all(np.isfinite(res.free_energy))
     assert res.free_energy[-1] > res.free_energy[0]
@@ -345,8 +349,8 @@ def test_config_replace_rejects_unknown_key():
     dict(n_generations=-1), dict(n_parents=65), dict(n_latents=4, n_states=8, n_children=5),
     dict(mutation="crossover", n_parents=1), dict(epochs=-1), dict(batch_size=0),
     dict(lr_min=0.0), dict(lr_min=0.1, lr_max=0.01), dict(lr_half_cycle=0.0),
-    dict(sigma_floor=0.0), dict(estep_batch=-1), dict(train_fraction=0.0),
-    dict(train_fraction=1.5), dict(grad_states=-1), dict(final_sweeps=0), dict(chunk_size=0),
+    dict(sigma_floor=0.0), dict(estep_batch=-1), dict(train_patches=0),
+    dict(dictionary_size=1), dict(band_rows=-1), dict(grad_states=-1), dict(final_sweeps=0), dict(chunk_size=0),
     dict(selection="roulette"), dict(mutation="gaussian"), dict(activation="gelu"),
     dict(sigma_mode="learn"), dict(merge="median"),
 ], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))

@@ -35,10 +35,10 @@ def test_paper_house_25_is_about_one_teraflop_per_epoch(tp):
     assert work["evaluations"] == 249 * 249 * (200 + 360 + 200)
 
 
-def test_train_fraction_and_grad_states_reduce_the_work(tp):
+def test_train_patches_and_grad_states_reduce_the_work(tp):
     cfg = evodenoise.get_preset("fast")
     full = tp.work_per_epoch(cfg, 10_000, 1)
-    half = tp.work_per_epoch(cfg.replace(train_fraction=0.5), 10_000, 1)
+    half = tp.work_per_epoch(cfg.replace(train_patches=5_000), 10_000, 1)
     assert half["patches"] == 5_000 and half["flops"] * 2 == full["flops"]
     fewer = tp.work_per_epoch(cfg.replace(grad_states=8), 10_000, 1)
     assert fewer["flops"] < full["flops"]

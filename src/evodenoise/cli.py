@@ -296,7 +296,7 @@ def build_config(preset: str, epochs: Optional[int], sets: Optional[list[str]]) 
     if epochs is not None:
         changes["epochs"] = epochs
     if "epochs" in changes:  # an explicit epoch count is taken as it is
-        changes.setdefault("min_steps", 0)
+        changes.setdefault("min_visits", 0)
     try:
         return config.replace(**changes)
     except (ValueError, TypeError) as e:
@@ -744,7 +744,8 @@ def process(job: Job, ctx: RunContext) -> dict:
     rep.start_epochs(job.stem, ctx.config.epochs)
 
     def callback(state: dict) -> None:
-        rep.epoch(state, dr)
+        if state.get("phase", "train") == "train":
+            rep.epoch(state, dr)
 
     try:
         if opts.command == "inpaint":

@@ -15,6 +15,7 @@ MUTATIONS = ("bitflip", "sparseflip", "crossover")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 SIGMA_MODES = ("fixed", "init")
 MERGES = ("mean", "gaussian")
+COLORS = ("opponent", "rgb")
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,9 @@ class Config:
     ``hidden`` (decoder hidden layer widths), ``activation``.
     Truncated posterior: ``n_states`` (S states kept per patch); evolution with ``n_parents``
     parents x ``n_children`` children x ``n_generations``, parent ``selection`` and ``mutation``.
-    Optimisation: ``epochs`` (raised, at most 4x, for small images so that training takes at
-    least ``min_steps`` Adam steps: fewer patches give fewer steps per epoch); mini-batches of ``batch_size`` patches, one Adam step each;
+    Optimisation: ``epochs`` (raised, at most 4x, for small images so that training makes at
+    least ``min_visits`` patch visits: fewer patches give less training per epoch);
+    mini-batches of ``batch_size`` patches, one Adam step each;
     triangular cyclic learning rate between ``lr_min`` and ``lr_max`` with a half cycle of
     ``lr_half_cycle`` epochs (the number of cycles is rounded so that training always ends at
     a minimum of the cycle). ``sigma_floor`` bounds σ from below (0-255 units).
@@ -35,11 +37,17 @@ class Config:
 
     Speed knobs that change the schedule, not the model: ``estep_batch`` patches are evolved in
     one vectorised E-step call before their mini-batches' Adam steps (``0``: equal to
-    ``batch_size``, the paper's exact alternation); ``train_fraction`` of the patches take part
-    in each epoch (the final E-step sweeps and the estimate always cover every patch);
+    ``batch_size``, the paper's exact alternation); ``train_patches`` bounds the training pool:
+    larger images train on that many patches drawn at random once per run (their states are
+    kept, the others' never exist during training), smaller ones on all of theirs;
     ``grad_states`` keeps only that many most probable states per patch in the gradient
     (``0``: all S); ``final_sweeps`` full E-step sweeps under the final parameters before the
     estimate; ``chunk_size`` patches per chunk in those sweeps (bounds memory).
+
+    Streaming estimate (``stream.py``): the image is estimated ``band_rows`` rows of patches at
+    a time (``0``: about 65,536 patches per band, fewer when memory is short); a patch outside
+    the training pool starts from the S best, for it, of the ``dictionary_size`` states most
+    frequent in the pool's sets, then takes the ``final_sweeps``.
 
     ``standardize`` divides the centred data by its standard deviation before training, so the
     decoder's outputs are O(1) and Adam's steps are relative to the image's contrast; off, the
@@ -47,6 +55,12 @@ class Config:
 
     Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
     weights them by a centred Gaussian window.
+
+    Colour (3-channel images): ``color`` ``opponent`` turns RGB into an orthonormal
+    luminance/chroma basis (white noise keeps its σ, so the likelihood is exact) and trains one
+    model on luminance patches and one on the two chroma channels' patches, the latter on
+    ``chroma_pool`` times the luminance model's training pool; ``rgb`` trains one model on
+    RGB patches. Inputs whose mask differs between channels always use ``rgb``.
     """
 
     patch_size: int = 8
@@ -60,7 +74,7 @@ class Config:
     selection: str = "best"
     mutation: str = "bitflip"
     epochs: int = 16
-    min_steps: int = 0
+    min_visits: int = 0
     batch_size: int = 32
     lr_min: float = 1e-4
     lr_max: float = 1e-2
@@ -68,12 +82,16 @@ class Config:
     sigma_mode: str = "fixed"
     sigma_floor: float = 0.5
     estep_batch: int = 256
-    train_fraction: float = 1.0
+    train_patches: int = 65536
     grad_states: int = 16
     final_sweeps: int = 1
     chunk_size: int = 1024
+    band_rows: int = 0
+    dictionary_size: int = 1024
     merge: str = "mean"
     standardize: bool = True
+    color: str = "opponent"
+    chroma_pool: float = 0.25
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -92,19 +110,22 @@ class Config:
         _check(self.mutation != "crossover" or self.n_parents >= 2,
                "crossover needs n_parents >= 2")
         _check(self.epochs >= 0, "epochs must be >= 0")
-        _check(self.min_steps >= 0, "min_steps must be >= 0")
+        _check(self.min_visits >= 0, "min_visits must be >= 0")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(0 < self.lr_min <= self.lr_max, "need 0 < lr_min <= lr_max")
         _check(self.lr_half_cycle > 0, "lr_half_cycle must be > 0")
         _check(self.sigma_floor > 0, "sigma_floor must be > 0")
         _check(self.estep_batch >= 0, "estep_batch must be >= 0")
-        _check(0 < self.train_fraction <= 1, "train_fraction must be in (0, 1]")
+        _check(self.train_patches >= 1, "train_patches must be >= 1")
+        _check(0 < self.chroma_pool <= 1, "chroma_pool must be in (0, 1]")
+        _check(self.band_rows >= 0, "band_rows must be >= 0")
+        _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")
         _check(self.chunk_size >= 1, "chunk_size must be >= 1")
         for name, allowed in (("selection", SELECTIONS), ("mutation", MUTATIONS),
                               ("activation", ACTIVATIONS), ("sigma_mode", SIGMA_MODES),
-                              ("merge", MERGES)):
+                              ("merge", MERGES), ("color", COLORS)):
             _check(getattr(self, name) in allowed,
                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
 
@@ -141,13 +162,13 @@ _PAPER = dict(batch_size=32, lr_min=1e-4, epochs=500, lr_half_cycle=10.0, sigma_
 
 PRESETS: dict[str, Config] = {
     # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
-    "fast": Config(min_steps=20_000),
+    "fast": Config(min_visits=640_000),
     # Inpainting default: the fast model trained longer (missing values need more epochs), with
     # a hidden layer of 128 (House 50 % missing: 37.29 dB vs 36.52 with 64, 1.4x the time).
-    "inpaint": Config(hidden=(128,), epochs=40, min_steps=66_000, lr_max=5e-3),
+    "inpaint": Config(hidden=(128,), epochs=40, min_visits=2_112_000, lr_max=5e-3),
     # fast with the two axes that gained PSNR on every task of the ablation (benchmarks/
     # RESULTS.md): a hidden layer of 128 and S = 128 states; about 1.8x fast's time.
-    "quality": Config(hidden=(128,), n_states=128, min_steps=20_000),
+    "quality": Config(hidden=(128,), n_states=128, min_visits=640_000),
     # Exact settings of the paper's table (DESIGN.md §1).
     "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
                              n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),

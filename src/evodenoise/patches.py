@@ -46,21 +46,47 @@ def merge_patches(patches: torch.Tensor, shape: tuple[int, int, int], patch_size
     input, memory is O(H·W + band·D) however large the image.
     """
     c, h, w = shape
-    pp = patch_size * patch_size
-    if weights is None:
-        weights = torch.ones(pp, device=patches.device, dtype=patches.dtype)
-    wd = weights.to(patches.dtype).repeat(c)[:, None]  # (D, 1)
-    cols = w - patch_size + 1  # patches per row
-    rows = max(1, band // cols)  # patch rows per band
     num = torch.zeros(c, h, w, dtype=patches.dtype, device=patches.device)
     den = torch.zeros_like(num)
+    cols = w - patch_size + 1  # patches per row
+    rows = max(1, band // cols)  # patch rows per band
     for r0 in range(0, h - patch_size + 1, rows):
         r1 = min(r0 + rows, h - patch_size + 1)
-        part = patches[r0 * cols:r1 * cols].T  # (D, n) for the patch rows r0 … r1-1
-        size = (r1 - r0 + patch_size - 1, w)
-        num[:, r0:r1 + patch_size - 1] += F.fold((part * wd)[None], size, patch_size)[0]
-        den[:, r0:r1 + patch_size - 1] += F.fold(wd.expand_as(part)[None], size, patch_size)[0]
+        fold_rows(num, den, patches[r0 * cols:r1 * cols], r0, patch_size, weights)
     return num / den
+
+
+def fold_rows(num: torch.Tensor, den: torch.Tensor, part: torch.Tensor, r0: int,
+              patch_size: int, weights: torch.Tensor | None = None) -> None:
+    """Add the estimates ``part`` (n, C·p·p) of whole patch rows starting at row ``r0`` into the
+    weighted sums ``num`` and their weights ``den`` (both (C, H, W)), in place."""
+    c, _, w = num.shape
+    pp = patch_size * patch_size
+    if weights is None:
+        weights = torch.ones(pp, device=part.device, dtype=part.dtype)
+    wd = weights.to(part.dtype).repeat(c)[:, None]  # (D, 1)
+    rows = part.shape[0] // (w - patch_size + 1)
+    size = (rows + patch_size - 1, w)
+    part = part.T  # (D, n)
+    num[:, r0:r0 + size[0]] += F.fold((part * wd)[None], size, patch_size)[0]
+    den[:, r0:r0 + size[0]] += F.fold(wd.expand_as(part)[None], size, patch_size)[0]
+
+
+def band_patches(image: torch.Tensor, r0: int, r1: int, patch_size: int) -> torch.Tensor:
+    """The patches whose top-left corners lie in rows r0 … r1-1, raster order: (n, C·p·p)."""
+    return extract_patches(image[:, r0:r1 + patch_size - 1], patch_size)
+
+
+def gather_patches(image: torch.Tensor, idx: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The patches with raster indices ``idx`` (M,), as rows of :func:`extract_patches`:
+    (C, H, W) -> (M, C·p·p), without building the other patches."""
+    c, h, w = image.shape
+    cols = w - patch_size + 1
+    k = torch.arange(patch_size, device=image.device)
+    rows = (idx // cols)[:, None] + k  # (M, p)
+    cols_ = (idx % cols)[:, None] + k  # (M, p)
+    out = image[:, rows[:, :, None], cols_[:, None, :]]  # (C, M, p, p)
+    return out.permute(1, 0, 2, 3).reshape(idx.numel(), c * patch_size * patch_size)
 
 
 def fill_missing(image: torch.Tensor, estimate: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ rates and σ floor are defined.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,8 +16,10 @@ import numpy as np
 import torch
 
 from .config import Config, get_preset
-from .patches import extract_patches, fill_missing, merge_patches, patch_weights
-from .train import estimate, fit
+from .memory import check_fits, available_memory
+from .patches import count_patches, fill_missing, gather_patches
+from .stream import band_rows, estimate_image
+from .train import fit
 
 SCALE = 255.0
 
@@ -36,7 +39,8 @@ class Result:
 
 
 def denoise(image, sigma: float | None = None, *, config: Config | str = "fast", seed: int = 0,
-            device="cpu", mask=None, callback: Callable[[dict], None] | None = None):
+            device="cpu", mask=None, callback: Callable[[dict], None] | None = None,
+            max_memory: int | None = None):
     """Remove Gaussian noise from ``image`` without any training data but the image itself.
 
     Parameters
@@ -48,8 +52,12 @@ def denoise(image, sigma: float | None = None, *, config: Config | str = "fast",
     seed : seed of the run's one random generator; equal seeds give equal results on a device.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
     mask : optional bool array, True where a value is missing (noisy and missing at once).
-    callback : called after each epoch with a dict (epoch, epochs, free_energy, sigma, lr,
-        mean_active); σ there is in image units.
+    callback : called with a dict after each training epoch (``phase`` "train": epoch, epochs,
+        free_energy, sigma, lr, mean_active, seconds; σ in image units) and after each band of
+        the estimate (``phase`` "estimate": band, bands); ``progress`` is the fraction of the
+        whole run done.
+    max_memory : bytes the run may use (None: the memory available on the device); band sizes
+        follow it, and a run that cannot fit raises ``MemoryBudgetError`` before any work.
 
     Returns
     -------
@@ -58,24 +66,70 @@ def denoise(image, sigma: float | None = None, *, config: Config | str = "fast",
 
     Notes
     -----
-    Cost per epoch is about N·(S + G·P·C + 3·S) decoder evaluations for N ≈ H·W patches; at
-    the paper's House settings that is ~1 TFLOP. The ``fast`` preset restores a 256×256 gray
-    image in a minute or two on 2 CPU cores; the paper presets want a GPU.
+    Training costs about M·(S + G·P·C + 3·S) decoder evaluations per epoch for a pool of
+    M = min(N, ``train_patches``) of the N ≈ H·W patches (at the paper's House settings ~1
+    TFLOP); the estimate then streams over all N patches band by band, so time beyond the pool
+    and memory beyond one band grow only with the estimate's sweep. The ``fast`` preset
+    restores a 256×256 gray image in a minute or two on 2 CPU cores; the paper presets want a
+    GPU.
     """
-    return _restore(image, mask, sigma, config, seed, device, callback, fill_only=False)
+    return _restore(image, mask, sigma, config, seed, device, callback, fill_only=False,
+                    max_memory=max_memory)
 
 
 def inpaint(image, mask, *, sigma: float | None = None, config: Config | str = "inpaint",
-            seed: int = 0, device="cpu", callback: Callable[[dict], None] | None = None):
+            seed: int = 0, device="cpu", callback: Callable[[dict], None] | None = None,
+            max_memory: int | None = None):
     """Fill the values of ``image`` marked True in ``mask`` (same shape, or (H, W) for all
     channels). Without ``sigma`` observed values are kept as they are; with ``sigma`` the image
     is also noisy and every value is estimated. Other parameters as in :func:`denoise`."""
     if mask is None:
         raise ValueError("inpaint needs a mask (True = missing)")
-    return _restore(image, mask, sigma, config, seed, device, callback, fill_only=sigma is None)
+    return _restore(image, mask, sigma, config, seed, device, callback, fill_only=sigma is None,
+                    max_memory=max_memory)
 
 
-def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only):
+def training_epochs(cfg: Config, n_pool: int) -> int:
+    """The epochs a run trains for: the preset's, raised for small images (few patches) so
+    that training sees at least ``cfg.min_visits`` patch visits, at most 4x."""
+    if not (cfg.epochs and cfg.min_visits):
+        return cfg.epochs
+    return min(max(cfg.epochs, math.ceil(cfg.min_visits / n_pool)), 4 * cfg.epochs)
+
+
+def plan_band_rows(cfg: Config, shape, masked: bool, n_pool: int, device, max_memory) -> int:
+    """Patch rows per band of the streaming estimate: ``cfg``'s (about 65,536 patches per band
+    by default), halved until the run fits ``max_memory`` bytes (None: the memory available);
+    :class:`MemoryBudgetError` when not even one row does."""
+    c, h, w = shape
+    budget = available_memory(device) if max_memory is None else int(max_memory)
+    cols = w - cfg.patch_size + 1
+    rows = band_rows(cfg, w, h)
+    while True:
+        try:
+            check_fits(cfg, shape, masked, n_pool, rows * cols, device, budget)
+            return rows
+        except ValueError:
+            if rows == 1:
+                raise
+            rows = max(1, rows // 2)
+
+
+def _train_share(cfg: Config, n: int) -> float:
+    """The fraction of a run's work spent training (for progress): a training visit costs about
+    1.5 estimate visits (the E-step plus its Adam steps)."""
+    train = 1.5 * cfg.epochs * cfg.train_patches
+    return train / (train + cfg.final_sweeps * n)
+
+
+# Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta): white noise
+# of σ per RGB value stays white noise of σ per opponent value, so the likelihood is unchanged.
+OPPONENT = torch.tensor([[1 / math.sqrt(3)] * 3,
+                         [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
+                         [1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)]])
+
+
+def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, max_memory=None):
     t0 = time.perf_counter()
     cfg = get_preset(config) if isinstance(config, str) else config
     img = np.asarray(image, dtype=np.float32)
@@ -107,44 +161,115 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only):
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
-    obs = None
+    alpha = None
+    if c == 4:  # alpha is passed through untouched
+        x, alpha, c = x[:3], x[3:], 3
+        missing = None if missing is None else missing[:3]
     if missing is not None:
         missing = missing.to(dev)
-        obs = extract_patches((~missing).float(), cfg.patch_size)
+    # Colour: with the opponent transform, one model for luminance and one for both chroma
+    # channels (a per-value mask mixes observed and missing values under the transform, so
+    # such inputs keep one model over RGB).
+    opponent = (c == 3 and cfg.color == "opponent"
+                and (missing is None or bool((missing == missing[:1]).all())))
+    if opponent:
+        x = torch.einsum("kc,chw->khw", OPPONENT.to(dev), x)
+        groups = [(slice(0, 1), cfg), (slice(1, 3), cfg.replace(
+            train_patches=max(1, round(cfg.train_patches * cfg.chroma_pool))))]
+    else:
+        groups = [(slice(0, c), cfg)]
+    sizes = [_visits(g_cfg, count_patches(h, w, cfg.patch_size)) for _, g_cfg in groups]
+    done, parts, runs = 0.0, [], []
+    names = ["luminance", "chroma"] if opponent else [None]
+    for (sl, g_cfg), size, name in zip(groups, sizes, names):
+        share = (done, size / sum(sizes))
+        parts.append(_restore_planes(x[sl], None if missing is None else missing[sl], sigma,
+                                     g_cfg, gen, max_memory, callback, share, fill_only, name))
+        runs.append(parts[-1][1])
+        done += share[1]
+    out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
+    fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
+    if opponent:
+        out = torch.einsum("kc,khw->chw", OPPONENT.to(dev), out)
+        fields = torch.einsum("kc,nkij->ncij", OPPONENT.to(dev), fields)
+    if alpha is not None:
+        out = torch.cat([out, alpha])
+        fields = torch.cat([fields, torch.full_like(fields[:, :1], SCALE)], 1)
+    restored = (out / SCALE).clamp(0, 1).cpu().numpy()
+    restored = restored[0] if img.ndim == 2 else np.moveaxis(restored, 0, 2)
+    fields = (fields / SCALE).cpu().numpy()
+    fields = fields[:, 0] if img.ndim == 2 else np.moveaxis(fields, 1, 3)
+    first = runs[0]
+    ran = first["config"]
+    if opponent:
+        ran = ran.replace(chroma_pool=runs[1]["config"].train_patches / max(1, ran.train_patches))
+    return restored.astype(np.float32), Result(
+        config=ran, seed=int(seed), device=str(dev), sigma=first["sigma"],
+        seconds=time.perf_counter() - t0, free_energy=[e["free_energy"] for e in first["log"]],
+        log=[e for r in runs for e in r["log"]], fields=fields)
+
+
+def _visits(cfg: Config, n: int) -> float:
+    """Work of one model's run in estimate-visit units (for progress across models)."""
+    pool = min(n, cfg.train_patches)
+    return 1.5 * training_epochs(cfg, pool) * pool + cfg.final_sweeps * n
+
+
+def _restore_planes(x, missing, sigma, cfg, gen, max_memory, callback, share, fill_only, name):
+    """One model over the planes x (C, H, W) (0–255 units) with ``missing`` (C, H, W) or None:
+    returns the estimate (C, H, W) in 0–255 units, a record (config that ran, σ in [0, 1]
+    units, log) and the generative fields (H_latents, C, p, p) in 0–255 units."""
+    c, h, w = x.shape
+    dev = x.device
     # Centre the data (and with cfg.standardize scale it to unit variance): the decoder's output
     # bias then starts at the right level. Missing values are set to the mean and never enter a
     # likelihood term. `unit` is one internal unit in 0–255 units.
-    observed = x if missing is None else x[~missing]
-    offset = observed.mean()
-    unit = float(observed.std()) if cfg.standardize else 1.0
+    observed = None if missing is None else (~missing).float()
+    values = x if missing is None else x[~missing]
+    offset = values.mean()
+    unit = float(values.std()) if cfg.standardize else 1.0
     unit = unit if unit > 0 else 1.0
+    del values
     x = (x - offset) / unit
     if missing is not None:
         x = x.masked_fill(missing, 0.0)
-    y = extract_patches(x, cfg.patch_size)  # (N, D)
     to_image = unit / SCALE  # internal units -> [0, 1] image units
+
+    n = count_patches(h, w, cfg.patch_size)
+    n_pool = min(n, cfg.train_patches)
+    cfg = cfg.replace(train_patches=n_pool, epochs=training_epochs(cfg, n_pool),
+                      band_rows=plan_band_rows(cfg, (c, h, w), missing is not None, n_pool, dev,
+                                               max_memory))
+    # Training pool: n_pool patches drawn once (all of them when the image is small enough).
+    pool = (torch.arange(n, device=dev) if n_pool == n
+            else torch.randperm(n, generator=gen, device=dev)[:n_pool].sort().values)
+    y = gather_patches(x, pool, cfg.patch_size)  # (M, D)
+    obs = None if observed is None else gather_patches(observed, pool, cfg.patch_size)
+    start, span = share
+    tag = {} if name is None else {"model": name}
+    train = span * _train_share(cfg, n)
 
     def report(entry: dict) -> None:
         if callback is not None:
-            callback({**entry, "sigma": entry["sigma"] * to_image})
+            callback({**entry, **tag, "phase": "train", "sigma": entry["sigma"] * to_image,
+                      "progress": start + train * entry["epoch"] / max(cfg.epochs, 1)})
+
+    def report_band(band: int, bands: int) -> None:
+        if callback is not None:
+            callback({**tag, "phase": "estimate", "band": band, "bands": bands,
+                      "progress": start + train + (span - train) * band / bands})
 
     fitted = fit(y, obs, cfg, gen, sigma=None if sigma is None else sigma / to_image,
                  unit=unit, callback=report)
-    est = estimate(fitted, y, obs, cfg, gen, out=y)  # in place: y is not needed afterwards
-    out = merge_patches(est, (c, h, w), cfg.patch_size, patch_weights(cfg.patch_size, cfg.merge,
-                                                                      device=dev))
+    del y, obs
+    out = estimate_image(fitted, x, observed, pool, cfg, gen, report_band)
     if fill_only:
         out = fill_missing(x, out, missing)
-    restored = ((out * unit + offset) / SCALE).clamp(0, 1).cpu().numpy()
-    restored = restored[0] if img.ndim == 2 else np.moveaxis(restored, 0, 2)
     model = fitted.model
     with torch.no_grad():
         eye = torch.eye(cfg.n_latents, device=dev)
-        fields = (model.decoder(eye) * unit + offset).reshape(cfg.n_latents, c, cfg.patch_size, cfg.patch_size)
-    fields = (fields / SCALE).cpu().numpy()
-    fields = fields[:, 0] if img.ndim == 2 else np.moveaxis(fields, 1, 3)
-    log = [{**e, "sigma": e["sigma"] * to_image} for e in fitted.log]
-    return restored.astype(np.float32), Result(
-        config=fitted.config, seed=int(seed), device=str(dev), sigma=float(model.sigma2.sqrt()) * to_image,
-        seconds=time.perf_counter() - t0, free_energy=[e["free_energy"] for e in log], log=log,
-        fields=fields)
+        fields = (model.decoder(eye) * unit + offset).reshape(cfg.n_latents, c, cfg.patch_size,
+                                                              cfg.patch_size)
+    log = [{**e, **tag, "sigma": e["sigma"] * to_image} for e in fitted.log]
+    record = {"config": cfg, "sigma": float(model.sigma2.sqrt()) * to_image, "log": log}
+    return out * unit + offset, record, fields

@@ -45,7 +45,7 @@ def _adam(params: list, lr: float) -> torch.optim.Adam:
 @dataclass
 class Fit:
     """A trained model with each patch's state set K (packed, best first), and the config it was
-    trained with (epochs raised to reach ``min_steps``)."""
+    trained with."""
 
     model: Model
     states: torch.Tensor  # (N, S, W) int64
@@ -102,11 +102,8 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     states = init_states(n, cfg.n_states, cfg.n_latents, gen, device)
     # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n_train / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
-    n_train = max(1, round(cfg.train_fraction * n))
+    n_train = n
     steps = math.ceil(n_train / cfg.batch_size)
-    if cfg.epochs and cfg.min_steps:  # small images: more epochs, at most 4x
-        cfg = cfg.replace(epochs=min(max(cfg.epochs, math.ceil(cfg.min_steps / steps)),
-                                     4 * cfg.epochs))
     result = Fit(model, states, cfg)
     k = cfg.grad_states or cfg.n_states  # states per patch in the gradient (best first)
     for epoch in range(cfg.epochs):

@@ -1,0 +1,84 @@
+"""Memory: what a run needs, what the machine has, and the refusal before the work.
+
+The run's size is estimated from the config and the image shape (bytes of the arrays the
+library keeps plus the largest working set of one E-step chunk); a run that would not fit the
+budget is refused with :class:`MemoryBudgetError` before any work, naming what would fit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .config import Config
+from .evolution import n_words
+
+RUNTIME_BYTES = 400 * 2**20  # the torch runtime itself (CPU resident set), counted on the CPU
+FLOAT = 4
+
+
+class MemoryBudgetError(ValueError):
+    """The run would need more memory than the budget allows."""
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for this run: free GPU memory on CUDA, else the OS's available memory
+    (``MemAvailable``); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _per_patch(cfg: Config, d: int, masked: bool) -> int:
+    """Bytes per patch held by a pool or a band: its values (and mask), its packed states."""
+    return d * FLOAT * (2 if masked else 1) + cfg.n_states * n_words(cfg.n_latents) * 8
+
+
+def _working_set(cfg: Config, d: int) -> int:
+    """Largest transient of one E-step chunk or batch: its candidates' pre-activations,
+    hidden activations and residuals, the unpacked states, the dictionary scores."""
+    cand = cfg.n_states + cfg.n_generations * cfg.n_parents * cfg.n_children
+    width = sum(cfg.hidden) + d + cfg.n_latents
+    rows = max(cfg.chunk_size, cfg.estep_batch, cfg.batch_size)
+    return rows * (3 * cand * width + cfg.dictionary_size) * FLOAT
+
+
+def estimate_bytes(cfg: Config, shape: tuple[int, int, int], masked: bool, n_pool: int,
+                   band_patches: int, device: torch.device) -> int:
+    """Peak bytes of a run on an image of ``shape`` (C, H, W)."""
+    c, h, w = shape
+    d = c * cfg.patch_size ** 2
+    image = c * h * w * FLOAT * 6  # input, its copy on the device, sums, weights, output ×2
+    runtime = RUNTIME_BYTES if device.type == "cpu" else 0
+    return (runtime + image + (n_pool + band_patches) * _per_patch(cfg, d, masked)
+            + _working_set(cfg, d))
+
+
+def check_fits(cfg: Config, shape: tuple[int, int, int], masked: bool, n_pool: int,
+               band_patches: int, device: torch.device, budget: int | None) -> int:
+    """The estimated peak bytes; :class:`MemoryBudgetError` if they exceed ``budget``."""
+    need = estimate_bytes(cfg, shape, masked, n_pool, band_patches, device)
+    if budget is not None and need > budget:
+        c, h, w = shape
+        fixed = need - c * h * w * FLOAT * 6
+        fits = max(0, budget - fixed) // (c * FLOAT * 6)
+        raise MemoryBudgetError(
+            f"this {w}x{h} image needs about {_gb(need)} of memory but {_gb(budget)} "
+            f"{'is free' if budget else 'is allowed'} on {device.type}; at most about "
+            f"{fits / 1e6:.1f} megapixels fit (free memory, or raise --max-memory)")
+    return need
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.2f} GB"
