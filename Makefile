@@ -5,7 +5,7 @@ VENV   ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench bench-color clean
 
 $(BIN)/evodenoise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-all: setup
 bench: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Colour: three photos scikit-image ships (free licences), centre 256x256 crops, noise and masks.
+bench-color: setup
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/run.py --images skimage:astronaut skimage:coffee skimage:chelsea \
+		--crop 256 --tasks denoise-15,denoise-25,denoise-50,inpaint-50,inpaint-80 --threads 2 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info src/*.egg-info

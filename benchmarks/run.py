@@ -99,9 +99,17 @@ def parse_task(text: str) -> Task:
     return Task(kind, level)
 
 
-def load_image(path: Path) -> np.ndarray:
-    """Float64 image on the [0, 1] scale, (H, W) or (H, W, 3); alpha dropped."""
-    if path.suffix.lower() in (".tif", ".tiff"):
+SKIMAGE = "skimage:"
+COLOR_IMAGES = ("skimage:astronaut", "skimage:coffee", "skimage:chelsea")
+
+
+def load_image(path) -> np.ndarray:
+    """Float64 image on the [0, 1] scale, (H, W) or (H, W, 3); alpha dropped. ``skimage:NAME``
+    loads ``skimage.data.NAME()`` (freely licensed images that scikit-image ships)."""
+    if isinstance(path, str) and path.startswith(SKIMAGE):
+        from skimage import data
+        arr = np.asarray(getattr(data, path[len(SKIMAGE):])())
+    elif path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
         arr = np.asarray(tifffile.imread(path))
     else:
@@ -131,11 +139,16 @@ def load_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
-def find_images(sources: list[str]) -> list[Path]:
-    paths: list[Path] = []
+def find_images(sources: list[str]) -> list:
+    paths: list = []
     for src in sources:
         p = Path(src)
-        if p.is_dir():
+        if src.startswith(SKIMAGE):
+            from skimage import data
+            if not callable(getattr(data, src[len(SKIMAGE):], None)):
+                raise FileNotFoundError(f"scikit-image has no image {src[len(SKIMAGE):]!r}")
+            paths.append(src)
+        elif p.is_dir():
             paths += sorted(q for q in p.iterdir()
                             if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file():
@@ -582,7 +595,7 @@ def run(args) -> dict:
         crop = args.crop or (QUICK_CROP if args.quick else None)
         if crop:
             img = centre_crop(img, crop)
-        loaded.append((p.stem, img))
+        loaded.append((p[len(SKIMAGE):] if isinstance(p, str) else p.stem, img))
     if args.quick and len(loaded) > 1:  # the smallest image only (ties: first by name)
         loaded = [min(loaded, key=lambda t: t[1].size)]
     epochs = args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else None)
@@ -750,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "protocol of DESIGN.md §4.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--images", nargs="+", default=[str(ROOT / "sample_images")],
-                   help="image files or folders (non-image files are skipped)")
+                   help="image files or folders (non-image files are skipped), or skimage:NAME "
+                        "for an image scikit-image ships (e.g. skimage:astronaut)")
     p.add_argument("--tasks", nargs="+", default=None,
                    help="tasks, comma or space separated: denoise-SIGMA (8-bit units), "
                         f"inpaint-PERCENT; default {','.join(DEFAULT_TASKS)}")

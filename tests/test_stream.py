@@ -12,7 +12,8 @@ from evodenoise import denoise, get_preset, inpaint
 from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
 from evodenoise.memory import MemoryBudgetError, check_fits
 from evodenoise.model import Model
-from evodenoise.patches import extract_patches, gather_patches
+from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
+from evodenoise.restore import OPPONENT
 from evodenoise.stream import build_dictionary, dictionary_states, estimate_image
 from evodenoise.train import Fit, fit
 
@@ -152,3 +153,72 @@ def test_memory_budget_shrinks_bands_before_refusing():
     need = check_fits(SMALL, (1, 40, 44), False, 36 * 40, 40, dev, None)
     _, r = denoise(noisy, SIGMA, config=SMALL.replace(epochs=1), max_memory=need)
     assert r.config.band_rows == 1
+
+
+def test_fold_rows_with_per_value_weights_is_the_weighted_average():
+    g = torch.Generator().manual_seed(3)
+    c, h, w, p = 2, 6, 7, 3
+    est = torch.rand(count_patches(h, w, p), c * p * p, generator=g)
+    wts = torch.rand(est.shape, generator=g) + 0.1
+    num, den = torch.zeros(c, h, w), torch.zeros(c, h, w)
+    fold_rows(num, den, est, 0, p, wts)
+    # brute force: every patch adds weight·value to the pixels it covers
+    want_num, want_den = torch.zeros(c, h, w), torch.zeros(c, h, w)
+    cols = w - p + 1
+    for n in range(est.shape[0]):
+        i, j = divmod(n, cols)
+        want_num[:, i:i + p, j:j + p] += (est[n] * wts[n]).reshape(c, p, p)
+        want_den[:, i:i + p, j:j + p] += wts[n].reshape(c, p, p)
+    torch.testing.assert_close(num / den, want_num / want_den)
+
+
+def test_variance_merge_denoises():
+    clean, noisy = noisy_crop(32, 36)
+    out, r = denoise(noisy, SIGMA, config=SMALL.replace(merge="variance"), seed=0)
+    assert r.config.merge == "variance"
+    assert psnr(clean, out) > psnr(clean, noisy) + 6
+
+
+# --- colour -----------------------------------------------------------------------------------
+
+def colour_crop(h=24, w=28):
+    clean = (data.astronaut()[200:200 + h, 220:220 + w] / 255.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    return clean, (clean + SIGMA * rng.standard_normal(clean.shape)).astype(np.float32)
+
+
+def test_opponent_transform_is_orthonormal():
+    torch.testing.assert_close(OPPONENT @ OPPONENT.T, torch.eye(3))
+
+
+def test_colour_uses_a_luminance_and_a_chroma_model():
+    clean, noisy = colour_crop()
+    cfg = SMALL.replace(epochs=3)
+    out, r = denoise(noisy, SIGMA, config=cfg, seed=0)
+    assert [e["model"] for e in r.log] == ["luminance"] * 3 + ["chroma"] * 3
+    assert r.fields.shape == (16, 5, 5, 3) and out.shape == noisy.shape
+    assert psnr(clean, out) > psnr(clean, noisy) + 3
+    # chroma trains on chroma_pool of the pool; the reported config says what ran
+    _, r = denoise(noisy, SIGMA, config=cfg.replace(train_patches=200), seed=0)
+    assert r.config.train_patches == 200 and r.config.chroma_pool == 0.25
+    _, r = denoise(noisy, SIGMA, config=cfg.replace(color="rgb"), seed=0)
+    assert all("model" not in e for e in r.log) and len(r.log) == 3
+
+
+def test_alpha_passes_through_untouched_and_per_value_masks_use_one_rgb_model():
+    clean, noisy = colour_crop()
+    rgba = np.concatenate([noisy, np.linspace(0, 1, 24 * 28, dtype=np.float32)
+                           .reshape(24, 28, 1)], -1)
+    out, r = denoise(rgba, SIGMA, config=SMALL.replace(epochs=2), seed=0)
+    assert np.array_equal(out[..., 3], rgba[..., 3]) and r.fields.shape[-1] == 4
+    mask = np.random.default_rng(1).random(clean.shape) < 0.3  # differs between channels
+    out, r = inpaint(clean, mask, config=SMALL.replace(epochs=2), seed=0)
+    assert all("model" not in e for e in r.log)
+    np.testing.assert_allclose(out[~mask], clean[~mask], atol=1e-6)  # kept (float rounding)
+
+
+def test_gray_images_ignore_the_colour_setting():
+    clean, noisy = noisy_crop(20, 24)
+    a, _ = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2), seed=0)
+    b, _ = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, color="rgb"), seed=0)
+    assert np.array_equal(a, b)

@@ -14,7 +14,7 @@ SELECTIONS = ("fitness", "uniform", "best")
 MUTATIONS = ("bitflip", "sparseflip", "crossover")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 SIGMA_MODES = ("fixed", "init")
-MERGES = ("mean", "gaussian")
+MERGES = ("mean", "gaussian", "variance")
 COLORS = ("opponent", "rgb")
 
 
@@ -54,7 +54,8 @@ class Config:
     model works on the 0–255 scale on which the paper's learning rates are defined (its presets).
 
     Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
-    weights them by a centred Gaussian window.
+    weights them by a centred Gaussian window, ``variance`` by the inverse of each value's
+    posterior variance under the truncated posterior (floored at σ²/D).
 
     Colour (3-channel images): ``color`` ``opponent`` turns RGB into an orthonormal
     luminance/chroma basis (white noise keeps its σ, so the likelihood is exact) and trains one

@@ -59,12 +59,14 @@ def merge_patches(patches: torch.Tensor, shape: tuple[int, int, int], patch_size
 def fold_rows(num: torch.Tensor, den: torch.Tensor, part: torch.Tensor, r0: int,
               patch_size: int, weights: torch.Tensor | None = None) -> None:
     """Add the estimates ``part`` (n, C·p·p) of whole patch rows starting at row ``r0`` into the
-    weighted sums ``num`` and their weights ``den`` (both (C, H, W)), in place."""
+    weighted sums ``num`` and their weights ``den`` (both (C, H, W)), in place. ``weights``:
+    (p·p,) for every patch alike, or (n, C·p·p) per value."""
     c, _, w = num.shape
     pp = patch_size * patch_size
     if weights is None:
         weights = torch.ones(pp, device=part.device, dtype=part.dtype)
-    wd = weights.to(part.dtype).repeat(c)[:, None]  # (D, 1)
+    # (D, 1) per patch pixel, or (D, n) per value when weights (n, D) are given per patch
+    wd = weights.to(part.dtype).repeat(c)[:, None] if weights.dim() == 1 else weights.T
     rows = part.shape[0] // (w - patch_size + 1)
     size = (rows + patch_size - 1, w)
     part = part.T  # (D, n)

@@ -160,11 +160,11 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         missing = torch.from_numpy(np.array(m, dtype=bool))  # a copy: m may be a read-only view
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
-    x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
     alpha = None
     if c == 4:  # alpha is passed through untouched
-        x, alpha, c = x[:3], x[3:], 3
+        chw, alpha, c = chw[:3], chw[3:], 3
         missing = None if missing is None else missing[:3]
+    x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
     if missing is not None:
         missing = missing.to(dev)
     # Colour: with the opponent transform, one model for luminance and one for both chroma
@@ -192,10 +192,10 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     if opponent:
         out = torch.einsum("kc,khw->chw", OPPONENT.to(dev), out)
         fields = torch.einsum("kc,nkij->ncij", OPPONENT.to(dev), fields)
-    if alpha is not None:
-        out = torch.cat([out, alpha])
-        fields = torch.cat([fields, torch.full_like(fields[:, :1], SCALE)], 1)
     restored = (out / SCALE).clamp(0, 1).cpu().numpy()
+    if alpha is not None:
+        restored = np.concatenate([restored, alpha])
+        fields = torch.cat([fields, torch.full_like(fields[:, :1], SCALE)], 1)
     restored = restored[0] if img.ndim == 2 else np.moveaxis(restored, 0, 2)
     fields = (fields / SCALE).cpu().numpy()
     fields = fields[:, 0] if img.ndim == 2 else np.moveaxis(fields, 1, 3)

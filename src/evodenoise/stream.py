@@ -77,7 +77,7 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
     dictionary = None
     num = torch.zeros_like(x)
     den = torch.zeros_like(x)
-    weights = patch_weights(p, cfg.merge, device=x.device)
+    weights = patch_weights(p, cfg.merge, device=x.device) if cfg.merge != "variance" else None
     bands = math.ceil((h - p + 1) / rows)
     for b in range(bands):
         r0, r1 = b * rows, min((b + 1) * rows, h - p + 1)
@@ -95,7 +95,10 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
                 states[ch] = dictionary_states(model, dictionary, yb[ch],
                                                None if ob is None else ob[ch], cfg.n_states)
             states[pool[lo:hi] - r0 * cols] = fitted.states[lo:hi]
-        est = estimate(Fit(model, states, cfg), yb, ob, cfg, gen, out=yb)
+        var = torch.empty_like(yb) if cfg.merge == "variance" else None
+        est = estimate(Fit(model, states, cfg), yb, ob, cfg, gen, out=yb, var=var)
+        if var is not None:  # inverse posterior variance, floored at σ²/D per value
+            weights = 1.0 / (var.clamp(min=0) + model.sigma2 / yb.shape[1])
         fold_rows(num, den, est, r0, p, weights)
         del yb, ob, states, est
         if callback is not None:

@@ -150,12 +150,14 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
 
 @torch.no_grad()
 def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
-             gen: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
+             gen: torch.Generator, out: torch.Tensor | None = None,
+             var: torch.Tensor | None = None) -> torch.Tensor:
     """Posterior mean ⟨μ(s)⟩_q of every patch, (N, D), after ``cfg.final_sweeps`` E-step sweeps
     over all patches under the final parameters (chunks of ``cfg.chunk_size`` patches).
 
     ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
-    overwritten), which saves an (N, D) array on large images.
+    overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
+    receives the posterior variance of μ(s) per value.
     """
     model, states = fitted.model, fitted.states
     n = y.shape[0]
@@ -168,4 +170,6 @@ def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config
             if sweep == cfg.final_sweeps - 1:
                 mu = model.decoder(unpack(e.states, cfg.n_latents))  # (B, S, D)
                 est[c] = torch.einsum("bs,bsd->bd", e.q, mu)
+                if var is not None:
+                    var[c] = torch.einsum("bs,bsd->bd", e.q, mu * mu) - est[c] ** 2
     return est
