@@ -26,7 +26,7 @@ class Config:
     ``hidden`` (decoder hidden layer widths), ``activation``.
     Truncated posterior: ``n_states`` (S states kept per patch); evolution with ``n_parents``
     parents x ``n_children`` children x ``n_generations``, parent ``selection`` and ``mutation``.
-    Optimisation: ``epochs`` (raised, at most 4x, for small images so that training makes at
+    Optimisation: ``epochs`` (raised, at most 2x, for small images so that training makes at
     least ``min_visits`` patch visits: fewer patches give less training per epoch);
     mini-batches of ``batch_size`` patches, one Adam step each;
     triangular cyclic learning rate between ``lr_min`` and ``lr_max`` with a half cycle of
@@ -46,8 +46,9 @@ class Config:
 
     Streaming estimate (``stream.py``): the image is estimated ``band_rows`` rows of patches at
     a time (``0``: about 65,536 patches per band, fewer when memory is short); a patch outside
-    the training pool starts from the S best, for it, of the ``dictionary_size`` states most
-    frequent in the pool's sets, then takes the ``final_sweeps``.
+    the training pool gets as its set K_n the S best, for it, of the ``dictionary_size`` states
+    most frequent in the pool's sets, improved by ``fresh_sweeps`` E-step sweeps (``0``: the
+    posterior over those states directly, one matrix product per chunk).
 
     ``standardize`` divides the centred data by its standard deviation before training, so the
     decoder's outputs are O(1) and Adam's steps are relative to the image's contrast; off, the
@@ -88,7 +89,8 @@ class Config:
     final_sweeps: int = 1
     chunk_size: int = 1024
     band_rows: int = 0
-    dictionary_size: int = 1024
+    dictionary_size: int = 4096
+    fresh_sweeps: int = 0
     merge: str = "mean"
     standardize: bool = True
     color: str = "opponent"
@@ -120,6 +122,7 @@ class Config:
         _check(self.train_patches >= 1, "train_patches must be >= 1")
         _check(0 < self.chroma_pool <= 1, "chroma_pool must be in (0, 1]")
         _check(self.band_rows >= 0, "band_rows must be >= 0")
+        _check(self.fresh_sweeps >= 0, "fresh_sweeps must be >= 0")
         _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")
@@ -163,13 +166,13 @@ _PAPER = dict(batch_size=32, lr_min=1e-4, epochs=500, lr_half_cycle=10.0, sigma_
 
 PRESETS: dict[str, Config] = {
     # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
-    "fast": Config(min_visits=640_000),
+    "fast": Config(min_visits=470_000),
     # Inpainting default: the fast model trained longer (missing values need more epochs), with
     # a hidden layer of 128 (House 50 % missing: 37.29 dB vs 36.52 with 64, 1.4x the time).
     "inpaint": Config(hidden=(128,), epochs=40, min_visits=2_112_000, lr_max=5e-3),
     # fast with the two axes that gained PSNR on every task of the ablation (benchmarks/
     # RESULTS.md): a hidden layer of 128 and S = 128 states; about 1.8x fast's time.
-    "quality": Config(hidden=(128,), n_states=128, min_visits=640_000),
+    "quality": Config(hidden=(128,), n_states=128, min_visits=470_000),
     # Exact settings of the paper's table (DESIGN.md §1).
     "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
                              n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),

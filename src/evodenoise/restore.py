@@ -91,10 +91,12 @@ def inpaint(image, mask, *, sigma: float | None = None, config: Config | str = "
 
 def training_epochs(cfg: Config, n_pool: int) -> int:
     """The epochs a run trains for: the preset's, raised for small images (few patches) so
-    that training sees at least ``cfg.min_visits`` patch visits, at most 4x."""
+    that training makes at least ``cfg.min_visits`` patch visits, at most 2x (measured with
+    ``fast`` at σ=25: a 128x128 crop gains 0.34 dB from 16 to 32 epochs; at 64x64 more epochs
+    help textured crops by 0.2-0.3 dB and cost a flat one 1 dB, benchmarks/RESULTS.md)."""
     if not (cfg.epochs and cfg.min_visits):
         return cfg.epochs
-    return min(max(cfg.epochs, math.ceil(cfg.min_visits / n_pool)), 4 * cfg.epochs)
+    return min(max(cfg.epochs, math.ceil(cfg.min_visits / n_pool)), 2 * cfg.epochs)
 
 
 def plan_band_rows(cfg: Config, shape, masked: bool, n_pool: int, device, max_memory) -> int:

@@ -1,15 +1,16 @@
 """The streaming estimate: the image rebuilt band by band under a trained model.
 
 Training keeps states only for its pool of patches (``Config.train_patches``). After training
-the image is estimated one band of patch rows at a time: a band's patches take their trained
-states when they are in the pool, and fresh states otherwise; ``final_sweeps`` E-step sweeps
-under the final parameters improve them, their posterior means are folded into the output and
-the band's states are freed. Memory is O(band + pool + model), never O(image × S).
+the image is estimated one band of patch rows at a time and each band is folded into the output
+and freed: memory is O(band + pool + model), never O(image × S).
 
-Fresh states start as the S most probable, for each patch, of a dictionary: the
-``dictionary_size`` states that occur most often in the pool's trained sets. Scoring a patch
-against the whole dictionary is one matrix product, ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖², so
-the sweeps start near a trained patch's state set instead of at random sparse states.
+- A patch of the pool takes its trained states and ``final_sweeps`` E-step sweeps under the
+  final parameters, then its posterior mean (exactly what training on every patch does).
+- Any other patch gets as its set K_n the S most probable, for it, of a dictionary: the
+  ``dictionary_size`` states that occur most often in the pool's trained sets. Scoring a patch
+  against the whole dictionary is one matrix product, ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖²,
+  and with ``fresh_sweeps`` 0 its posterior mean follows from the same scores and the
+  dictionary's decoder outputs, computed once; ``fresh_sweeps`` > 0 evolves K_n from there.
 """
 
 from __future__ import annotations
@@ -26,29 +27,43 @@ from .patches import band_patches, chunks, fold_rows, patch_weights
 from .train import Fit, estimate
 
 
-def build_dictionary(fitted: Fit, size: int) -> torch.Tensor:
-    """The ``size`` distinct states that occur most often in the pool's sets: packed (K, W)."""
-    states = fitted.states.reshape(-1, fitted.states.shape[-1])  # (M·S, W)
-    uniq, counts = torch.unique(states, dim=0, return_counts=True)
-    top = torch.topk(counts, min(size, counts.numel())).indices
-    return uniq[top]
+class Dictionary:
+    """The ``size`` distinct states that occur most often in the pool's trained sets, with their
+    decoder outputs and log-priors under the final parameters, computed once."""
 
+    @torch.no_grad()
+    def __init__(self, fitted: Fit, size: int):
+        model = fitted.model
+        states = fitted.states.reshape(-1, fitted.states.shape[-1])  # (M·S, W)
+        uniq, counts = torch.unique(states, dim=0, return_counts=True)
+        self.states = uniq[torch.topk(counts, min(size, counts.numel())).indices]  # (K, W)
+        s = unpack(self.states, model.pi.numel())  # (K, H)
+        self.mu = model.decoder(s)  # (K, D)
+        self.mu2 = self.mu * self.mu
+        self.prior = model.log_prior(s)  # (K,)
+        self.sigma2 = model.sigma2
 
-@torch.no_grad()
-def dictionary_states(model: Model, dictionary: torch.Tensor, y: torch.Tensor,
-                      obs: torch.Tensor | None, n_states: int) -> torch.Tensor:
-    """For each patch y (B, D) the ``n_states`` dictionary states (K, W) of highest log-joint:
-    packed (B, S, W). Terms constant per patch are left out; they do not change the order."""
-    s = unpack(dictionary, model.pi.numel())  # (K, H)
-    mu = model.decoder(s)  # (K, D)
-    prior = model.log_prior(s)  # (K,)
-    if obs is None:
-        sq = (mu * mu).sum(1)[None, :] - 2 * y @ mu.T  # (B, K): ‖y − μ‖² − ‖y‖²
-    else:
-        sq = obs @ (mu * mu).T - 2 * (obs * y) @ mu.T
-    score = prior[None, :] - sq / (2 * model.sigma2)
-    best = torch.topk(score, n_states, dim=1).indices  # (B, S)
-    return dictionary[best]
+    def scores(self, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+        """log p(y, s_k) of patches y (B, D) for every entry k, up to a constant per patch:
+        (B, K). ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖² is one matrix product."""
+        if obs is None:
+            sq = self.mu2.sum(1)[None, :] - 2 * y @ self.mu.T
+        else:
+            sq = obs @ self.mu2.T - 2 * (obs * y) @ self.mu.T
+        return self.prior[None, :] - sq / (2 * self.sigma2)
+
+    def seed(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int) -> torch.Tensor:
+        """For each patch the ``n_states`` entries of highest log-joint: packed (B, S, W)."""
+        return self.states[torch.topk(self.scores(y, obs), n_states, dim=1).indices]
+
+    def posterior(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
+        """Posterior mean and variance of μ(s) per value, (B, D) each, under the truncated
+        posterior whose set K_n is each patch's ``n_states`` best entries."""
+        top = torch.topk(self.scores(y, obs), n_states, dim=1)
+        q = torch.softmax(top.values, 1)  # (B, S): the constant per patch cancels
+        mean = torch.einsum("bs,bsd->bd", q, self.mu[top.indices])
+        var = torch.einsum("bs,bsd->bd", q, self.mu2[top.indices]) - mean * mean
+        return mean, var
 
 
 def band_rows(cfg: Config, width: int, height: int) -> int:
@@ -83,24 +98,51 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
         r0, r1 = b * rows, min((b + 1) * rows, h - p + 1)
         yb = band_patches(x, r0, r1, p)  # (n, D)
         ob = None if observed is None else band_patches(observed, r0, r1, p)
+        var = torch.empty_like(yb)
         lo, hi = (int(torch.searchsorted(pool, r * cols)) for r in (r0, r1))
         if hi - lo == yb.shape[0]:  # every patch of the band was trained on
-            states = fitted.states[lo:hi]
+            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, gen)
         else:
             if dictionary is None:
-                dictionary = build_dictionary(fitted, cfg.dictionary_size)
-            states = torch.empty(yb.shape[0], *fitted.states.shape[1:],
-                                 dtype=fitted.states.dtype, device=x.device)
-            for ch in chunks(yb.shape[0], cfg.chunk_size):
-                states[ch] = dictionary_states(model, dictionary, yb[ch],
-                                               None if ob is None else ob[ch], cfg.n_states)
-            states[pool[lo:hi] - r0 * cols] = fitted.states[lo:hi]
-        var = torch.empty_like(yb) if cfg.merge == "variance" else None
-        est = estimate(Fit(model, states, cfg), yb, ob, cfg, gen, out=yb, var=var)
-        if var is not None:  # inverse posterior variance, floored at σ²/D per value
+                dictionary = Dictionary(fitted, cfg.dictionary_size)
+            trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
+            trained[pool[lo:hi] - r0 * cols] = True
+            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, gen, trained)
+            _estimate_fresh(dictionary, model, yb, ob, var, cfg, gen, ~trained)
+        if cfg.merge == "variance":  # inverse posterior variance, floored at σ²/D per value
             weights = 1.0 / (var.clamp(min=0) + model.sigma2 / yb.shape[1])
-        fold_rows(num, den, est, r0, p, weights)
-        del yb, ob, states, est
+        fold_rows(num, den, yb, r0, p, weights)
+        del yb, ob, var
         if callback is not None:
             callback(b + 1, bands)
     return num / den
+
+
+def _estimate(model, states, y, obs, var, cfg, gen, rows=None) -> None:
+    """Posterior means of the trained patches y[rows] (all: None) from their trained states
+    after the final sweeps, written over y (and their variances into var)."""
+    if rows is None:
+        estimate(Fit(model, states, cfg), y, obs, cfg, gen, out=y, var=var)
+        return
+    part, v = y[rows], var[rows]
+    y[rows] = estimate(Fit(model, states, cfg), part, None if obs is None else obs[rows], cfg,
+                       gen, out=part, var=v)
+    var[rows] = v
+
+
+def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
+    """Posterior means of the patches y[rows] that were not trained on, written over y: over
+    their S best dictionary states directly (``fresh_sweeps`` 0), or after that many E-step
+    sweeps starting there."""
+    part = y[rows]
+    ob = None if obs is None else obs[rows]
+    mean, v = torch.empty_like(part), torch.empty_like(part)
+    for ch in chunks(part.shape[0], cfg.chunk_size):
+        och = None if ob is None else ob[ch]
+        if cfg.fresh_sweeps == 0:
+            mean[ch], v[ch] = dictionary.posterior(part[ch], och, cfg.n_states)
+        else:
+            seeds = dictionary.seed(part[ch], och, cfg.n_states)
+            estimate(Fit(model, seeds, cfg), part[ch], och,
+                     cfg.replace(final_sweeps=cfg.fresh_sweeps), gen, out=mean[ch], var=v[ch])
+    y[rows], var[rows] = mean, v
