@@ -135,8 +135,8 @@ def test_progress_covers_training_and_every_band():
 
 def test_small_images_get_more_epochs_up_to_twice():
     clean, noisy = noisy_crop(20, 24)  # 16 x 20 = 320 patches
-    _, r = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, min_visits=320 * 5), seed=0)
-    assert r.config.epochs == 5 and len(r.log) == 5
+    _, r = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, min_visits=320 * 3), seed=0)
+    assert r.config.epochs == 3 and len(r.log) == 3
     _, r = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, min_visits=10**6), seed=0)
     assert r.config.epochs == 4 and len(r.log) == 4
 
