@@ -22,10 +22,11 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ImageError", "decode", "apply_orientation"]
+__all__ = ["Decoded", "ImageError", "decode", "apply_orientation"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _NPY_MAGIC = b"\x93NUMPY"
@@ -45,19 +46,40 @@ def one_line(e: BaseException) -> str:
     return msg or type(e).__name__
 
 
+def quote(name) -> str:
+    """A file name for a one-line message: as it is when plain, else quoted with escapes
+    (so that a newline or control character in a name never splits a message)."""
+    text = os.fspath(name)
+    if text.isprintable() and text.strip() == text and "'" not in text:
+        return text
+    return repr(text)
+
+
 def _multi_frame(count: int, what: str) -> ImageError:
     return ImageError(f"{what} holds {count} images (multi-page or animated); only single "
                       f"images are supported: save the frame you want on its own")
 
 
-def decode(source, what: str = "image"):
-    """(raw array, meta dict, display name). raw: (H, W) or (H, W, C), native dtype, upright."""
+class Decoded(NamedTuple):
+    """A decoded file: ``raw`` (H, W) or (H, W, C) in its stored dtype, upright; ``meta``
+    (format, orientation, alpha); ``name`` for messages. Pass it where a path is taken to use
+    a file that was already decoded."""
+
+    raw: np.ndarray
+    meta: dict
+    name: str
+
+
+def decode(source, what: str = "image") -> Decoded:
+    """Decode a path or encoded bytes (a :class:`Decoded` is returned as it is)."""
+    if isinstance(source, Decoded):
+        return source
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = "<stdin>"
     else:
         path = Path(os.fspath(source))
-        name = str(path)
+        name = quote(str(path))
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -85,7 +107,7 @@ def decode(source, what: str = "image"):
         raise ImageError(f"{name}: {what} too large to load") from None
     except Exception as e:  # decoders raise anything on corrupt input; report it as one line
         raise ImageError(f"{name}: cannot read {what}: {one_line(e)}") from None
-    return raw, meta, name
+    return Decoded(raw, meta, name)
 
 
 def _decode_npy(data: bytes):
