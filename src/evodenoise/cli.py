@@ -323,16 +323,12 @@ def _root(
     """
 
 
-_interrupted = False
-
-
 def _on_signal(signum, frame) -> None:
-    """SIGINT and SIGTERM: the first interrupts the run (no partial files are left); any
-    further one while shutting down is ignored, so the exit code stays 130."""
-    global _interrupted
-    if _interrupted:
-        return
-    _interrupted = True
+    """SIGINT and SIGTERM: the first interrupts the run (no partial files are left); from
+    then on both are ignored at the OS level (a Python handler would be dropped when the
+    interpreter shuts down), so a second signal cannot change the exit code 130."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

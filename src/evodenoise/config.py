@@ -16,6 +16,7 @@ MUTATIONS = ("bitflip", "sparseflip", "crossover")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 SIGMA_MODES = ("fixed", "init")
 MERGES = ("mean", "gaussian")
+MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Config:
                "bitflip needs n_children <= n_latents (distinct bits per parent)")
         _check(self.mutation != "crossover" or self.n_parents >= 2,
                "crossover needs n_parents >= 2")
-        _check(self.epochs >= 0, "epochs must be >= 0")
+        _check(0 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 0 and {MAX_EPOCHS}")
         _check(self.min_steps >= 0, "min_steps must be >= 0")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(0 < self.lr_min <= self.lr_max, "need 0 < lr_min <= lr_max")
