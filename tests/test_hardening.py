@@ -6,7 +6,6 @@ Streams (closed, full, broken stdout) and signals need a real process: those tes
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import (FAST, _cwd, assert_one_line_error, engine, error_lines, files,  # noqa: F401
+from test_cli import (FAST, _cwd, assert_one_line_error, engine, files,  # noqa: F401
                       gray, json_lines, run)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}

@@ -344,7 +344,7 @@ def test_write_rejects_unknown_suffix_and_wrong_shape(tmp_path):
 
 def test_encode_png_is_png():
     info = ImageInfo(shape=(H, W), channels=3, dtype="uint8", data_range=255.0)
-    data = eio.encode_png(RNG.random((H, W, 3)).astype(np.float32), info)
+    data = eio.encode_image(RNG.random((H, W, 3)).astype(np.float32), info, "png")
     assert data.startswith(b"\x89PNG")
 
 

@@ -101,7 +101,8 @@ def probe_dir(directory: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as e:
-        raise UsageError(f"cannot write to {what} {name}: {e.strerror or type(e).__name__}") from None
+        why = e.strerror or type(e).__name__
+        raise UsageError(f"cannot write to {what} {name}: {why}") from None
 
 
 # ---- finding inputs ---------------------------------------------------------------------------
@@ -129,7 +130,8 @@ def expand_inputs(inputs: list[str], *, recursive: bool, suffix: str,
             out.append((item, None))
             continue
         for q in sorted(p.rglob("*") if recursive else p.iterdir(), key=str):
-            if not _is_image_file(q) or any(part.startswith(".") for part in q.relative_to(p).parts):
+            hidden = any(part.startswith(".") for part in q.relative_to(p).parts)
+            if hidden or not _is_image_file(q):
                 continue
             if (suffix and q.stem.endswith(suffix)) or q.stem.endswith("_mask"):
                 continue
@@ -214,8 +216,9 @@ def _find(opts: Options, suffix: str, shard) -> tuple[list, bool]:
     if "-" in opts.inputs and len(opts.inputs) > 1:
         raise UsageError("'-' (stdin) must be the only input")
     out_dir = Path(opts.output_dir) if opts.output_dir is not None else None
+    exclude = (out_dir,) if out_dir is not None and out_dir.exists() else ()
     found = expand_inputs(opts.inputs, recursive=opts.recursive, suffix=suffix,
-                          exclude_dirs=(out_dir,) if out_dir is not None and out_dir.exists() else ())
+                          exclude_dirs=exclude)
     if not found:
         raise UsageError(f"no image files found in {', '.join(map(quote, opts.inputs))} "
                          f"(looked for {', '.join(INPUT_SUFFIXES)})")

@@ -87,16 +87,39 @@ def _stderr(line: str) -> None:
 
     try:
         if sys.stderr is not None:
-            sys.stderr.write(("\n" if line.startswith("\n") else "") + one_line(line.strip()) + "\n")
+            lead = "\n" if line.startswith("\n") else ""
+            sys.stderr.write(lead + one_line(line.strip()) + "\n")
             sys.stderr.flush()
     except (OSError, ValueError):
         pass
 
 
 # ============================================================================================
-# options shared by `denoise` and `inpaint`, declared once
+# options, each declared once: `denoise` and `inpaint` share one signature
 
-_IO, _NOISE, _MODEL, _REPORT = "Inputs and outputs", "Noise and masks", "Model", "Reporting"
+
+def _panel(title: str):
+    """``typer.Option`` in the help panel ``title``."""
+    return lambda *decls, **kw: typer.Option(*decls, rich_help_panel=title, **kw)
+
+
+_IO, _NOISE, _MODEL, _REPORT = map(_panel, ("Inputs and outputs", "Noise and masks", "Model",
+                                            "Reporting"))
+_Text = Optional[str]
+
+# options of every command
+Force = Annotated[bool, _IO(
+    "--force", "-f", help="Overwrite existing outputs (inputs are never overwritten).")]
+DataRange = Annotated[Optional[float], _NOISE(
+    "--data-range", metavar="R",
+    help="Value of white in float inputs (.npy, float TIFF), and so the unit of --sigma "
+         "for them. \\[default: 255]; integer images use their bit depth.")]
+Seed = Annotated[int, _MODEL(
+    "--seed", help="Random seed, 0 to 2**63-1 (results are reproducible).")]
+JsonOut = Annotated[bool, _REPORT(
+    "--json", help="Print one JSON object per input on stdout (JSON Lines), failures "
+                   "included; human output stays on stderr.")]
+Quiet = Annotated[bool, _REPORT("--quiet", "-q", help="Only print errors.")]
 
 
 def _preset_help(default: str) -> str:
@@ -111,90 +134,72 @@ def _restore_options(
         help="Image files or folders ([bold]-[/bold] reads one image from stdin). Folders give "
              "their image files sorted by name; earlier outputs (*_denoised.*, *_inpainted.*) "
              "and *_mask.* files in them are left out.")],
-    mask: Annotated[Optional[str], typer.Option("--mask", "-m", rich_help_panel=_NOISE,
-                                                metavar="FILE")] = None,
-    mask_dir: Annotated[Optional[str], typer.Option(
-        "--mask-dir", rich_help_panel=_NOISE, metavar="DIR",
+    mask: Annotated[_Text, _NOISE("--mask", "-m", metavar="FILE")] = None,
+    mask_dir: Annotated[_Text, _NOISE(
+        "--mask-dir", metavar="DIR",
         help="Masks paired with the inputs by file stem (STEM.* or STEM_mask.*).")] = None,
-    invert_mask: Annotated[bool, typer.Option(
-        "--invert-mask", rich_help_panel=_NOISE,
-        help="Mask polarity reversed: black/zero = missing.")] = False,
-    output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", rich_help_panel=_IO, metavar="FILE",
+    invert_mask: Annotated[bool, _NOISE(
+        "--invert-mask", help="Mask polarity reversed: black/zero = missing.")] = False,
+    output: Annotated[_Text, _IO(
+        "--output", "-o", metavar="FILE",
         help="Output file for a single input: .png (8 or 16 bit like the input), .tif (the "
              "input's bit depth) or .npy (float, input scale). [bold]-[/bold] writes PNG to "
              "stdout. Parent folders are created.")] = None,
-    output_dir: Annotated[Optional[str], typer.Option(
-        "--output-dir", "-O", rich_help_panel=_IO, metavar="DIR",
+    output_dir: Annotated[_Text, _IO(
+        "--output-dir", "-O", metavar="DIR",
         help="Write outputs here (created when missing; subfolders mirrored with --recursive) "
              "instead of beside each input.")] = None,
-    suffix: Annotated[Optional[str], typer.Option("--suffix", rich_help_panel=_IO)] = None,
-    fmt: Annotated[str, typer.Option("--format", rich_help_panel=_IO, metavar="png|tif|npy",
+    suffix: Annotated[_Text, _IO("--suffix")] = None,
+    fmt: Annotated[str, _IO("--format", metavar="png|tif|npy",
                                      help="Format of default output names.")] = "png",
-    force: Annotated[bool, typer.Option(
-        "--force", "-f", rich_help_panel=_IO,
-        help="Overwrite existing outputs (inputs are never overwritten).")] = False,
-    skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", rich_help_panel=_IO,
-        help="Skip inputs whose output exists (resume a batch).")] = False,
-    recursive: Annotated[bool, typer.Option(
-        "--recursive", "-r", rich_help_panel=_IO,
-        help="Also take images from subfolders of folder inputs.")] = False,
-    shard: Annotated[Optional[str], typer.Option(
-        "--shard", rich_help_panel=_IO, metavar="K/N",
+    force: Force = False,
+    skip_existing: Annotated[bool, _IO(
+        "--skip-existing", help="Skip inputs whose output exists (resume a batch).")] = False,
+    recursive: Annotated[bool, _IO(
+        "--recursive", "-r", help="Also take images from subfolders of folder inputs.")] = False,
+    shard: Annotated[_Text, _IO(
+        "--shard", metavar="K/N",
         help="Process only inputs K, K+N, K+2N ... of the sorted input list (0 <= K < N): N "
              "processes or job-array tasks with K = 0 ... N-1 split a batch with no overlap "
              "and no gap.")] = None,
-    sigma: Annotated[Optional[str], typer.Option("--sigma", "-s", rich_help_panel=_NOISE,
-                                                 metavar="S|auto")] = None,
-    data_range: Annotated[Optional[float], typer.Option(
-        "--data-range", rich_help_panel=_NOISE, metavar="R",
-        help="Value of white in float inputs (.npy, float TIFF), and so the unit of --sigma "
-             "for them. \\[default: 255]; integer images use their bit depth.")] = None,
-    reference: Annotated[Optional[str], typer.Option(
-        "--reference", rich_help_panel=_REPORT, metavar="CLEAN",
+    sigma: Annotated[_Text, _NOISE("--sigma", "-s", metavar="S|auto")] = None,
+    data_range: DataRange = None,
+    reference: Annotated[_Text, _REPORT(
+        "--reference", metavar="CLEAN",
         help="Clean image: report PSNR (dB, peak = the data range, e.g. 255) and SSIM.")] = None,
-    reference_dir: Annotated[Optional[str], typer.Option(
-        "--reference-dir", rich_help_panel=_REPORT, metavar="DIR",
+    reference_dir: Annotated[_Text, _REPORT(
+        "--reference-dir", metavar="DIR",
         help="Clean images paired with the inputs by file stem, for PSNR/SSIM in batches.")
     ] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", rich_help_panel=_MODEL,
-                                                  metavar="NAME", show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", "-e", rich_help_panel=_MODEL, metavar="N",
+    preset: Annotated[_Text, _MODEL("--preset", "-p", metavar="NAME", show_default=False)] = None,
+    epochs: Annotated[Optional[int], _MODEL(
+        "--epochs", "-e", metavar="N",
         help="Override the preset's number of epochs.")] = None,
-    sets: Annotated[Optional[list[str]], typer.Option(
-        "--set", rich_help_panel=_MODEL, metavar="KEY=VALUE",
+    sets: Annotated[Optional[list[str]], _MODEL(
+        "--set", metavar="KEY=VALUE",
         help="Override any config field (repeatable), e.g. --set n_states=32 --set "
              "hidden=128,128 --set chunk_size=1024.")] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", rich_help_panel=_MODEL,
-        help="Random seed, 0 to 2**63-1 (results are reproducible).")] = 0,
-    device: Annotated[str, typer.Option(
-        "--device", "-d", rich_help_panel=_MODEL, metavar="auto|cpu|cuda|cuda:N",
+    seed: Seed = 0,
+    device: Annotated[str, _MODEL(
+        "--device", "-d", metavar="auto|cpu|cuda|cuda:N",
         help="Compute device; auto = CUDA when available, else CPU.")] = "auto",
-    max_memory: Annotated[Optional[str], typer.Option(
-        "--max-memory", rich_help_panel=_MODEL, metavar="SIZE",
+    max_memory: Annotated[_Text, _MODEL(
+        "--max-memory", metavar="SIZE",
         help="Memory the run may use: bytes or K/M/G/T (powers of 1024), e.g. 4G, 512M, "
              "1.5GB. \\[default: automatic, from free RAM or GPU memory]")] = None,
-    json: Annotated[bool, typer.Option(
-        "--json", rich_help_panel=_REPORT,
-        help="Print one JSON object per input on stdout (JSON Lines), failures included; "
-             "human output stays on stderr.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=_REPORT,
-                                        help="Only print errors.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", rich_help_panel=_REPORT,
-        help="Print details: image info, device, full config.")] = False,
-    fail_fast: Annotated[bool, typer.Option(
-        "--fail-fast", rich_help_panel=_REPORT,
+    json: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Annotated[bool, _REPORT(
+        "--verbose", "-v", help="Print details: image info, device, full config.")] = False,
+    fail_fast: Annotated[bool, _REPORT(
+        "--fail-fast",
         help="Stop at the first failed input (default: go on, exit 1 at the end).")] = False,
-    save_fields: Annotated[Optional[str], typer.Option(
-        "--save-fields", rich_help_panel=_REPORT, metavar="FILE.png",
+    save_fields: Annotated[_Text, _REPORT(
+        "--save-fields", metavar="FILE.png",
         help="Write the learned generative fields (decoder output per single active latent) "
              "as a tiled image. With several inputs use {stem} in the name.")] = None,
-    save_log: Annotated[Optional[str], typer.Option(
-        "--save-log", rich_help_panel=_REPORT, metavar="FILE.json",
+    save_log: Annotated[_Text, _REPORT(
+        "--save-log", metavar="FILE.json",
         help="Write the per-epoch free energy, σ (input units), mean active latents and "
              "learning rate. With several inputs use {stem} in the name.")] = None,
 ) -> None:
@@ -268,35 +273,29 @@ _restore_command("inpaint", """Fill in missing pixels/values marked by a mask (z
 """)
 def corrupt(
     clean: Annotated[str, typer.Argument(metavar="CLEAN", help="Clean image to corrupt.")],
-    output: Annotated[str, typer.Option(
-        "--output", "-o", rich_help_panel=_IO, metavar="OUT",
+    output: Annotated[str, _IO(
+        "--output", "-o", metavar="OUT",
         help="Corrupted image: .npy or .tif keep the noise as float, unclipped (the benchmark "
              "protocol); .png clips and rounds it. [bold]-[/bold] = PNG to stdout.")],
-    sigma: Annotated[Optional[float], typer.Option(
-        "--sigma", "-s", rich_help_panel=_NOISE, metavar="S",
+    sigma: Annotated[Optional[float], _NOISE(
+        "--sigma", "-s", metavar="S",
         help="Add Gaussian noise of this standard deviation (input units: 0-255 for 8-bit).")
     ] = None,
-    missing: Annotated[Optional[float], typer.Option(
-        "--missing", rich_help_panel=_NOISE, metavar="P",
+    missing: Annotated[Optional[float], _NOISE(
+        "--missing", metavar="P",
         help="Drop each value independently with probability P (0 < P < 1); dropped values "
              "become 0 and the mask (white = missing) is written too.")] = None,
-    mask_out: Annotated[Optional[str], typer.Option(
-        "--mask-out", rich_help_panel=_IO, metavar="FILE",
+    mask_out: Annotated[_Text, _IO(
+        "--mask-out", metavar="FILE",
         help="Where to write the mask. \\[default: OUT_mask.png]")] = None,
-    per_pixel: Annotated[bool, typer.Option(
-        "--per-pixel", rich_help_panel=_NOISE,
+    per_pixel: Annotated[bool, _NOISE(
+        "--per-pixel",
         help="Drop whole pixels (all channels together) instead of single values.")] = False,
-    seed: Annotated[int, typer.Option("--seed", rich_help_panel=_MODEL,
-                                      help="Random seed, 0 to 2**63-1.")] = 0,
-    data_range: Annotated[Optional[float], typer.Option(
-        "--data-range", rich_help_panel=_NOISE, metavar="R",
-        help="Value of white in float inputs. \\[default: 255]")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", rich_help_panel=_IO,
-                                        help="Overwrite existing outputs.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=_REPORT,
-                                           help="Print a JSON record on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=_REPORT,
-                                        help="Only print errors.")] = False,
+    seed: Seed = 0,
+    data_range: DataRange = None,
+    force: Force = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
 ) -> None:
     """Make test inputs: add noise and/or drop values with the benchmark protocol."""
     from .corrupt_cmd import run_corrupt

@@ -16,7 +16,7 @@ from .batch import check_not_inputs, check_stdout_target, check_writable_name, p
 from .decode import ImageError, quote
 from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, write_image
 from .options import InputError, UsageError, parse_positive, parse_seed
-from .report import Reporter, StreamError, json_line, write_stdout
+from .report import Reporter, StreamError, image_to_stdout, json_line, write_stdout
 
 __all__ = ["run_corrupt"]
 
@@ -72,7 +72,7 @@ def run_corrupt(clean: str, output: str, sigma: Optional[float], missing: Option
         dr = info.data_range
         record["data_range"] = dr
         units = image.astype(np.float64) * dr  # the clean image on its own scale
-        corrupted = units if sigma is None else add_noise(units, sigma, seed=seed).astype(np.float64)
+        corrupted = units if sigma is None else add_noise(units, sigma, seed=seed).astype(float)
         if missing is not None:
             mask = random_mask(image.shape[:2] if per_pixel else image.shape, missing, seed=seed)
             corrupted = corrupted.copy()
@@ -91,10 +91,7 @@ def run_corrupt(clean: str, output: str, sigma: Optional[float], missing: Option
 
             record["psnr"] = psnr(units, corrupted, data_range=dr)
         if output == "-":
-            try:
-                write_stdout(data)
-            except StreamError as e:
-                raise InputError(str(e)) from None
+            image_to_stdout(data)
         else:
             atomic_write_bytes(output, data)
         if mask is not None:

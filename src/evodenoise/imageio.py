@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import ImageError, apply_orientation, decode, encode_png16, one_line
+from .decode import ImageError, apply_orientation, decode, encode_png16
 
 __all__ = [
     "ImageError",
@@ -46,7 +46,6 @@ __all__ = [
     "read_mask",
     "write_image",
     "encode_image",
-    "encode_png",
     "encode_png16",
     "atomic_write_bytes",
     "output_format",
@@ -100,12 +99,6 @@ class ImageInfo:
     def mode(self) -> str:
         """Pillow-style name of the layout: L, LA, RGB or RGBA."""
         return ("L" if self.channels == 1 else "RGB") + ("A" if self.has_alpha else "")
-
-    @property
-    def array_shape(self) -> tuple[int, ...]:
-        """Shape of the array :func:`read_image` returns (alpha excluded)."""
-        h, w = self.shape
-        return (h, w) if self.channels == 1 else (h, w, self.channels)
 
     def describe(self) -> str:
         depth = "float" if self.is_float else f"{self.bit_depth}-bit"
@@ -354,11 +347,6 @@ def _convert_alpha(info: ImageInfo, store) -> np.ndarray:
         return alpha
     unit = alpha.astype(np.float64) / info.data_range
     return np.rint(np.clip(unit, 0.0, 1.0) * maxval).astype(store)
-
-
-def encode_png(array: np.ndarray, info: ImageInfo) -> bytes:
-    """PNG bytes of ``array`` (for writing to stdout)."""
-    return encode_image(array, info, "png")
 
 
 def write_image(path, array: np.ndarray, info: ImageInfo, *, clip: bool = True) -> None:

@@ -57,6 +57,16 @@ def write_stdout(data) -> None:
         raise StreamError(f"cannot write to stdout: {e.strerror or type(e).__name__}") from None
 
 
+def image_to_stdout(data: bytes) -> None:
+    """An encoded image to stdout; a stream that cannot take it fails that input."""
+    from .options import InputError
+
+    try:
+        write_stdout(data)
+    except StreamError as e:
+        raise InputError(str(e)) from None
+
+
 def _discard_stdout() -> None:
     """Point fd 1 at /dev/null so that the interpreter's last flush of the unwritable buffer
     does not print 'Exception ignored' at exit."""
@@ -138,7 +148,11 @@ def progress_stats(state: dict, sigma_units: float) -> str:
         return f"estimate band {state.get('band', '?')}/{state.get('bands', '?')}"
     return (f"epoch {state.get('epoch', '?')}/{state.get('epochs', '?')}  "
             f"F={_fmt(state.get('free_energy'), '.5g')}  "
-            f"σ={_fmt(None if state.get('sigma') is None else state['sigma'] * sigma_units, '.2f')}")
+            f"σ={_fmt(_times(state.get('sigma'), sigma_units), '.2f')}")
+
+
+def _times(value, factor: float):
+    return None if value is None else value * factor
 
 
 class Reporter:

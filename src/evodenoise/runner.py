@@ -25,7 +25,8 @@ from .config import Config, preset_name, resolve_config
 from .decode import ImageError, quote
 from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, read_mask, write_image
 from .options import InputError, Options, Settings, UsageError, check_options
-from .report import Reporter, StreamError, human_line, json_line, jsonable, write_stdout
+from .report import (Reporter, StreamError, human_line, image_to_stdout, json_line, jsonable,
+                     write_stdout)
 
 __all__ = ["run_batch", "process", "tile_fields"]
 
@@ -136,7 +137,7 @@ def process(job: Job, ctx: RunContext) -> dict:
         else:
             restored, result = restore.denoise(image, mask=mask, **kwargs)
     except ValueError as e:
-        raise InputError(str(e).strip().splitlines()[0] if str(e).strip() else "invalid input") from None
+        raise InputError((str(e).strip().splitlines() or ["invalid input"])[0]) from None
     except (RuntimeError, MemoryError) as e:
         msg = _oom_message(e, ctx, config)
         if msg is None:
@@ -152,7 +153,8 @@ def process(job: Job, ctx: RunContext) -> dict:
                   epochs=ran.epochs)
 
     if reference is not None:
-        _metrics(record, reference, restored, image, units, mask is None and opts.command == "denoise", rep, job)
+        with_input = mask is None and opts.command == "denoise"
+        _metrics(record, reference, restored, image, units, with_input, rep, job)
     _save(job, ctx, restored, info, result, record)
     record["seconds"] = time.perf_counter() - t0
     record["status"] = "ok"
@@ -177,10 +179,7 @@ def _save(job: Job, ctx: RunContext, restored, info: ImageInfo, result, record: 
     try:
         if job.output == "-":
             data = encode_image(restored, info, "png")
-            try:
-                write_stdout(data)
-            except StreamError as e:
-                raise InputError(str(e)) from None
+            image_to_stdout(data)
         else:
             if not opts.force and os.path.lexists(job.output):  # appeared while we worked
                 raise InputError(f"{quote(job.output)} exists (use -f/--force to overwrite)")
@@ -273,9 +272,9 @@ def run_batch(opts: Options) -> int:
         return 1
     ctx = RunContext(opts=opts, settings=settings, device=device, reporter=rep)
     sigma = settings.sigma
+    shard = "" if settings.shard is None else ", shard {}/{}".format(*settings.shard)
     rep.debug(f"{opts.command}: {len(jobs)} input(s), device {device}, seed {settings.seed}, "
-              f"σ {'learned' if sigma is None else f'{sigma:g} (input units)'}"
-              + ("" if settings.shard is None else f", shard {settings.shard[0]}/{settings.shard[1]}"))
+              f"σ {'learned' if sigma is None else f'{sigma:g} (input units)'}{shard}")
     rep.debug("config: " + ", ".join(f"{k}={v}" for k, v in settings.config.to_dict().items()))
     counts = {"ok": 0, "skipped": 0, "error": 0}
     json_out, stream_failed = opts.json, False
