@@ -210,7 +210,7 @@ def _decode_side_files(opts: Options) -> dict[str, Decoded]:
     return decoded
 
 
-def _find(opts: Options, suffix: str, shard) -> tuple[list, bool]:
+def _find(opts: Options, suffix: str) -> tuple[list, bool]:
     if not opts.inputs:
         raise UsageError("no input given")
     if "-" in opts.inputs and len(opts.inputs) > 1:
@@ -238,11 +238,7 @@ def _find(opts: Options, suffix: str, shard) -> tuple[list, bool]:
         except ImageError:
             raise UsageError(f"--save-fields {quote(opts.save_fields)}: use a .png (or .tif / "
                              f".npy) file name") from None
-    many = len(found) > 1
-    if shard is not None:  # every N-th of the sorted list, from K: shards never overlap
-        k, n = shard
-        found = sorted(found, key=lambda item: item[0])[k::n]
-    return found, many
+    return found, len(found) > 1
 
 
 def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
@@ -252,7 +248,7 @@ def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
     fmt = opts.fmt.lower().lstrip(".")
     _check_flags(opts, suffix, fmt)
     decoded = _decode_side_files(opts)
-    found, many = _find(opts, suffix, shard)
+    found, many = _find(opts, suffix)
     mask_index = _index_by_stem(Path(opts.mask_dir)) if opts.mask_dir else None
     ref_index = _index_by_stem(Path(opts.reference_dir)) if opts.reference_dir else None
     output_dir = Path(opts.output_dir) if opts.output_dir is not None else None
@@ -289,7 +285,10 @@ def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
         job.fields_path = _template(opts.save_fields, stem, many, "--save-fields")
         job.log_path = _template(opts.save_log, stem, many, "--save-log")
         jobs.append(job)
-    _check_collisions(jobs)
+    _check_collisions(jobs)  # over the whole batch: every shard refuses the same way
+    if shard is not None:  # every N-th of the sorted list, from K: shards never overlap
+        k, n = shard
+        jobs = sorted(jobs, key=lambda job: job.source)[k::n]
     _check_existing(jobs, opts)
     _check_directories(jobs, opts, output_dir)
     return jobs
