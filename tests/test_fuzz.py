@@ -364,6 +364,14 @@ def test_fuzz_cli_inputs_real_engine(case):
     _check_inputs(case, real=True)
 
 
+@pytest.mark.slow
+@profile(max(1, FUZZ_LONG // 5))
+@seed(FUZZ_SEED)
+@given(case=input_case())
+def test_fuzz_cli_inputs_real_engine_long(case):
+    _check_inputs(case, real=True)
+
+
 # ---- 3. loaders -----------------------------------------------------------------------------------
 
 

@@ -65,6 +65,7 @@ app = typer.Typer(
 
 
 # ============================================================================================
+# outcomes to exit codes
 
 
 def _guarded(fn, *args, **kwargs) -> None:
