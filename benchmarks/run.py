@@ -100,43 +100,20 @@ def parse_task(text: str) -> Task:
 
 
 SKIMAGE = "skimage:"
-COLOR_IMAGES = ("skimage:astronaut", "skimage:coffee", "skimage:chelsea")
 
 
 def load_image(path) -> np.ndarray:
-    """Float64 image on the [0, 1] scale, (H, W) or (H, W, 3); alpha dropped. ``skimage:NAME``
-    loads ``skimage.data.NAME()`` (freely licensed images that scikit-image ships)."""
+    """Float64 image on the [0, 1] scale, (H, W) or (H, W, 3); alpha dropped (the library's
+    reader: the same formats, bit depths and EXIF handling as the command line).
+    ``skimage:NAME`` loads ``skimage.data.NAME()`` (freely licensed images scikit-image ships)."""
     if isinstance(path, str) and path.startswith(SKIMAGE):
         from skimage import data
+
         arr = np.asarray(getattr(data, path[len(SKIMAGE):])())
-    elif path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-        arr = np.asarray(tifffile.imread(path))
-    else:
-        from PIL import Image
-        with Image.open(path) as im:
-            if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                im = im.convert("RGBA" if "A" in im.mode else "RGB")
-            if im.mode == "LA":
-                im = im.convert("L")
-            arr = np.asarray(im)
-    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
-        arr = arr[..., :-1]  # drop alpha
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{path}: unsupported image shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        out = arr / 255.0
-    elif arr.dtype == np.uint16:
-        out = arr / 65535.0
-    elif arr.dtype == bool:
-        out = arr.astype(np.float64)
-    elif np.issubdtype(arr.dtype, np.integer):
-        out = arr / float(np.iinfo(arr.dtype).max)
-    else:
-        out = arr.astype(np.float64)
-    return np.ascontiguousarray(out, dtype=np.float64)
+        return np.ascontiguousarray(arr / 255.0, dtype=np.float64)
+    from evodenoise.imageio import read_image
+
+    return np.asarray(read_image(path)[0], dtype=np.float64)
 
 
 def find_images(sources: list[str]) -> list:
@@ -200,23 +177,10 @@ def parse_value(text: str):
 
 
 def coerce(base, key: str, value):
-    """Fit ``value`` to the type of ``base.<key>`` (tuple fields accept ints and "64,64")."""
-    if not hasattr(base, key):
-        return value  # Config.replace rejects unknown keys with a ValueError
-    current = getattr(base, key)
-    if isinstance(current, tuple):
-        if isinstance(value, (int, float)):
-            return (int(value),)
-        if isinstance(value, str):
-            return tuple(int(v) for v in value.replace("(", "").replace(")", "").split(",") if v)
-        return tuple(value)
-    if isinstance(current, bool):
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-    if isinstance(current, int) and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(current, float) and isinstance(value, int):
-        return float(value)
-    return value
+    """Fit ``value`` to the type of ``base.<key>`` (the library's rule, as for ``--set``)."""
+    from evodenoise.config import _coerce
+
+    return _coerce(key, getattr(base, key), value) if hasattr(base, key) else value
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -240,22 +204,19 @@ def paper_preset_for(task: Task, channels: int) -> str:
 
 def build_config(preset: str, task: Task, channels: int, epochs: int | None, overrides: dict):
     """(Config, label) for a preset name (``paper`` maps to the task's paper preset,
-    ``default`` to the command's default: ``fast`` for denoising, ``inpaint`` for inpainting)."""
-    from evodenoise import get_preset
-    if preset == "paper":
-        name = paper_preset_for(task, channels)
-    elif preset == "default":
-        name = "inpaint" if task.kind == "inpaint" else "fast"
-    else:
-        name = preset
-    cfg = get_preset(name)
-    changes = {k: coerce(cfg, k, v) for k, v in overrides.items()}
-    if epochs is not None:
-        changes["epochs"] = int(epochs)
-    if "epochs" in changes:  # an explicit epoch count is taken as it is (as in the CLI)
-        changes.setdefault("min_visits", 0)
-    cfg = cfg.replace(**changes)
-    label = name + "".join(f" {k}={_fmt(v)}" for k, v in changes.items())
+    ``default`` to the command's default), settled by the library's
+    :func:`evodenoise.config.resolve_config` exactly as the command line settles it."""
+    from evodenoise.config import get_preset, preset_name, resolve_config
+
+    name = paper_preset_for(task, channels) if preset == "paper" else (
+        None if preset == "default" else preset)
+    name = preset_name(name, channels=channels, command=task.kind)
+    cfg = resolve_config(name, channels=channels, command=task.kind, epochs=epochs,
+                         overrides=overrides)
+    base = get_preset(name).to_dict()
+    changes = {k: v for k, v in cfg.to_dict().items() if v != base[k]}
+    label = name + "".join(f" {k}={_fmt(tuple(v) if isinstance(v, list) else v)}"
+                           for k, v in changes.items())
     return cfg, label
 
 
@@ -531,10 +492,9 @@ def score(row: dict, clean01: np.ndarray, out: dict, mask, clip: bool = False) -
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    from evodenoise.device import resolve_device as resolve
+
+    return str(resolve(device))
 
 
 def git_commit() -> str | None:

@@ -21,9 +21,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evodenoise import restore
-from evodenoise.cli import app, tile_fields
+from evodenoise.cli import app
+from evodenoise.runner import tile_fields
 from evodenoise.config import PRESET_NOTES, PRESETS, Config, get_preset
-from evodenoise.imageio import _encode_png16, read_image
+from evodenoise.imageio import encode_png16 as _encode_png16, read_image
 
 H, W = 20, 24
 RNG = np.random.default_rng(7)

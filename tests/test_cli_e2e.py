@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evodenoise.cli import app
-from evodenoise.imageio import _encode_png16, read_image
+from evodenoise.imageio import encode_png16 as _encode_png16, read_image
 
 H, W = 16, 18
 RNG = np.random.default_rng(11)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from evodenoise import imageio as eio
+from evodenoise.decode import decode
 from evodenoise.imageio import (ImageError, ImageInfo, apply_orientation, encode_image,
                                 read_image, read_mask, write_image)
 
@@ -40,7 +41,7 @@ def _png(arr, mode=None, **save) -> bytes:
 
 
 def _raw(data) -> np.ndarray:
-    return eio._decode_any(data)[0]
+    return decode(data)[0]
 
 
 # ---- reading: every layout ---------------------------------------------------------------
@@ -126,7 +127,7 @@ def test_gray16_png_roundtrip(tmp_path):
 @pytest.mark.parametrize("channels", [2, 3, 4])
 def test_colour16_png_roundtrip(tmp_path, channels):
     a = _u16(H, W, channels)
-    data = eio._encode_png16(a)
+    data = eio.encode_png16(a)
     img, info = read_image(data)
     assert info.dtype == "uint16" and info.has_alpha == (channels in (2, 4))
     out = tmp_path / "o.png"
@@ -178,7 +179,7 @@ def test_png16_decoder_handles_all_filters():
 
 
 def test_png16_bad_checksum_and_truncation():
-    data = bytearray(eio._encode_png16(_u16(H, W, 3)))
+    data = bytearray(eio.encode_png16(_u16(H, W, 3)))
     with pytest.raises(ImageError, match="truncated"):
         read_image(bytes(data[: len(data) // 2]))
     data[40] ^= 0xFF  # inside IDAT
@@ -343,7 +344,7 @@ def test_write_rejects_unknown_suffix_and_wrong_shape(tmp_path):
 
 def test_encode_png_is_png():
     info = ImageInfo(shape=(H, W), channels=3, dtype="uint8", data_range=255.0)
-    data = eio.encode_png(RNG.random((H, W, 3)).astype(np.float32), info)
+    data = eio.encode_image(RNG.random((H, W, 3)).astype(np.float32), info, "png")
     assert data.startswith(b"\x89PNG")
 
 
@@ -535,7 +536,7 @@ def test_fuzz_random_bytes(prefix, body):
     _check_fuzz(prefix + body)
 
 
-_VALID = [_png(_u8(8, 8, 3)), eio._encode_png16(_u16(8, 8, 3)), _npy_bytes(_u8(8, 8)),
+_VALID = [_png(_u8(8, 8, 3)), eio.encode_png16(_u16(8, 8, 3)), _npy_bytes(_u8(8, 8)),
           eio.encode_image(RNG.random((8, 8)).astype(np.float32),
                            ImageInfo((8, 8), 1, "float32", 255.0), "tiff")]
 
@@ -560,6 +561,6 @@ def test_fuzz_mask_loader():
 
 def test_png16_encoder_accepts_non_contiguous_arrays():
     a = _u16(H, W, 4)[:, ::-1]  # a view with negative strides
-    assert np.array_equal(_raw(eio._encode_png16(a)), a)
+    assert np.array_equal(_raw(eio.encode_png16(a)), a)
     b = np.asfortranarray(_u16(H, W, 3))
-    assert np.array_equal(_raw(eio._encode_png16(b)), b)
+    assert np.array_equal(_raw(eio.encode_png16(b)), b)

@@ -8,6 +8,7 @@ The paper presets reproduce the settings table of Drefs et al. (ECML PKDD 2022) 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 SELECTIONS = ("fitness", "uniform", "best")
@@ -16,6 +17,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 SIGMA_MODES = ("fixed", "init")
 MERGES = ("mean", "gaussian", "variance")
 COLORS = ("opponent", "rgb")
+MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class Config:
                "bitflip needs n_children <= n_latents (distinct bits per parent)")
         _check(self.mutation != "crossover" or self.n_parents >= 2,
                "crossover needs n_parents >= 2")
-        _check(self.epochs >= 0, "epochs must be >= 0")
+        _check(0 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 0 and {MAX_EPOCHS}")
         _check(self.min_visits >= 0, "min_visits must be >= 0")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(0 < self.lr_min <= self.lr_max, "need 0 < lr_min <= lr_max")
@@ -214,6 +216,96 @@ PRESET_NOTES: dict[str, str] = {
     "paper-inpaint-color-50": "the paper's settings: a GPU preset",
     "paper-inpaint-color-80": "the paper's settings: a GPU preset",
 }
+
+
+def preset_name(preset: str | None = None, *, channels: int = 1,
+                command: str = "denoise") -> str:
+    """The preset a run uses: ``preset`` itself, or the command's default when it is None
+    (``fast`` for denoising, ``inpaint`` for inpainting; ``channels`` is where a colour
+    default will be chosen)."""
+    if preset is not None:
+        return preset
+    return "inpaint" if command == "inpaint" else "fast"
+
+
+def resolve_config(preset: str | None = None, *, channels: int = 1, command: str = "denoise",
+                   epochs: int | None = None, overrides=()) -> Config:
+    """The one place where a run's configuration is settled from what a user asked for.
+
+    ``preset`` (None: the command's default, see :func:`preset_name`), then ``overrides``
+    (``"KEY=VALUE"`` strings as on the command line, or a mapping of keys to values; strings
+    are parsed by the field's type, other values coerced to it), then ``epochs``. An explicit
+    epoch count (from ``epochs`` or an override) is taken as it is: ``min_visits`` becomes 0
+    unless overridden too. Raises ``ValueError`` with one line on an unknown preset or key,
+    a malformed value or an invalid combination.
+    """
+    cfg = get_preset(preset_name(preset, channels=channels, command=command))
+    items = overrides.items() if hasattr(overrides, "items") else map(_split_override, overrides)
+    changes = {}
+    for key, value in items:
+        key = str(key).strip().replace("-", "_")
+        if not hasattr(cfg, key):
+            known = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise ValueError(f"unknown config key {key!r}; known: {known}")
+        changes[key] = _coerce(key, getattr(cfg, key), value)
+    if epochs is not None:
+        changes["epochs"] = int(epochs)
+    if "epochs" in changes:
+        changes.setdefault("min_visits", 0)
+    try:
+        return cfg.replace(**changes)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    key, sep, value = str(item).partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{item!r}: expected KEY=VALUE, e.g. n_states=32")
+    return key, value
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number",
+          tuple: "comma-separated integers"}
+
+
+def _coerce(key: str, default, value):
+    """``value`` as the type of the field's ``default``; ValueError naming what was expected."""
+    try:
+        if isinstance(value, str):
+            return _parse(default, value.strip())
+        if isinstance(default, tuple):
+            return (int(value),) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+        if isinstance(default, bool):
+            return bool(value)
+        if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(default, float) and isinstance(value, int):
+            return float(value)
+        return value
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value}: expected {_KINDS.get(type(default), 'a value')}") from None
+
+
+def _parse(default, text: str):
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if isinstance(default, tuple):
+        inner = text.strip("()[] ")
+        return tuple(int(p) for p in inner.replace(" ", ",").split(",") if p.strip())
+    return text
 
 
 def get_preset(name: str) -> Config:

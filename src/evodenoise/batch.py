@@ -1,0 +1,351 @@
+"""Planning a batch: which inputs, which outputs, which masks and references, before any work.
+
+:func:`plan` expands folders, takes this process's ``--shard``, names every output and side
+file, pairs masks and references by stem, and refuses (exit code 2) collisions: two inputs
+writing one file, an output that is an input, unwritable folders. Problems of one input (a
+missing file, no mask for it, an existing output) become that job's ``error``. The checks on
+output names and folders are shared with ``corrupt``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .decode import Decoded, ImageError, decode, quote
+from .imageio import INPUT_SUFFIXES, output_format, read_image
+from .options import Options, UsageError
+
+__all__ = ["Job", "plan", "expand_inputs", "check_stdout_target", "check_writable_name",
+           "check_not_inputs", "probe_dir"]
+
+
+@dataclass
+class Job:
+    source: str  # a path, or "-" for stdin
+    stem: str
+    output: Optional[str] = None  # a path, or "-" for stdout
+    mask: Optional[str] = None
+    reference: Optional[str] = None
+    fields_path: Optional[str] = None
+    log_path: Optional[str] = None
+    error: Optional[str] = None  # known before any work (missing file, no mask ...)
+    skip: bool = False
+    warnings: list[str] = field(default_factory=list)
+    decoded: dict[str, Decoded] = field(default_factory=dict)  # side files decoded by plan
+
+
+# ---- checks shared with `corrupt` -----------------------------------------------------------
+
+
+def check_stdout_target(output: Optional[str], json_out: bool) -> None:
+    """``-o -``: not together with --json, never to a terminal."""
+    if output != "-":
+        return
+    if json_out:
+        raise UsageError("-o - and --json both use stdout; write the image to a file instead")
+    if sys.stdout is not None and sys.stdout.isatty():
+        raise UsageError("refusing to write image data to a terminal; redirect stdout or give "
+                         "-o FILE")
+
+
+def check_writable_name(path: Optional[str], flag: str) -> Optional[str]:
+    """The format of an output file name (png, tiff, npy); None for ``-``."""
+    if path is None or path == "-":
+        return None
+    try:
+        return output_format(path)
+    except ImageError as e:
+        raise UsageError(f"{flag}: {str(e).split(': ', 1)[-1]}") from None
+
+
+def _file_keys(path: str) -> set:
+    """Identity of an existing file: (device, inode) and its resolved path."""
+    keys = {os.path.realpath(path)}
+    try:
+        st = os.stat(path)
+        keys.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    return keys
+
+
+def check_not_inputs(targets, inputs) -> None:
+    """No output may be (a link to) an input, not even with --force."""
+    protected: set = set()
+    for p in inputs:
+        if p is not None and p != "-" and os.path.exists(p):
+            protected |= _file_keys(p)
+    for kind, p in targets:
+        if p is not None and p != "-" and _file_keys(p) & protected:
+            raise UsageError(f"{kind} {quote(p)} would overwrite an input; choose another name "
+                             f"(never allowed, even with --force)")
+
+
+def probe_dir(directory: Path, what: str) -> None:
+    """Create ``directory`` when missing and check that a file can be made in it."""
+    name = quote(str(directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{what} {name} exists and is not a directory") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {what} {name}: {e.strerror or type(e).__name__}") from None
+    if not directory.is_dir():
+        raise UsageError(f"{what} {name} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise UsageError(f"cannot write to {what} {name}: {why}") from None
+
+
+# ---- finding inputs ---------------------------------------------------------------------------
+
+
+def _is_image_file(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in INPUT_SUFFIXES and not p.name.startswith(".")
+
+
+def expand_inputs(inputs: list[str], *, recursive: bool, suffix: str,
+                  exclude_dirs: tuple[Path, ...] = ()) -> list[tuple[str, Optional[Path]]]:
+    """Files and directories to a list of (file, the directory it was found in or None).
+
+    Directories give their image files sorted by name (``recursive``: their subfolders too),
+    leaving out hidden files, earlier outputs (stem ending in ``suffix``), masks written by
+    ``corrupt`` (stem ending in ``_mask``) and anything under ``exclude_dirs``. Files named
+    explicitly are always kept; a name that does not exist is kept too (it fails later, as
+    one input of the batch).
+    """
+    out: list[tuple[str, Optional[Path]]] = []
+    excluded = [d.resolve() for d in exclude_dirs]
+    for item in inputs:
+        p = Path(item)
+        if item == "-" or not p.is_dir():
+            out.append((item, None))
+            continue
+        for q in sorted(p.rglob("*") if recursive else p.iterdir(), key=str):
+            hidden = any(part.startswith(".") for part in q.relative_to(p).parts)
+            if hidden or not _is_image_file(q):
+                continue
+            if (suffix and q.stem.endswith(suffix)) or q.stem.endswith("_mask"):
+                continue
+            if not any(q.resolve().is_relative_to(d) for d in excluded):
+                out.append((str(q), p))
+    return out
+
+
+def _index_by_stem(directory: Path) -> dict[str, list[Path]]:
+    index: dict[str, list[Path]] = {}
+    for q in sorted(directory.iterdir()):
+        if _is_image_file(q):
+            index.setdefault(q.stem, []).append(q)
+    return index
+
+
+def _pair(index: dict[str, list[Path]], stem: str, extra_stems=()) -> tuple[Optional[Path], str]:
+    for s in (stem, *extra_stems):
+        cands = index.get(s, [])
+        if len(cands) == 1:
+            return cands[0], ""
+        if len(cands) > 1:
+            return None, f"several candidates: {', '.join(quote(c.name) for c in cands)}"
+    return None, "not found"
+
+
+def _template(path: Optional[str], stem: str, many: bool, flag: str) -> Optional[str]:
+    if path is None:
+        return None
+    if many and "{stem}" not in path:
+        raise UsageError(f"{flag} with several inputs needs '{{stem}}' in the file name, "
+                         f"e.g. {flag} fields_{{stem}}.png")
+    return path.replace("{stem}", stem)
+
+
+# ---- the plan -----------------------------------------------------------------------------------
+
+
+def _check_flags(opts: Options, suffix: str, fmt: str) -> None:
+    if os.sep in suffix or (os.altsep and os.altsep in suffix):
+        raise UsageError(f"--suffix must not contain a path separator (got {suffix!r})")
+    if fmt not in ("png", "tif", "tiff", "npy"):
+        raise UsageError(f"--format must be png, tif or npy (got {opts.fmt!r})")
+    for a, b, text in ((opts.output, opts.output_dir, "-o/--output and --output-dir"),
+                       (opts.mask, opts.mask_dir, "--mask and --mask-dir"),
+                       (opts.reference, opts.reference_dir, "--reference and --reference-dir"),
+                       (opts.force or None, opts.skip_existing or None,
+                        "-f/--force and --skip-existing")):
+        if a is not None and b is not None:
+            raise UsageError(f"{text} cannot be combined")
+    if opts.command == "inpaint" and opts.mask is None and opts.mask_dir is None:
+        raise UsageError("inpaint needs a mask: --mask FILE or --mask-dir DIR "
+                         "(white/non-zero = missing)")
+    check_stdout_target(opts.output, opts.json)
+
+
+def _decode_side_files(opts: Options) -> dict[str, Decoded]:
+    """--mask and --reference: checked (usage error) and decoded once for every input."""
+    decoded = {}
+    for flag, value in (("--mask", opts.mask), ("--reference", opts.reference)):
+        if value is None:
+            continue
+        if not os.path.exists(value):
+            raise UsageError(f"{flag} {quote(value)}: no such file")
+        if os.path.isdir(value):
+            raise UsageError(f"{flag} {quote(value)}: is a directory")
+        try:
+            decoded[value] = decode(value, "mask" if flag == "--mask" else "image")
+            if flag == "--reference":
+                read_image(decoded[value], data_range=opts.data_range)
+        except ImageError as e:
+            raise UsageError(f"{flag}: {e}") from None
+    for flag, value in (("--mask-dir", opts.mask_dir), ("--reference-dir", opts.reference_dir)):
+        if value is not None and not os.path.isdir(value):
+            raise UsageError(f"{flag} {quote(value)}: no such directory")
+    return decoded
+
+
+def _find(opts: Options, suffix: str) -> tuple[list, bool]:
+    if not opts.inputs:
+        raise UsageError("no input given")
+    if "-" in opts.inputs and len(opts.inputs) > 1:
+        raise UsageError("'-' (stdin) must be the only input")
+    out_dir = Path(opts.output_dir) if opts.output_dir is not None else None
+    exclude = (out_dir,) if out_dir is not None and out_dir.exists() else ()
+    found = expand_inputs(opts.inputs, recursive=opts.recursive, suffix=suffix,
+                          exclude_dirs=exclude)
+    if not found:
+        raise UsageError(f"no image files found in {', '.join(map(quote, opts.inputs))} "
+                         f"(looked for {', '.join(INPUT_SUFFIXES)})")
+    if opts.output is not None and len(found) > 1:
+        raise UsageError(f"-o/--output takes a single input ({len(found)} given); "
+                         f"use --output-dir for several")
+    if found[0][0] == "-" and opts.output is None:
+        raise UsageError("reading from stdin needs -o FILE (or -o - for stdout)")
+    check_writable_name(opts.output, "-o")
+    if opts.output not in (None, "-") and os.path.isdir(opts.output):
+        raise UsageError(f"-o {quote(opts.output)}: is a directory (use --output-dir)")
+    if opts.reference is not None and len(found) > 1:
+        raise UsageError("--reference takes a single input; use --reference-dir for several")
+    if opts.save_fields is not None:
+        try:
+            output_format(opts.save_fields)
+        except ImageError:
+            raise UsageError(f"--save-fields {quote(opts.save_fields)}: use a .png (or .tif / "
+                             f".npy) file name") from None
+    return found, len(found) > 1
+
+
+def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
+    """Every input of this process with its output and side files, checked before any work."""
+    suffix = opts.suffix if opts.suffix is not None else (
+        "_inpainted" if opts.command == "inpaint" else "_denoised")
+    fmt = opts.fmt.lower().lstrip(".")
+    _check_flags(opts, suffix, fmt)
+    decoded = _decode_side_files(opts)
+    found, many = _find(opts, suffix)
+    mask_index = _index_by_stem(Path(opts.mask_dir)) if opts.mask_dir else None
+    ref_index = _index_by_stem(Path(opts.reference_dir)) if opts.reference_dir else None
+    output_dir = Path(opts.output_dir) if opts.output_dir is not None else None
+    ext = {"tif": ".tif", "tiff": ".tif"}.get(fmt, "." + fmt)
+
+    jobs: list[Job] = []
+    for source, root in found:
+        stem = "stdin" if source == "-" else Path(source).stem
+        job = Job(source=source, stem=stem, decoded=decoded)
+        if source != "-" and not os.path.exists(source):
+            job.error = f"{quote(source)}: no such file"
+        elif source != "-" and os.path.isdir(source):
+            job.error = f"{quote(source)}: is a directory"
+        if opts.output is not None:
+            job.output = opts.output
+        else:
+            src = Path(source)
+            base = src.parent if output_dir is None else output_dir / (
+                src.parent.relative_to(root) if root is not None else Path())
+            job.output = str(base / f"{stem}{suffix}{ext}")
+        job.mask, job.reference = opts.mask, opts.reference
+        if mask_index is not None:
+            m, why = _pair(mask_index, stem, (f"{stem}_mask",))
+            if m is None and job.error is None:
+                job.error = (f"no mask for {quote(stem)} in {quote(opts.mask_dir)} ({why}; "
+                             f"looked for {quote(stem)}.* and {quote(stem)}_mask.*)")
+            job.mask = None if m is None else str(m)
+        if ref_index is not None:
+            r, why = _pair(ref_index, stem)
+            if r is None:
+                job.warnings.append(f"no reference for {quote(stem)} in "
+                                    f"{quote(opts.reference_dir)} ({why}); PSNR not reported")
+            job.reference = None if r is None else str(r)
+        job.fields_path = _template(opts.save_fields, stem, many, "--save-fields")
+        job.log_path = _template(opts.save_log, stem, many, "--save-log")
+        jobs.append(job)
+    _check_collisions(jobs)  # over the whole batch: every shard refuses the same way
+    if shard is not None:  # every N-th of the sorted list, from K: shards never overlap
+        k, n = shard
+        jobs = sorted(jobs, key=lambda job: job.source)[k::n]
+    _check_existing(jobs, opts)
+    _check_directories(jobs, opts, output_dir)
+    return jobs
+
+
+def _check_collisions(jobs: list[Job]) -> None:
+    check_not_inputs([(kind, p) for job in jobs for kind, p in (
+        ("output", job.output), ("--save-fields", job.fields_path), ("--save-log", job.log_path))],
+        [p for job in jobs for p in (job.source, job.mask, job.reference)])
+    seen: dict[str, str] = {}
+    for job in jobs:
+        for p in (job.output, job.fields_path, job.log_path):
+            if p is None or p == "-":
+                continue
+            key = os.path.realpath(p)
+            if key in seen:
+                raise UsageError(f"{quote(seen[key])} and {quote(job.source)} would both write "
+                                 f"{quote(p)}; use --output-dir / --suffix / {{stem}} to tell "
+                                 f"them apart")
+            seen[key] = job.source
+
+
+def _check_existing(jobs: list[Job], opts: Options) -> None:
+    for job in jobs:
+        if job.error is not None or job.output == "-":
+            continue
+        existing = [p for p in (job.output, job.fields_path, job.log_path)
+                    if p is not None and os.path.lexists(p)]
+        if os.path.isdir(job.output):
+            job.error = f"{quote(job.output)}: output path is a directory"
+        elif opts.skip_existing and os.path.lexists(job.output):
+            job.skip = True
+        elif existing and not opts.force:
+            job.error = (f"{quote(existing[0])} exists (use -f/--force to overwrite, or "
+                         f"--skip-existing)")
+
+
+def _check_directories(jobs: list[Job], opts: Options, output_dir: Optional[Path]) -> None:
+    if output_dir is not None:
+        probe_dir(output_dir, "output directory")
+    elif opts.output not in (None, "-"):
+        probe_dir(Path(opts.output).parent, "output directory")
+    if len(jobs) == 1:
+        for flag, value in (("--save-fields", jobs[0].fields_path),
+                            ("--save-log", jobs[0].log_path)):
+            if value is not None:
+                probe_dir(Path(value).parent, f"{flag} directory")
+    if output_dir is None and opts.output is None:
+        checked: dict[str, Optional[str]] = {}
+        for job in jobs:
+            if job.error is not None or job.skip:
+                continue
+            d = str(Path(job.output).parent)
+            if d not in checked:
+                try:
+                    probe_dir(Path(d), "directory")
+                    checked[d] = None
+                except UsageError as e:
+                    checked[d] = str(e)
+            job.error = checked[d]

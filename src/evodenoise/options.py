@@ -1,0 +1,158 @@
+"""The options of ``denoise`` / ``inpaint`` and their checks, done once before any work.
+
+:class:`Options` holds what was typed (built by keyword); :func:`check_options` checks and
+converts every value that does not need an input file (σ, data range, seed, memory size,
+shard, the configuration) and raises :class:`UsageError` (exit code 2) with one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .config import Config, resolve_config
+
+__all__ = ["InputError", "Options", "Settings", "UsageError", "check_options", "parse_seed",
+           "parse_positive", "parse_size", "parse_shard"]
+
+#: Largest seed: the run's torch generator takes a signed 64-bit seed.
+MAX_SEED = 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+class UsageError(Exception):
+    """A usage error: reported as one line, exit code 2, before any work."""
+
+
+class InputError(Exception):
+    """One input failed: reported as one line (and a JSON record); the batch goes on."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything given to ``denoise`` or ``inpaint``, as typed."""
+
+    command: str
+    inputs: list[str]
+    output: Optional[str] = None
+    output_dir: Optional[str] = None
+    suffix: Optional[str] = None
+    fmt: str = "png"
+    force: bool = False
+    skip_existing: bool = False
+    recursive: bool = False
+    shard: Optional[str] = None
+    sigma: Optional[str] = None
+    data_range: Optional[float] = None
+    mask: Optional[str] = None
+    mask_dir: Optional[str] = None
+    invert_mask: bool = False
+    reference: Optional[str] = None
+    reference_dir: Optional[str] = None
+    preset: Optional[str] = None
+    epochs: Optional[int] = None
+    sets: Optional[list[str]] = None
+    seed: int = 0
+    device: str = "auto"
+    max_memory: Optional[str] = None
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    fail_fast: bool = False
+    save_fields: Optional[str] = None
+    save_log: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked values of :class:`Options` (σ in input units, None = learn it)."""
+
+    sigma: Optional[float]
+    data_range: Optional[float]
+    seed: int
+    max_memory: Optional[int]  # bytes
+    shard: Optional[tuple[int, int]]  # (K, N)
+    config: Config  # for a gray input; each input resolves its own (see runner)
+
+
+def check_options(opts: Options) -> Settings:
+    """Every check of the options that needs no input file; :class:`UsageError` on the first."""
+    if opts.quiet and opts.verbose:
+        raise UsageError("-q/--quiet and -v/--verbose cannot be combined")
+    sigma = parse_sigma(opts.sigma)
+    data_range = None if opts.data_range is None else parse_positive(
+        "--data-range", opts.data_range)
+    try:
+        config = resolve_config(opts.preset, command=opts.command, epochs=opts.epochs,
+                                overrides=opts.sets or ())
+    except ValueError as e:
+        raise UsageError(f"invalid configuration: {e}") from None
+    return Settings(sigma=sigma, data_range=data_range, seed=parse_seed(opts.seed),
+                    max_memory=None if opts.max_memory is None else parse_size(opts.max_memory),
+                    shard=None if opts.shard is None else parse_shard(opts.shard), config=config)
+
+
+def parse_sigma(text: Optional[str]) -> Optional[float]:
+    """``--sigma``: a positive number or ``auto`` (None)."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--sigma must be a positive number or 'auto' (got {text!r})") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"--sigma must be a positive number or 'auto' (got {text!r}); "
+                         f"for noise-free inpainting leave it out")
+    return parse_positive("--sigma", value)
+
+
+def parse_positive(flag: str, value: float) -> float:
+    """A positive number that float32 represents (neither 0 nor infinite after conversion)."""
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{flag} must be a positive number (got {value:g})")
+    if not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
+        raise UsageError(f"{flag} {value:g} is outside the range of 32-bit floats "
+                         f"({_FLOAT32_TINY:.3g} to {_FLOAT32_MAX:.3g})")
+    return float(value)
+
+
+def parse_seed(seed: int) -> int:
+    """``--seed``: 0 ... 2**63 - 1 (what the run's generator takes)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED} (got {seed})")
+    return int(seed)
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``--max-memory``: bytes, or a number with K, M, G or T (powers of 1024; a trailing
+    B or iB is allowed: ``4G``, ``512M``, ``1.5GB``, ``2GiB``, ``1000000``)."""
+    m = _SIZE.fullmatch(text or "")
+    if m is None:
+        raise UsageError(f"--max-memory must be a size such as 4G, 512M or 1.5GB "
+                         f"(got {text!r})")
+    value = float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_")
+    if not (math.isfinite(value) and value >= 1):
+        raise UsageError(f"--max-memory must be at least 1 byte (got {text!r})")
+    if value > 2**62:
+        raise UsageError(f"--max-memory {text!r} is too large")
+    return int(value)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard K/N``: this process takes inputs K, K+N, K+2N ... of the sorted input list
+    (0 <= K < N)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if m is None:
+        raise UsageError(f"--shard must be K/N with 0 <= K < N, e.g. 0/4 (got {text!r})")
+    k, n = int(m.group(1)), int(m.group(2))
+    if not 0 <= k < n:
+        raise UsageError(f"--shard {text}: need 0 <= K < N (K counts from 0)")
+    return k, n
