@@ -15,6 +15,7 @@ MUTATIONS = ("bitflip", "sparseflip", "crossover")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 SIGMA_MODES = ("fixed", "init")
 MERGES = ("mean", "gaussian")
+COMPILES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Config:
     decoder's outputs are O(1) and Adam's steps are relative to the image's contrast; off, the
     model works on the 0–255 scale on which the paper's learning rates are defined (its presets).
 
+    ``compile``: run the training step's E-step and M-step through ``torch.compile``
+    (``fullgraph``, static shapes; CUDA graphs on CUDA): ``on``, ``off`` or ``auto`` (on for
+    CUDA only: on the CPU the compiled step measured no faster, benchmarks/RESULTS.md).
+
     Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
     weights them by a centred Gaussian window.
     """
@@ -74,6 +79,7 @@ class Config:
     chunk_size: int = 1024
     merge: str = "mean"
     standardize: bool = True
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -104,7 +110,7 @@ class Config:
         _check(self.chunk_size >= 1, "chunk_size must be >= 1")
         for name, allowed in (("selection", SELECTIONS), ("mutation", MUTATIONS),
                               ("activation", ACTIVATIONS), ("sigma_mode", SIGMA_MODES),
-                              ("merge", MERGES)):
+                              ("merge", MERGES), ("compile", COMPILES)):
             _check(getattr(self, name) in allowed,
                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
 

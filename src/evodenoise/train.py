@@ -8,6 +8,7 @@ epoch from the posterior statistics gathered by that epoch's E-steps.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Callable
 import torch
 
 from .config import Config
-from .evolution import evolve, init_states, unpack
+from .evolution import draw_noise, evolve, evolve_drawn, init_states, unpack
 from .model import PI_MIN, Model
 from .patches import chunks
 
@@ -33,13 +34,97 @@ def learning_rate(t: float, cfg: Config) -> float:
     return cfg.lr_min + (cfg.lr_max - cfg.lr_min) * (1 - abs(2 * phase - 1))
 
 
-def _adam(params: list, lr: float) -> torch.optim.Adam:
+def _adam(params: list, lr) -> torch.optim.Adam:
     """Adam with the fused (one-kernel) update where this torch supports it on the params'
-    device (CPU from torch 2.4): ~10 % of a small M-step is the optimiser's own overhead."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+    device (CPU from torch 2.4): ~10 % of a small M-step is the optimiser's own overhead. ``lr``
+    may be a device tensor (the schedule then never leaves the device); on CUDA the update is
+    ``capturable`` (no host sync, fits in a CUDA graph)."""
+    cuda = params[0].is_cuda
+    for kw in (dict(fused=True, capturable=cuda), dict(capturable=cuda), {}):
+        try:
+            return torch.optim.Adam(params, lr=lr, **kw)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+    return torch.optim.Adam(params, lr=float(lr))
+
+
+_ACT_GRAD = {
+    "relu": lambda g, z, x: torch.where(z > 0, g, 0.0),
+    "leaky_relu": lambda g, z, x: torch.where(z > 0, g, 0.01 * g),
+    "tanh": lambda g, z, x: g * (1 - x * x),
+}
+
+
+def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
+                w: torch.Tensor, consts, cfg: Config) -> list[torch.Tensor]:
+    """Gradients of the decoder's parameters (``model.decoder.parameters()`` order) of the
+    M-step loss −Σ_n w_n logsumexp_s log p(y_n, s) / Σ_n w_n over the best ``grad_states`` of
+    each K_n, states (B, S, W) packed, weights w (B,) (0 for padding rows).
+
+    Written out (checked against autograd in the tests): with q = softmax of the log-joints,
+    ∂loss/∂μ(s) = w_n q_ns (μ(s) − y_n)_obs / (σ² Σw), back-propagated by hand through the MLP:
+    no autograd graph, a fixed number of operator calls.
+    """
+    logit, base, half_log, inv2s2 = consts
+    layers, act = model.decoder.layers, model.decoder.act
+    k = cfg.grad_states or cfg.n_states
+    s = unpack(states[:, :k], cfg.n_latents, y.dtype)  # (B, K, H)
+    xs, zs, x = [s], [], s
+    for layer in layers[:-1]:
+        zs.append(torch.nn.functional.linear(x, layer.weight, layer.bias))
+        x = act(zs[-1])
+        xs.append(x)
+    diff = torch.nn.functional.linear(x, layers[-1].weight, layers[-1].bias) - y[:, None, :]
+    if obs is not None:
+        diff = diff * obs[:, None, :]
+    d_n = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
+    sq = torch.linalg.vector_norm(diff, dim=-1).square()
+    lj = torch.addcmul(s @ logit - half_log * d_n, sq, -inv2s2)  # log p(y, s) − const (B, K)
+    coef = torch.softmax(lj, 1) * (w * (2 * inv2s2) / w.sum())[:, None]
+    g = diff * coef[..., None]  # ∂loss/∂μ (B, K, D)
+    grads = []
+    for i in reversed(range(len(layers))):
+        gf = g.flatten(0, 1)
+        grads += [gf.sum(0), gf.T @ xs[i].flatten(0, 1)]  # bias, weight
+        if i:
+            g = _ACT_GRAD[cfg.activation](g @ layers[i].weight, zs[i - 1], xs[i])
+    return grads[::-1]
+
+
+def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
+           noise: torch.Tensor | None, consts, w: torch.Tensor, cfg: Config):
+    """E-step of one (padded) E-batch and its weighted contribution to the epoch's posterior
+    sums: new states (B, S, W) and :func:`_posterior_sums` (H + 3,)."""
+    new, lj, sq = evolve_drawn(model, y, obs, states, noise, consts, cfg)
+    bits = unpack(new, cfg.n_latents, lj.dtype)
+    return new, _posterior_sums(lj, sq, bits, obs, w, y.shape[1])
+
+
+def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
+    """(H + 3,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨sqerr⟩_q, Σ_n w_n F_n, Σ_n w_n D_n from log-joints
+    and squared errors (B, S), states (B, S, H), weights w (B,)."""
+    q = torch.softmax(lj, 1) * w[:, None]
+    rest = torch.stack([(q * sq).sum(), torch.logsumexp(lj, 1) @ w,
+                        w.sum() * d if obs is None else obs.sum(1) @ w])
+    return torch.cat([torch.einsum("bs,bsh->h", q, bits), rest])
+
+
+def _engine(cfg: Config, device: torch.device):
+    """The E-step and M-step functions of a run: eager, or compiled whole
+    (``fullgraph=True, dynamic=False``; CUDA graphs on CUDA) when ``cfg.compile`` says so."""
+    est = functools.partial(_estep, cfg=cfg)
+    mst = functools.partial(mstep_grads, cfg=cfg)
+    if use_compile(cfg, device):
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        est = torch.compile(est, fullgraph=True, dynamic=False, mode=mode)
+        mst = torch.compile(mst, fullgraph=True, dynamic=False, mode=mode)
+    return est, mst
+
+
+def use_compile(cfg: Config, device) -> bool:
+    """``on``; ``off``; ``auto``: on for CUDA, off on the CPU (measured slower there,
+    benchmarks/RESULTS.md)."""
+    return cfg.compile == "on" or (cfg.compile == "auto" and torch.device(device).type == "cuda")
 
 
 @dataclass
@@ -55,22 +140,29 @@ class Fit:
 
 class PosteriorStats:
     """Running sums of posterior expectations for the closed-form M-step:
-    π_h = mean_n ⟨s_h⟩_q and σ² = Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q / Σ_n D_n."""
+    π_h = mean_n ⟨s_h⟩_q and σ² = Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q / Σ_n D_n. The sums stay on the
+    device, one vector (H + 3,) (see :func:`_posterior_sums`)."""
 
     def __init__(self, n_latents: int, device):
-        self.s = torch.zeros(n_latents, device=device)
-        self.err = torch.zeros((), device=device)
+        self.sums = torch.zeros(n_latents + 3, device=device)
         self.n = 0
-        self.d = torch.zeros((), device=device)
-        self.f = torch.zeros((), device=device)
 
-    def add(self, out, bits: torch.Tensor, obs: torch.Tensor | None, d: int) -> None:
-        q = out.q  # (B, S); bits: the states unpacked, (B, S, H)
-        self.s += torch.einsum("bs,bsh->h", q, bits)
-        self.err += (q * out.sqerr).sum()
-        self.n += q.shape[0]
-        self.d += q.shape[0] * d if obs is None else obs.sum()
-        self.f += out.f.sum()
+    s = property(lambda self: self.sums[:-3])
+    err = property(lambda self: self.sums[-3])
+    f = property(lambda self: self.sums[-2])
+    d = property(lambda self: self.sums[-1])
+
+    def add(self, out, bits: torch.Tensor, obs: torch.Tensor | None, d: int,
+            weight: torch.Tensor | None = None, count: int | None = None) -> None:
+        """Add an E-step's output; bits: its states unpacked (B, S, H); ``weight`` (B,) 0 for
+        padding rows, ``count`` then the number of real rows."""
+        w = torch.ones_like(out.log_joint[:, 0]) if weight is None else weight
+        self.add_sums(_posterior_sums(out.log_joint, out.sqerr, bits, obs, w, d),
+                      out.log_joint.shape[0] if count is None else count)
+
+    def add_sums(self, sums: torch.Tensor, count: int) -> None:
+        self.sums += sums
+        self.n += count
 
     def pi(self) -> torch.Tensor:
         return (self.s / self.n).clamp(PI_MIN, 1 - PI_MIN)
@@ -98,8 +190,11 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         sigma2 = float(sigma) ** 2
     model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2), gen)
     learn_sigma = sigma is None or cfg.sigma_mode == "init"
-    opt = _adam(list(model.decoder.parameters()), cfg.lr_min)
-    states = init_states(n, cfg.n_states, cfg.n_latents, gen, device)
+    params = list(model.decoder.parameters())
+    lr = torch.tensor(cfg.lr_min, device=device)  # the schedule is copied in on the device
+    opt = _adam(params, lr)
+    buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
+    states = buf[:n]
     # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n_train / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     n_train = max(1, round(cfg.train_fraction * n))
@@ -108,30 +203,47 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         cfg = cfg.replace(epochs=min(max(cfg.epochs, math.ceil(cfg.min_steps / steps)),
                                      4 * cfg.epochs))
     result = Fit(model, states, cfg)
-    k = cfg.grad_states or cfg.n_states  # states per patch in the gradient (best first)
+    # Static shapes: every E-batch has e_batch rows and every mini-batch batch_size rows; the
+    # padding rows (read patch 0, written to the spare row n) weigh 0. Mini-batches made only
+    # of padding (in the last E-batch) are skipped: no Adam step, as before.
+    e_batch = min(e_batch, steps * cfg.batch_size)
+    per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
+    n_eb = math.ceil(steps / per_e)
+    pad = n_eb * e_batch - n_train
+    weight = torch.cat([torch.ones(n_train, device=device), torch.zeros(pad, device=device)])
+    fill_read = torch.zeros(pad, dtype=torch.long, device=device)
+    fill_write = torch.full((pad,), n, dtype=torch.long, device=device)
+    t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
+    schedule = learning_rate(t, cfg).to(device, torch.float32)
+    estep, mstep = _engine(cfg, device)
+    cuda = device.type == "cuda"
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         stats = PosteriorStats(cfg.n_latents, device)
         perm = torch.randperm(n, generator=gen, device=device)[:n_train]
-        step = 0
-        for eb in chunks(n_train, e_batch):
-            idx = perm[eb]
+        read, write = torch.cat([perm, fill_read]), torch.cat([perm, fill_write])
+        consts = model.constants()  # π and σ² change only between epochs
+        for j in range(n_eb):
+            eb = slice(j * e_batch, (j + 1) * e_batch)
+            idx, w = read[eb], weight[eb]
             yb = y[idx]
             ob = None if obs is None else obs[idx]
-            out = evolve(model, yb, ob, states[idx], cfg, gen)
-            states[idx] = out.states
-            bits = unpack(out.states, cfg.n_latents)  # (E, S, H)
-            stats.add(out, bits, ob, d)
-            for mb in chunks(len(idx), cfg.batch_size):
-                lr = learning_rate(epoch + step / steps, cfg)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                lj = model.log_joint(yb[mb], bits[mb, :k], None if ob is None else ob[mb])
-                loss = -torch.logsumexp(lj, dim=1).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
+            noise = draw_noise(cfg, e_batch, device, gen)
+            if cuda:
+                torch.compiler.cudagraph_mark_step_begin()
+            with torch.no_grad():
+                new, sums = estep(model, yb, ob, buf[idx], noise, consts, w)
+                buf[write[eb]] = new
+                stats.add_sums(sums, min(e_batch, n_train - j * e_batch))
+                for i in range(min(per_e, steps - j * per_e)):
+                    mb = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+                    lr.copy_(schedule[epoch * steps + j * per_e + i])
+                    grads = mstep(model, yb[mb], None if ob is None else ob[mb], new[mb],
+                                  w[mb], consts)
+                    for p_, g in zip(params, grads):
+                        p_.grad = g
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             model.pi.copy_(stats.pi())
             if learn_sigma:
@@ -142,7 +254,7 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
             "free_energy": float(stats.f / stats.n),
             "sigma": float(model.sigma2.sqrt()),
             "mean_active": float(model.pi.sum()),
-            "lr": learning_rate(epoch + 1, cfg),
+            "lr": float(learning_rate(epoch + 1, cfg)),
             "seconds": time.perf_counter() - t0,
         }
         result.log.append(entry)
