@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
 from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
-from evodenoise.evolution import (_bitflip, _extended_first, _Population, _recombine,
-                                  _scorer, _select_parents, distinct_bits, duplicate_mask,
+from evodenoise.evolution import (_bitflip, _Population, _prepare, _recombine,
+                                  _select_parents, _signed, distinct_bits, duplicate_mask,
                                   evolve, flip_bits, get_bits, init_states, n_words, pack,
                                   unpack)
 from evodenoise.model import Model
@@ -289,16 +290,20 @@ def test_fitness_selection_is_per_data_point():
 def population(model, states, y=None, obs=None, lj=None):
     """A population with extended pre-activations (log-prior last) and its first layer."""
     h = model.pi.numel()
-    wt, bias = _extended_first(model, model.constants())
+    if y is None:  # no data: the log-prior alone in the last column
+        y = torch.zeros(states.shape[0], model.decoder.layers[-1].weight.shape[0])
+    wt, bias, score = _prepare(model, y, obs, model.constants())
     a = unpack(states, h) @ wt + bias
     if lj is None:
-        lj, _ = _scorer(model, y, obs, model.constants())(a)
+        lj, _ = score(a)
     return _Population(states, a, lj), wt, bias
 
 
-def split(model, a):
+def split(model, a, y, obs=None):
     """Extended pre-activations -> (first-layer pre-activation, log-prior)."""
-    return a[..., :-1], a[..., -1]
+    c = -0.5 * torch.log(2 * math.pi * model.sigma2)
+    c = c * (y.shape[1] if obs is None else obs.sum(1, keepdim=True))
+    return a[..., :-1], a[..., -1] - c
 
 
 def parents_of(h, mutation, seed=0):
@@ -310,15 +315,15 @@ def parents_of(h, mutation, seed=0):
         want, _ = model.score(y, obs, model.decoder.first(s), model.log_prior(s))
         torch.testing.assert_close(pop.lj, want, rtol=1e-5, atol=1e-3)
     parents = pop.take(_select_parents(pop.lj, cfg.n_parents, "uniform", gen(seed)))
-    return cfg, model, parents, wt, bias
+    return cfg, model, parents, wt, bias, lambda a: split(model, a, y, obs)
 
 
 @pytest.mark.parametrize("h", [8, 64, 70])
 def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
-    cfg, model, parents, wt, _ = parents_of(h, "bitflip")
+    cfg, model, parents, wt, _, unsplit = parents_of(h, "bitflip")
     with torch.no_grad():
-        ch, a = _bitflip(parents, wt, cfg.n_children, gen(2))
-        a, prior = split(model, a)
+        ch, a = _bitflip(parents, _signed(wt), cfg.n_children, gen(2))
+        a, prior = unsplit(a)
     b, p, c = B, cfg.n_parents, cfg.n_children
     par = unpack(parents.states, h)[:, :, None, :].expand(b, p, c, h)
     kid = unpack(ch, h).reshape(b, p, c, h)
@@ -335,10 +340,10 @@ def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
 @pytest.mark.parametrize("mutation", ["sparseflip", "crossover"])
 def test_recombine_children_score_exactly(mutation):
     h = 70
-    cfg, model, parents, wt, bias = parents_of(h, mutation)
+    cfg, model, parents, wt, bias, unsplit = parents_of(h, mutation)
     with torch.no_grad():
         ch, a = _recombine(model, parents, wt, bias, cfg, gen(2))
-        a, prior = split(model, a)
+        a, prior = unsplit(a)
         kid = unpack(ch, h)
         assert kid.shape == (B, cfg.n_parents * cfg.n_children, h)
         torch.testing.assert_close(a, model.decoder.first(kid), rtol=1e-5, atol=1e-5)
@@ -347,7 +352,7 @@ def test_recombine_children_score_exactly(mutation):
 
 def test_crossover_children_mix_two_parents_then_flip_one_bit():
     h = 40
-    cfg, model, parents, wt, bias = parents_of(h, "crossover")
+    cfg, model, parents, wt, bias, _ = parents_of(h, "crossover")
     with torch.no_grad():
         ch, _ = _recombine(model, parents, wt, bias, cfg, gen(3))
     par = unpack(parents.states, h)  # (B, P, H)

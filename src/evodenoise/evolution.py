@@ -60,7 +60,7 @@ def pack(s: torch.Tensor) -> torch.Tensor:
 def unpack(packed: torch.Tensor, n_latents: int, dtype=torch.float32) -> torch.Tensor:
     """Packed (..., W) int64 -> states (..., H) of ``dtype`` (shifts of each byte)."""
     by = packed.contiguous().view(torch.uint8)  # (..., W·8)
-    bits = (by[..., None] >> _arange(8, packed.device, torch.uint8)) & 1  # (..., W·8, 8)
+    bits = (by.unsqueeze(-1) >> _arange(8, packed.device, torch.uint8)) & 1  # (..., W·8, 8)
     return bits.flatten(-2)[..., :n_latents].to(dtype)
 
 
@@ -197,23 +197,35 @@ def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, u, device=None
 def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
     """Latent indices (...) -> packed one-bit states (..., W) int64."""
     if w == 1:
-        return (1 << bits)[..., None]
+        return (1 << bits).unsqueeze(-1)
     word = _arange(w, bits.device)
-    return torch.where((bits >> 6)[..., None] == word, (1 << (bits & 63))[..., None], 0)
+    return torch.where((bits >> 6).unsqueeze(-1) == word, (1 << (bits & 63)).unsqueeze(-1), 0)
 
 
-def _bitflip(par: _Population, wt: torch.Tensor, n_children: int, u):
+def _bitflip(par: _Population, signed: torch.Tensor, n_children: int, u):
     """Children flipping C distinct bits of each parent, built packed: the extended
     pre-activation of a child (log-prior included) is its parent's plus or minus one row of
-    ``wt`` (H, width_1 + 1), so no child is ever unpacked. ``u``: noise (B, P·H) or a generator.
+    the first layer (``signed``: :func:`_signed` of wt (H, width_1 + 1)), so no child is ever
+    unpacked. ``u``: noise (B, P·H) or a generator.
     Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
     b, p, w = par.states.shape
-    bits = distinct_bits((b, p), wt.shape[0], n_children, u, wt.device)  # (B, P, C)
-    masks = _bit_masks(bits, w)  # (B, P, C, W)
-    children = par.states[:, :, None, :] ^ masks
-    sign = torch.where((children & masks).any(-1), 1.0, -1.0).to(par.a.dtype)  # +1: bit set
-    a = torch.addcmul(par.a[:, :, None, :], sign[..., None], F.embedding(bits, wt))
-    return children.flatten(1, 2), a.flatten(1, 2)
+    bits = distinct_bits((b, p), signed.shape[0] // 2, n_children, u, signed.device)  # (B, P, C)
+    if w == 1:  # (B, P, 1) ^ (B, P, C): the children's words
+        children = par.states ^ (1 << bits)
+        is_set = (children >> bits) & 1
+    else:
+        masks = _bit_masks(bits, w)  # (B, P, C, W)
+        children = par.states.unsqueeze(2) ^ masks
+        is_set = (children & masks).any(-1).long()
+    # rows 2h and 2h + 1 of signed are −wt[h] and +wt[h]: clearing or setting bit h
+    cols = F.embedding(bits * 2 + is_set, signed)  # (B, P, C, width_1 + 1)
+    a = par.a.unsqueeze(2) + cols
+    return children.reshape(b, p * n_children, w), a.flatten(1, 2)
+
+
+def _signed(wt: torch.Tensor) -> torch.Tensor:
+    """(H, F) -> (2H, F): rows −wt[0], +wt[0], −wt[1], ..."""
+    return torch.stack([-wt, wt], 1).flatten(0, 1)
 
 
 def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,
@@ -251,34 +263,37 @@ def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Ten
         flips = _uniform(u, (b, p, c, h), dev) < prob[:, :, None, :]
         children = torch.where(flips, 1 - par_bits[:, :, None, :], par_bits[:, :, None, :])
     children = children.flatten(1, 2)
-    return pack(children), torch.addmm(bias, children.flatten(0, 1), wt).view(b, p * c, -1)
+    return pack(children), torch.matmul(children, wt) + bias
 
 
-def _extended_first(model: Model, consts) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first layer extended by the log-prior, transposed: wt (H, width_1 + 1) and bias
-    (width_1 + 1,), so that s @ wt + bias holds the pre-activation and, last, log p(s)."""
-    first = model.decoder.layers[0]
-    logit, base = consts[0], consts[1]
-    return torch.cat([first.weight.T, logit[:, None]], 1), torch.cat([first.bias, base[None]])
+def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
+    """What one E-step needs besides the states, prepared once per call.
 
-
-def _scorer(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
-    """score(a) -> (log-joint, squared error) (B, M) from extended pre-activations a
-    (B, M, width_1 + 1); everything that does not depend on the states is prepared once."""
-    _, _, half_log, inv2s2 = consts
+    Returns (wt, bias, score): the first layer extended by the log-likelihood's constant part,
+    wt (H, width_1 + 1) and bias (width_1 + 1,) or (B, 1, width_1 + 1), so that
+    a = s @ wt + bias holds the pre-activation and, last, log p(s) − (D_n/2) log 2πσ²; a one-bit
+    child's a is its parent's plus or minus one row of wt. score(a) -> (log-joint, squared
+    error) (B, M) from a (B, M, width_1 + 1).
+    """
+    logit, base, half_log, inv2s2 = consts
     layers, act = model.decoder.layers, model.decoder.act
-    out = layers[-1]
-    ob = None if obs is None else obs[:, None, :]
-    c = -half_log * (y.shape[1] if obs is None else obs.sum(1, keepdim=True))  # () or (B, 1)
+    first, out = layers[0], layers[-1]
+    wt = torch.cat([first.weight.T, logit.unsqueeze(1)], 1)
+    if obs is None:
+        bias = torch.cat([first.bias, (base - half_log * y.shape[1]).reshape(1)])
+    else:
+        c = base - half_log * obs.sum(1, keepdim=True)  # (B, 1)
+        bias = torch.cat([first.bias.expand(y.shape[0], -1), c], 1).unsqueeze(1)
+    ob = None if obs is None else obs.unsqueeze(1)
     neg = -inv2s2
     if len(layers) > 1:  # μ − y = act(h)·Woutᵀ + (bout − y): one baddbmm
-        yb = (out.bias - y)[:, None, :]
+        yb = (out.bias - y).unsqueeze(1)
         wo = out.weight.T.expand(y.shape[0], -1, -1)
 
     def score(a):
         x = a[..., :-1]
         if len(layers) == 1:
-            diff = x - y[:, None, :]
+            diff = x - y.unsqueeze(1)
         else:
             for layer in layers[1:-1]:
                 x = layer(act(x))
@@ -286,9 +301,9 @@ def _scorer(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
         if ob is not None:
             diff = diff * ob
         sq = torch.linalg.vector_norm(diff, dim=-1).square()
-        return torch.addcmul(a[..., -1] + c, sq, neg), sq
+        return torch.addcmul(a[..., -1], sq, neg), sq
 
-    return score
+    return wt, bias, score
 
 
 def draw_noise(cfg: Config, b: int, device, gen: torch.Generator) -> torch.Tensor | None:
@@ -324,21 +339,21 @@ def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states
                  noise: torch.Tensor | None, consts, cfg: Config):
     """:func:`evolve` on noise from :func:`draw_noise`: (states (B, S, W), log-joints and
     squared errors (B, S)). Static shapes, no host sync, no random draw: compilable whole."""
-    score = _scorer(model, y, obs, consts)
-    wt, bias = _extended_first(model, consts)
+    wt, bias, score = _prepare(model, y, obs, consts)
     a = torch.matmul(unpack(states, cfg.n_latents, wt.dtype), wt) + bias  # (B, S, width_1 + 1)
     lj, sqerr = score(a)
     pop = _Population(states, a, lj)
     cand_states, cand_lj, cand_sqerr = [states], [lj], [sqerr]
     n_sel = _sel_width(cfg)
-    for g in range(cfg.n_generations):
-        u = noise[g]
-        parents = pop.take(_select_parents(pop.lj, cfg.n_parents, cfg.selection,
-                                           u[:, :pop.lj.shape[1]]))
+    signed = _signed(wt) if cfg.mutation == "bitflip" and cfg.n_generations else None
+    for g, u in enumerate(noise.unbind(0) if cfg.n_generations else ()):
+        u_sel = u[:, :pop.lj.shape[1]] if n_sel else None
+        parents = pop.take(_select_parents(pop.lj, cfg.n_parents, cfg.selection, u_sel))
+        u = u[:, n_sel:] if n_sel else u
         if cfg.mutation == "bitflip":
-            ch_states, ch_a = _bitflip(parents, wt, cfg.n_children, u[:, n_sel:])
+            ch_states, ch_a = _bitflip(parents, signed, cfg.n_children, u)
         else:
-            ch_states, ch_a = _recombine(model, parents, wt, bias, cfg, u[:, n_sel:])
+            ch_states, ch_a = _recombine(model, parents, wt, bias, cfg, u)
         ch_lj, ch_sqerr = score(ch_a)
         cand_states.append(ch_states)
         cand_lj.append(ch_lj)
@@ -348,13 +363,12 @@ def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states
     all_lj = torch.cat(cand_lj, 1)
     if cfg.n_generations:
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
-    best = torch.topk(all_lj, cfg.n_states, dim=1).indices  # sorted, best first
-    return (_take(all_states, best), torch.gather(all_lj, 1, best),
-            torch.gather(torch.cat(cand_sqerr, 1), 1, best))
+    best_lj, best = torch.topk(all_lj, cfg.n_states, dim=1)  # sorted, best first
+    return _take(all_states, best), best_lj, torch.gather(torch.cat(cand_sqerr, 1), 1, best)
 
 
 def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, M, ...) gathered along dim 1 with idx (B, K)."""
     if x.dim() == 2:
         return torch.gather(x, 1, idx)
-    return torch.gather(x, 1, idx[..., None].expand(*idx.shape, x.shape[-1]))
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))

@@ -77,11 +77,10 @@ def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
     diff = torch.nn.functional.linear(x, layers[-1].weight, layers[-1].bias) - y[:, None, :]
     if obs is not None:
         diff = diff * obs[:, None, :]
-    d_n = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
     sq = torch.linalg.vector_norm(diff, dim=-1).square()
-    lj = torch.addcmul(s @ logit - half_log * d_n, sq, -inv2s2)  # log p(y, s) − const (B, K)
-    coef = torch.softmax(lj, 1) * (w * (2 * inv2s2) / w.sum())[:, None]
-    g = diff * coef[..., None]  # ∂loss/∂μ (B, K, D)
+    lj = torch.addcmul(s @ logit, sq, -inv2s2)  # log p(y_n, s) up to a constant per n (B, K)
+    coef = torch.softmax(lj, 1) * (w * (2 * inv2s2) / w.sum()).unsqueeze(1)
+    g = diff * coef.unsqueeze(2)  # ∂loss/∂μ (B, K, D)
     grads = []
     for i in reversed(range(len(layers))):
         gf = g.flatten(0, 1)
@@ -103,10 +102,10 @@ def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torc
 def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
     """(H + 3,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨sqerr⟩_q, Σ_n w_n F_n, Σ_n w_n D_n from log-joints
     and squared errors (B, S), states (B, S, H), weights w (B,)."""
-    q = torch.softmax(lj, 1) * w[:, None]
+    q = torch.softmax(lj, 1) * w.unsqueeze(1)
     rest = torch.stack([(q * sq).sum(), torch.logsumexp(lj, 1) @ w,
                         w.sum() * d if obs is None else obs.sum(1) @ w])
-    return torch.cat([torch.einsum("bs,bsh->h", q, bits), rest])
+    return torch.cat([q.flatten() @ bits.flatten(0, 1), rest])
 
 
 def _engine(cfg: Config, device: torch.device):
