@@ -170,6 +170,65 @@ class PosteriorStats:
         return (self.err / self.d).clamp(min=floor2)
 
 
+@dataclass
+class _Run:
+    """What a training run keeps between epochs (see :func:`fit`)."""
+
+    model: Model
+    opt: torch.optim.Optimizer
+    params: list
+    lr: torch.Tensor  # () on the device: Adam's learning rate, the schedule is copied in
+    schedule: torch.Tensor  # (epochs · steps,) learning rate of every Adam step
+    buf: torch.Tensor  # (N + 1, S, W) states; row N takes the padding rows' writes
+    weight: torch.Tensor  # (E-batches · e_batch,) 1 for real rows, 0 for padding
+    fill_read: torch.Tensor  # (pad,) padding rows read patch 0 ...
+    fill_write: torch.Tensor  # ... and write to row N
+    estep: Callable
+    mstep: Callable
+    cfg: Config
+    n_train: int
+    steps: int
+    e_batch: int
+
+
+def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int,
+                 gen: torch.Generator) -> PosteriorStats:
+    """One epoch of E-steps and Adam steps; its posterior sums for the closed-form M-step.
+
+    No host-device sync and the same shapes in every step: E-batches of e_batch rows, padded
+    (weight 0) at the end, mini-batches of batch_size rows; mini-batches of padding only are
+    skipped (a count known on the host).
+    """
+    cfg, model, device = run.cfg, run.model, y.device
+    n, bs = y.shape[0], cfg.batch_size
+    per_e = run.e_batch // bs  # mini-batches per E-batch
+    stats = PosteriorStats(cfg.n_latents, device)
+    perm = torch.randperm(n, generator=gen, device=device)[:run.n_train]
+    read, write = torch.cat([perm, run.fill_read]), torch.cat([perm, run.fill_write])
+    consts = model.constants()  # π and σ² change only between epochs
+    for j in range(math.ceil(run.steps / per_e)):
+        eb = slice(j * run.e_batch, (j + 1) * run.e_batch)
+        idx, w = read[eb], run.weight[eb]
+        yb = y[idx]
+        ob = None if obs is None else obs[idx]
+        noise = draw_noise(cfg, run.e_batch, device, gen)
+        if device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.no_grad():
+            new, sums = run.estep(model, yb, ob, run.buf[idx], noise, consts, w)
+            run.buf[write[eb]] = new
+            stats.add_sums(sums, min(run.e_batch, run.n_train - j * run.e_batch))
+            for i in range(min(per_e, run.steps - j * per_e)):
+                mb = slice(i * bs, (i + 1) * bs)
+                run.lr.copy_(run.schedule[epoch * run.steps + j * per_e + i])
+                grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
+                                  consts)
+                for p, g in zip(run.params, grads):
+                    p.grad = g  # replaced every step: no zeroing needed
+                run.opt.step()
+    return stats
+
+
 def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
         sigma: float | None = None, unit: float = 1.0,
         callback: Callable[[dict], None] | None = None) -> Fit:
@@ -206,43 +265,16 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     # padding rows (read patch 0, written to the spare row n) weigh 0. Mini-batches made only
     # of padding (in the last E-batch) are skipped: no Adam step, as before.
     e_batch = min(e_batch, steps * cfg.batch_size)
-    per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
-    n_eb = math.ceil(steps / per_e)
-    pad = n_eb * e_batch - n_train
-    weight = torch.cat([torch.ones(n_train, device=device), torch.zeros(pad, device=device)])
-    fill_read = torch.zeros(pad, dtype=torch.long, device=device)
-    fill_write = torch.full((pad,), n, dtype=torch.long, device=device)
+    pad = math.ceil(steps * cfg.batch_size / e_batch) * e_batch - n_train
     t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
-    schedule = learning_rate(t, cfg).to(device, torch.float32)
-    estep, mstep = _engine(cfg, device)
-    cuda = device.type == "cuda"
+    run = _Run(model, opt, params, lr, learning_rate(t, cfg).to(device, torch.float32), buf,
+               torch.cat([torch.ones(n_train, device=device), torch.zeros(pad, device=device)]),
+               torch.zeros(pad, dtype=torch.long, device=device),
+               torch.full((pad,), n, dtype=torch.long, device=device),
+               *_engine(cfg, device), cfg, n_train, steps, e_batch)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        stats = PosteriorStats(cfg.n_latents, device)
-        perm = torch.randperm(n, generator=gen, device=device)[:n_train]
-        read, write = torch.cat([perm, fill_read]), torch.cat([perm, fill_write])
-        consts = model.constants()  # π and σ² change only between epochs
-        for j in range(n_eb):
-            eb = slice(j * e_batch, (j + 1) * e_batch)
-            idx, w = read[eb], weight[eb]
-            yb = y[idx]
-            ob = None if obs is None else obs[idx]
-            noise = draw_noise(cfg, e_batch, device, gen)
-            if cuda:
-                torch.compiler.cudagraph_mark_step_begin()
-            with torch.no_grad():
-                new, sums = estep(model, yb, ob, buf[idx], noise, consts, w)
-                buf[write[eb]] = new
-                stats.add_sums(sums, min(e_batch, n_train - j * e_batch))
-                for i in range(min(per_e, steps - j * per_e)):
-                    mb = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
-                    lr.copy_(schedule[epoch * steps + j * per_e + i])
-                    grads = mstep(model, yb[mb], None if ob is None else ob[mb], new[mb],
-                                  w[mb], consts)
-                    for p_, g in zip(params, grads):
-                        p_.grad = g
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+        stats = _train_epoch(run, y, obs, epoch, gen)
         with torch.no_grad():
             model.pi.copy_(stats.pi())
             if learn_sigma:
