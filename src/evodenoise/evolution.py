@@ -306,13 +306,16 @@ def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     return wt, bias, score
 
 
-def draw_noise(cfg: Config, b: int, device, gen: torch.Generator) -> torch.Tensor | None:
+def draw_noise(cfg: Config, b: int, device, gen: torch.Generator,
+               out: torch.Tensor | None = None) -> torch.Tensor | None:
     """All uniform random numbers of one E-step on b points, (G, B, R), drawn in one call (the
     E-step itself then draws nothing: the same numbers give the same result compiled or not).
     Per generation: parent selection (max(S, P·C), unless ``best``), then the mutation."""
     if cfg.n_generations == 0:
         return None
     r = _sel_width(cfg) + _mut_width(cfg)
+    if out is not None:  # into a tensor that keeps its address (a CUDA graph's input)
+        return out.uniform_(generator=gen)
     return torch.rand((cfg.n_generations, b, r), generator=gen, device=device)
 
 

@@ -110,13 +110,13 @@ def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
 
 def _engine(cfg: Config, device: torch.device):
     """The E-step and M-step functions of a run: eager, or compiled whole
-    (``fullgraph=True, dynamic=False``; CUDA graphs on CUDA) when ``cfg.compile`` says so."""
+    (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
+    E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
     est = functools.partial(_estep, cfg=cfg)
     mst = functools.partial(mstep_grads, cfg=cfg)
     if use_compile(cfg, device):
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        est = torch.compile(est, fullgraph=True, dynamic=False, mode=mode)
-        mst = torch.compile(mst, fullgraph=True, dynamic=False, mode=mode)
+        est = torch.compile(est, fullgraph=True, dynamic=False)
+        mst = torch.compile(mst, fullgraph=True, dynamic=False)
     return est, mst
 
 
@@ -143,7 +143,7 @@ class PosteriorStats:
     device, one vector (H + 3,) (see :func:`_posterior_sums`)."""
 
     def __init__(self, n_latents: int, device):
-        self.sums = torch.zeros(n_latents + 3, device=device)
+        self.sums = torch.zeros(n_latents + 3, device=device)  # Σ⟨s⟩, Σ⟨sqerr⟩, ΣF, ΣD
         self.n = 0
 
     s = property(lambda self: self.sums[:-3])
@@ -172,23 +172,57 @@ class PosteriorStats:
 
 @dataclass
 class _Run:
-    """What a training run keeps between epochs (see :func:`fit`)."""
+    """What a training run keeps between epochs (see :func:`fit`). The tensors keep their
+    addresses for the whole run, so that an E-batch can be captured once as a CUDA graph and
+    replayed; counters (E-batch j, Adam step) live on the device."""
 
     model: Model
     opt: torch.optim.Optimizer
     params: list
-    lr: torch.Tensor  # () on the device: Adam's learning rate, the schedule is copied in
+    lr: torch.Tensor  # () Adam's learning rate, copied from the schedule every step
     schedule: torch.Tensor  # (epochs · steps,) learning rate of every Adam step
     buf: torch.Tensor  # (N + 1, S, W) states; row N takes the padding rows' writes
-    weight: torch.Tensor  # (E-batches · e_batch,) 1 for real rows, 0 for padding
-    fill_read: torch.Tensor  # (pad,) padding rows read patch 0 ...
-    fill_write: torch.Tensor  # ... and write to row N
+    weight: torch.Tensor  # (E-batches, e_batch) 1 for real rows, 0 for padding
+    read: torch.Tensor  # (E-batches, e_batch) this epoch's patches; padding reads patch 0 ...
+    write: torch.Tensor  # ... and writes to row N
+    consts: tuple  # Model.constants() of this epoch
+    sums: torch.Tensor  # (H + 3,) this epoch's posterior sums
+    noise: torch.Tensor | None  # the current E-batch's random numbers (draw_noise)
+    j: torch.Tensor  # (1,) E-batch of the epoch
+    step: torch.Tensor  # (1,) Adam step of the run
     estep: Callable
     mstep: Callable
     cfg: Config
     n_train: int
     steps: int
-    e_batch: int
+    capture: bool  # CUDA: replay each E-batch as a CUDA graph
+    graphs: dict = field(default_factory=dict)
+
+
+def _make_run(model: Model, y: torch.Tensor, cfg: Config, gen: torch.Generator, n_train: int,
+              steps: int, e_batch: int) -> _Run:
+    n, device = y.shape[0], y.device
+    params = list(model.decoder.parameters())
+    lr = torch.tensor(cfg.lr_min, device=device)
+    buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
+    # Static shapes: every E-batch has e_batch rows and every mini-batch batch_size rows; the
+    # padding rows (read patch 0, written to the spare row n) weigh 0. Mini-batches made only
+    # of padding (in the last E-batch) are skipped: no Adam step, as before.
+    e_batch = min(e_batch, steps * cfg.batch_size)
+    n_eb = math.ceil(steps * cfg.batch_size / e_batch)
+    weight = torch.zeros(n_eb * e_batch, device=device)
+    weight[:n_train] = 1
+    t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
+    return _Run(model, _adam(params, lr), params, lr,
+                learning_rate(t, cfg).to(device, torch.float32), buf, weight.view(n_eb, e_batch),
+                torch.zeros(n_eb, e_batch, dtype=torch.long, device=device),
+                torch.full((n_eb, e_batch), n, dtype=torch.long, device=device),
+                tuple(c.clone() for c in model.constants()),
+                torch.zeros(cfg.n_latents + 3, device=device),
+                draw_noise(cfg, e_batch, device, gen),
+                torch.zeros(1, dtype=torch.long, device=device),
+                torch.zeros(1, dtype=torch.long, device=device), *_engine(cfg, device), cfg,
+                n_train, steps, device.type == "cuda" and use_compile(cfg, device))
 
 
 def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int,
@@ -199,34 +233,68 @@ def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: in
     (weight 0) at the end, mini-batches of batch_size rows; mini-batches of padding only are
     skipped (a count known on the host).
     """
-    cfg, model, device = run.cfg, run.model, y.device
-    n, bs = y.shape[0], cfg.batch_size
-    per_e = run.e_batch // bs  # mini-batches per E-batch
+    cfg, device = run.cfg, y.device
+    n_eb, e_batch = run.weight.shape
+    per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
+    perm = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
+    run.read.view(-1)[:run.n_train] = perm
+    run.write.view(-1)[:run.n_train] = perm
+    with torch.no_grad():
+        for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
+            c.copy_(v)
+    run.sums.zero_()
+    run.j.zero_()
     stats = PosteriorStats(cfg.n_latents, device)
-    perm = torch.randperm(n, generator=gen, device=device)[:run.n_train]
-    read, write = torch.cat([perm, run.fill_read]), torch.cat([perm, run.fill_write])
-    consts = model.constants()  # π and σ² change only between epochs
-    for j in range(math.ceil(run.steps / per_e)):
-        eb = slice(j * run.e_batch, (j + 1) * run.e_batch)
-        idx, w = read[eb], run.weight[eb]
-        yb = y[idx]
-        ob = None if obs is None else obs[idx]
-        noise = draw_noise(cfg, run.e_batch, device, gen)
-        if device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.no_grad():
-            new, sums = run.estep(model, yb, ob, run.buf[idx], noise, consts, w)
-            run.buf[write[eb]] = new
-            stats.add_sums(sums, min(run.e_batch, run.n_train - j * run.e_batch))
-            for i in range(min(per_e, run.steps - j * per_e)):
-                mb = slice(i * bs, (i + 1) * bs)
-                run.lr.copy_(run.schedule[epoch * run.steps + j * per_e + i])
-                grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
-                                  consts)
-                for p, g in zip(run.params, grads):
-                    p.grad = g  # replaced every step: no zeroing needed
-                run.opt.step()
+    for j in range(n_eb):
+        if run.noise is not None:
+            draw_noise(cfg, e_batch, device, gen, out=run.noise)
+        n_m = min(per_e, run.steps - j * per_e)  # Adam steps in this E-batch
+        if run.capture:
+            _replay(run, y, obs, n_m)
+        else:
+            _ebatch(run, y, obs, n_m)
+        stats.n += min(e_batch, run.n_train - j * e_batch)
+    stats.sums = run.sums.clone()
     return stats
+
+
+@torch.no_grad()
+def _ebatch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: int) -> None:
+    """E-batch run.j: its E-step, write-back and posterior sums, then its n_m Adam steps.
+    Indices come from device counters (index_select, no host value), so it can be captured."""
+    cfg, model, bs = run.cfg, run.model, run.cfg.batch_size
+    e_batch = run.weight.shape[1]
+    idx = run.read.index_select(0, run.j).view(e_batch)
+    w = run.weight.index_select(0, run.j).view(e_batch)
+    yb = y[idx]
+    ob = None if obs is None else obs[idx]
+    new, sums = run.estep(model, yb, ob, run.buf[idx], run.noise, run.consts, w)
+    run.buf[run.write.index_select(0, run.j).view(e_batch)] = new
+    run.sums += sums
+    for i in range(n_m):
+        mb = slice(i * bs, (i + 1) * bs)
+        run.lr.copy_(run.schedule.index_select(0, run.step).view(()))
+        grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
+                          run.consts)
+        for p, g in zip(run.params, grads):
+            p.grad = g  # replaced every step: no zeroing needed
+        run.opt.step()
+        run.step += 1
+    run.j += 1
+
+
+def _replay(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: int) -> None:
+    """:func:`_ebatch` as a CUDA graph: the first call of each kind runs eagerly (compiling),
+    the second captures, and from then on one launch replays the whole E-batch."""
+    graph = run.graphs.get(n_m)
+    if graph is None:
+        if n_m not in run.graphs.setdefault("warm", set()):
+            run.graphs["warm"].add(n_m)
+            return _ebatch(run, y, obs, n_m)
+        graph = run.graphs[n_m] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            _ebatch(run, y, obs, n_m)
+    graph.replay()
 
 
 def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
@@ -248,11 +316,6 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         sigma2 = float(sigma) ** 2
     model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2), gen)
     learn_sigma = sigma is None or cfg.sigma_mode == "init"
-    params = list(model.decoder.parameters())
-    lr = torch.tensor(cfg.lr_min, device=device)  # the schedule is copied in on the device
-    opt = _adam(params, lr)
-    buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
-    states = buf[:n]
     # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n_train / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     n_train = max(1, round(cfg.train_fraction * n))
@@ -260,18 +323,8 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     if cfg.epochs and cfg.min_steps:  # small images: more epochs, at most 4x
         cfg = cfg.replace(epochs=min(max(cfg.epochs, math.ceil(cfg.min_steps / steps)),
                                      4 * cfg.epochs))
-    result = Fit(model, states, cfg)
-    # Static shapes: every E-batch has e_batch rows and every mini-batch batch_size rows; the
-    # padding rows (read patch 0, written to the spare row n) weigh 0. Mini-batches made only
-    # of padding (in the last E-batch) are skipped: no Adam step, as before.
-    e_batch = min(e_batch, steps * cfg.batch_size)
-    pad = math.ceil(steps * cfg.batch_size / e_batch) * e_batch - n_train
-    t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
-    run = _Run(model, opt, params, lr, learning_rate(t, cfg).to(device, torch.float32), buf,
-               torch.cat([torch.ones(n_train, device=device), torch.zeros(pad, device=device)]),
-               torch.zeros(pad, dtype=torch.long, device=device),
-               torch.full((pad,), n, dtype=torch.long, device=device),
-               *_engine(cfg, device), cfg, n_train, steps, e_batch)
+    run = _make_run(model, y, cfg, gen, n_train, steps, e_batch)
+    result = Fit(model, run.buf[:n], cfg)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         stats = _train_epoch(run, y, obs, epoch, gen)
