@@ -161,6 +161,12 @@ PRESETS: dict[str, Config] = {
                              n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
     "paper-house-50": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64, n_parents=5,
                              n_children=4, n_generations=1, lr_max=5e-2, **_PAPER),
+    # The paper's House settings with E-steps over 8 mini-batches at once (estep_batch 256): on
+    # a GPU a step then costs its M-step plus an eighth of an E-step, not a whole E-step of
+    # launches (benchmarks/RESULTS.md: PSNR against exact alternation).
+    "gpu-house-25": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
+                           n_children=9, n_generations=4, lr_max=1e-2,
+                           **{**_PAPER, "estep_batch": 256}),
     "paper-barbara-25": Config(patch_size=8, n_latents=50, hidden=(500, 500),
                                activation="leaky_relu", n_states=100, n_parents=5, n_children=4,
                                n_generations=1, lr_max=1e-3, **_PAPER),
@@ -190,6 +196,8 @@ PRESET_NOTES: dict[str, str] = {
                       "(500 epochs: 55 h/megapixel): a GPU preset",
     "paper-house-25": "as paper-house-15",
     "paper-house-50": "the paper's settings (12x12, H=512): a GPU preset",
+    "gpu-house-25": "paper-house-25 with E-steps over 8 mini-batches (estep_batch 256): "
+                    "fewer launches per step on a GPU",
     "paper-barbara-25": "the paper's settings: a GPU preset",
     "paper-inpaint-house": "the paper's settings: a GPU preset",
     "paper-inpaint-color-50": "the paper's settings: a GPU preset",
