@@ -209,7 +209,7 @@ def _bitflip(par: _Population, signed: torch.Tensor, n_children: int, u):
     unpacked. ``u``: noise (B, P·H) or a generator.
     Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
     b, p, w = par.states.shape
-    bits = distinct_bits((b, p), signed.shape[0] // 2, n_children, u, signed.device)  # (B, P, C)
+    bits = distinct_bits((b, p), signed.shape[0], n_children, u, signed.device)  # (B, P, C)
     if w == 1:  # (B, P, 1) ^ (B, P, C): the children's words
         children = par.states ^ (1 << bits)
         is_set = (children >> bits) & 1
@@ -217,15 +217,14 @@ def _bitflip(par: _Population, signed: torch.Tensor, n_children: int, u):
         masks = _bit_masks(bits, w)  # (B, P, C, W)
         children = par.states.unsqueeze(2) ^ masks
         is_set = (children & masks).any(-1).long()
-    # rows 2h and 2h + 1 of signed are −wt[h] and +wt[h]: clearing or setting bit h
-    cols = F.embedding(bits * 2 + is_set, signed)  # (B, P, C, width_1 + 1)
+    cols = signed[bits, is_set]  # (B, P, C, width_1 + 1): −wt[h] clears bit h, +wt[h] sets it
     a = par.a.unsqueeze(2) + cols
     return children.reshape(b, p * n_children, w), a.flatten(1, 2)
 
 
 def _signed(wt: torch.Tensor) -> torch.Tensor:
-    """(H, F) -> (2H, F): rows −wt[0], +wt[0], −wt[1], ..."""
-    return torch.stack([-wt, wt], 1).flatten(0, 1)
+    """(H, F) -> (H, 2, F): [h, 0] = −wt[h], [h, 1] = +wt[h]."""
+    return torch.stack([-wt, wt], 1)
 
 
 def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,
