@@ -206,10 +206,13 @@ def _bitflip(par: _Population, signed: torch.Tensor, n_children: int, u):
     """Children flipping C distinct bits of each parent, built packed: the extended
     pre-activation of a child (log-prior included) is its parent's plus or minus one row of
     the first layer (``signed``: :func:`_signed` of wt (H, width_1 + 1)), so no child is ever
-    unpacked. ``u``: noise (B, P·H) or a generator.
-    Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
+    unpacked. ``u``: the flipped bits (B, P, C) (:func:`distinct_bits`), noise (B, P·H) or a
+    generator. Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
     b, p, w = par.states.shape
-    bits = distinct_bits((b, p), signed.shape[0], n_children, u, signed.device)  # (B, P, C)
+    if isinstance(u, torch.Tensor) and not u.is_floating_point():
+        bits = u
+    else:
+        bits = distinct_bits((b, p), signed.shape[0], n_children, u, signed.device)  # (B, P, C)
     if w == 1:  # (B, P, 1) ^ (B, P, C): the children's words
         children = par.states ^ (1 << bits)
         is_set = (children >> bits) & 1
@@ -347,13 +350,17 @@ def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states
     pop = _Population(states, a, lj)
     cand_states, cand_lj, cand_sqerr = [states], [lj], [sqerr]
     n_sel = _sel_width(cfg)
-    signed = _signed(wt) if cfg.mutation == "bitflip" and cfg.n_generations else None
-    for g, u in enumerate(noise.unbind(0) if cfg.n_generations else ()):
+    g_all, (b, p) = cfg.n_generations, (y.shape[0], cfg.n_parents)
+    if cfg.mutation == "bitflip" and g_all:  # every generation's bits at once (G, B, P, C)
+        signed = _signed(wt)
+        flips = distinct_bits((g_all, b, p), cfg.n_latents, cfg.n_children,
+                              noise[..., n_sel:] if n_sel else noise).unbind(0)
+    for g, u in enumerate(noise.unbind(0) if g_all else ()):
         u_sel = u[:, :pop.lj.shape[1]] if n_sel else None
         parents = pop.take(_select_parents(pop.lj, cfg.n_parents, cfg.selection, u_sel))
         u = u[:, n_sel:] if n_sel else u
         if cfg.mutation == "bitflip":
-            ch_states, ch_a = _bitflip(parents, signed, cfg.n_children, u)
+            ch_states, ch_a = _bitflip(parents, signed, cfg.n_children, flips[g])
         else:
             ch_states, ch_a = _recombine(model, parents, wt, bias, cfg, u)
         ch_lj, ch_sqerr = score(ch_a)

@@ -173,55 +173,58 @@ class PosteriorStats:
 @dataclass
 class _Run:
     """What a training run keeps between epochs (see :func:`fit`). The tensors keep their
-    addresses for the whole run, so that an E-batch can be captured once as a CUDA graph and
-    replayed; counters (E-batch j, Adam step) live on the device."""
+    addresses for the whole run, so that a chunk of E-batches can be captured once as a CUDA
+    graph and replayed; the counters (E-batch, Adam step) live on the device."""
 
     model: Model
     opt: torch.optim.Optimizer
     params: list
-    lr: torch.Tensor  # () Adam's learning rate, copied from the schedule every step
-    schedule: torch.Tensor  # (epochs · steps,) learning rate of every Adam step
+    lr_window: torch.Tensor  # (epochs · steps, per_e) learning rates of steps t … t + per_e − 1
+    lrs: torch.Tensor  # (1, per_e) learning rates of the current E-batch's Adam steps
     buf: torch.Tensor  # (N + 1, S, W) states; row N takes the padding rows' writes
     weight: torch.Tensor  # (E-batches, e_batch) 1 for real rows, 0 for padding
-    read: torch.Tensor  # (E-batches, e_batch) this epoch's patches; padding reads patch 0 ...
-    write: torch.Tensor  # ... and writes to row N
+    order: torch.Tensor  # (E-batches, 2, e_batch) rows read (padding: patch 0), rows written (N)
     consts: tuple  # Model.constants() of this epoch
     sums: torch.Tensor  # (H + 3,) this epoch's posterior sums
-    noise: torch.Tensor | None  # the current E-batch's random numbers (draw_noise)
-    j: torch.Tensor  # (1,) E-batch of the epoch
-    step: torch.Tensor  # (1,) Adam step of the run
+    noise: torch.Tensor | None  # (K, ...) random numbers of the next K E-batches (draw_noise)
+    counter: torch.Tensor  # (2,) E-batch of the epoch, Adam step of the run
     estep: Callable
     mstep: Callable
     cfg: Config
     n_train: int
     steps: int
-    capture: bool  # CUDA: replay each E-batch as a CUDA graph
+    capture: bool  # CUDA: replay each chunk of K E-batches as one CUDA graph
     graphs: dict = field(default_factory=dict)
+    steps_of: dict = field(default_factory=dict)  # Adam steps -> (2,) counter increment
 
 
 def _make_run(model: Model, y: torch.Tensor, cfg: Config, gen: torch.Generator, n_train: int,
               steps: int, e_batch: int) -> _Run:
     n, device = y.shape[0], y.device
     params = list(model.decoder.parameters())
-    lr = torch.tensor(cfg.lr_min, device=device)
     buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
     # Static shapes: every E-batch has e_batch rows and every mini-batch batch_size rows; the
     # padding rows (read patch 0, written to the spare row n) weigh 0. Mini-batches made only
     # of padding (in the last E-batch) are skipped: no Adam step, as before.
     e_batch = min(e_batch, steps * cfg.batch_size)
-    n_eb = math.ceil(steps * cfg.batch_size / e_batch)
+    per_e = e_batch // cfg.batch_size
+    n_eb = math.ceil(steps / per_e)
     weight = torch.zeros(n_eb * e_batch, device=device)
     weight[:n_train] = 1
+    order = torch.stack([torch.zeros(n_eb * e_batch, dtype=torch.long, device=device),
+                         torch.full((n_eb * e_batch,), n, dtype=torch.long, device=device)])
     t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
-    return _Run(model, _adam(params, lr), params, lr,
-                learning_rate(t, cfg).to(device, torch.float32), buf, weight.view(n_eb, e_batch),
-                torch.zeros(n_eb, e_batch, dtype=torch.long, device=device),
-                torch.full((n_eb, e_batch), n, dtype=torch.long, device=device),
+    spare = torch.full((per_e,), cfg.lr_min, dtype=torch.float64)  # never used: window's end
+    schedule = torch.cat([learning_rate(t, cfg), spare]).to(device, torch.float32)
+    lrs = torch.full((1, per_e), cfg.lr_min, device=device)
+    k = math.ceil(8 / per_e)  # E-batches per chunk (per CUDA graph): >= 8 Adam steps
+    noise = draw_noise(cfg, e_batch, device, gen)
+    return _Run(model, _adam(params, lrs[0, 0]), params, schedule.unfold(0, per_e, 1), lrs, buf,
+                weight.view(n_eb, e_batch), order.view(2, n_eb, e_batch).transpose(0, 1),
                 tuple(c.clone() for c in model.constants()),
                 torch.zeros(cfg.n_latents + 3, device=device),
-                draw_noise(cfg, e_batch, device, gen),
-                torch.zeros(1, dtype=torch.long, device=device),
-                torch.zeros(1, dtype=torch.long, device=device), *_engine(cfg, device), cfg,
+                None if noise is None else noise.expand(k, *noise.shape).clone(),
+                torch.zeros(2, dtype=torch.long, device=device), *_engine(cfg, device), cfg,
                 n_train, steps, device.type == "cuda" and use_compile(cfg, device))
 
 
@@ -231,69 +234,77 @@ def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: in
 
     No host-device sync and the same shapes in every step: E-batches of e_batch rows, padded
     (weight 0) at the end, mini-batches of batch_size rows; mini-batches of padding only are
-    skipped (a count known on the host).
+    skipped (a count known on the host). The random numbers of K E-batches are drawn at once.
     """
     cfg, device = run.cfg, y.device
     n_eb, e_batch = run.weight.shape
     per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
     perm = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
-    run.read.view(-1)[:run.n_train] = perm
-    run.write.view(-1)[:run.n_train] = perm
+    run.order.transpose(0, 1).reshape(2, -1)[:, :run.n_train] = perm  # a view: order itself
     with torch.no_grad():
         for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
             c.copy_(v)
     run.sums.zero_()
-    run.j.zero_()
+    run.counter[0] = 0
     stats = PosteriorStats(cfg.n_latents, device)
-    for j in range(n_eb):
+    k = 1 if run.noise is None else run.noise.shape[0]
+    for j0 in range(0, n_eb, k):
         if run.noise is not None:
             draw_noise(cfg, e_batch, device, gen, out=run.noise)
-        n_m = min(per_e, run.steps - j * per_e)  # Adam steps in this E-batch
+        # Adam steps of each E-batch of the chunk
+        n_m = tuple(min(per_e, run.steps - j * per_e) for j in range(j0, min(j0 + k, n_eb)))
         if run.capture:
             _replay(run, y, obs, n_m)
         else:
-            _ebatch(run, y, obs, n_m)
-        stats.n += min(e_batch, run.n_train - j * e_batch)
+            _chunk(run, y, obs, n_m)
+        stats.n += min(k * e_batch, run.n_train - j0 * e_batch)
     stats.sums = run.sums.clone()
     return stats
 
 
 @torch.no_grad()
-def _ebatch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: int) -> None:
-    """E-batch run.j: its E-step, write-back and posterior sums, then its n_m Adam steps.
-    Indices come from device counters (index_select, no host value), so it can be captured."""
-    cfg, model, bs = run.cfg, run.model, run.cfg.batch_size
+def _chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]) -> None:
+    """E-batches run.counter[0] … + len(n_m) − 1, each: its E-step, write-back and posterior
+    sums, then its n_m[i] Adam steps. Indices come from the device counters (index_select, no
+    host value), so a chunk can be captured."""
+    model, bs = run.model, run.cfg.batch_size
     e_batch = run.weight.shape[1]
-    idx = run.read.index_select(0, run.j).view(e_batch)
-    w = run.weight.index_select(0, run.j).view(e_batch)
-    yb = y[idx]
-    ob = None if obs is None else obs[idx]
-    new, sums = run.estep(model, yb, ob, run.buf[idx], run.noise, run.consts, w)
-    run.buf[run.write.index_select(0, run.j).view(e_batch)] = new
-    run.sums += sums
-    for i in range(n_m):
-        mb = slice(i * bs, (i + 1) * bs)
-        run.lr.copy_(run.schedule.index_select(0, run.step).view(()))
-        grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
-                          run.consts)
-        for p, g in zip(run.params, grads):
-            p.grad = g  # replaced every step: no zeroing needed
-        run.opt.step()
-        run.step += 1
-    run.j += 1
+    group = run.opt.param_groups[0]
+    for i, steps in enumerate(n_m):
+        j, step = run.counter[:1], run.counter[1:]
+        idx, write = run.order.index_select(0, j).view(2, e_batch)
+        w = run.weight.index_select(0, j).view(e_batch)
+        torch.index_select(run.lr_window, 0, step, out=run.lrs)
+        yb = y[idx]
+        ob = None if obs is None else obs[idx]
+        noise = None if run.noise is None else run.noise[i]
+        new, sums = run.estep(model, yb, ob, run.buf[idx], noise, run.consts, w)
+        run.buf[write] = new
+        run.sums += sums
+        for m in range(steps):
+            mb = slice(m * bs, (m + 1) * bs)
+            grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
+                              run.consts)
+            for p, g in zip(run.params, grads):
+                p.grad = g  # replaced every step: no zeroing needed
+            group["lr"] = run.lrs[0, m]  # a view: the address a captured graph reads
+            run.opt.step()
+        if steps not in run.steps_of:
+            run.steps_of[steps] = torch.tensor([1, steps], device=run.counter.device)
+        run.counter += run.steps_of[steps]
 
 
-def _replay(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: int) -> None:
-    """:func:`_ebatch` as a CUDA graph: the first call of each kind runs eagerly (compiling),
-    the second captures, and from then on one launch replays the whole E-batch."""
+def _replay(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]) -> None:
+    """:func:`_chunk` as a CUDA graph: the first chunk of each kind runs eagerly (compiling),
+    the second captures, and from then on one launch replays the whole chunk."""
     graph = run.graphs.get(n_m)
     if graph is None:
         if n_m not in run.graphs.setdefault("warm", set()):
             run.graphs["warm"].add(n_m)
-            return _ebatch(run, y, obs, n_m)
+            return _chunk(run, y, obs, n_m)
         graph = run.graphs[n_m] = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            _ebatch(run, y, obs, n_m)
+            _chunk(run, y, obs, n_m)
     graph.replay()
 
 
