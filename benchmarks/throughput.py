@@ -159,16 +159,18 @@ def project(row: dict, cfg, tflops: float = 25.0, launch_us: float = 8.0) -> dic
     larger of the arithmetic at ``tflops`` and the launches at ``launch_us`` each, where a
     captured CUDA graph counts as one launch plus 1 µs per kernel in it.
 
-    The GPU path (compile ``auto`` on CUDA) replays one graph per E-batch and draws its random
-    numbers with one more launch; the kernels in the graph are ``kernels_per_step`` (counted on
-    the compiled CPU step, ``--compiled``) or, without that count, the eager launches (no
-    fusion: an upper bound). ``gpu_projected_eager_s`` is eager PyTorch, every call a launch.
+    The GPU path (compile ``auto`` on CUDA) replays one graph per chunk of E-batches holding at
+    least 8 Adam steps (evodenoise.train._train_epoch) and draws the chunk's random numbers with
+    one more launch; the kernels in the graph are ``kernels_per_step`` (counted on the compiled
+    CPU step, ``--compiled``) or, without that count, the eager launches (no fusion: an upper
+    bound). ``gpu_projected_eager_s`` is eager PyTorch, every call a launch.
     """
     e, steps = row["epochs_of_preset"], row["steps"]
     per_e = max(1, math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size))
+    per_graph = per_e * math.ceil(8 / per_e)  # Adam steps per captured graph
     kernels = row.get("kernels_per_step", row["launches_per_step"])
     flop_s = e * row["flops"] / (tflops * 1e12)
-    launch_s = e * steps * (2 * launch_us / per_e + kernels * 1.0) * 1e-6
+    launch_s = e * steps * (2 * launch_us / per_graph + kernels * 1.0) * 1e-6
     eager_s = e * steps * row["launches_per_step"] * launch_us * 1e-6
     return {"gpu_flop_bound_s": flop_s, "gpu_launch_bound_s": launch_s,
             "gpu_projected_s": max(flop_s, launch_s),

@@ -63,11 +63,11 @@ def test_project_counts_a_captured_graph_as_one_launch_plus_its_kernels(tp):
            "kernels_per_step": 50}
     out = tp.project(row, cfg)
     assert out["gpu_flop_bound_s"] == pytest.approx(500 * 1e12 / 25e12)
-    # exact alternation: one graph and one random draw per step (8 µs each), 50 kernels of 1 µs
-    assert out["gpu_launch_bound_s"] == pytest.approx(500 * 1938 * (16 + 50) * 1e-6)
+    # exact alternation: one graph and one random draw per 8 steps (8 µs each), 50 kernels of 1 µs
+    assert out["gpu_launch_bound_s"] == pytest.approx(500 * 1938 * (2 + 50) * 1e-6)
     assert out["gpu_projected_eager_s"] == pytest.approx(500 * 1938 * 150 * 8e-6)
     del row["kernels_per_step"]  # no compiled count: the eager launches bound the kernels
-    assert tp.project(row, cfg)["gpu_launch_bound_s"] == pytest.approx(500 * 1938 * 166e-6)
+    assert tp.project(row, cfg)["gpu_launch_bound_s"] == pytest.approx(500 * 1938 * 152e-6)
 
 
 def test_gpu_bench_fails_in_one_line_without_cuda():
