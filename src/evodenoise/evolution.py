@@ -10,6 +10,12 @@ One E-step on a batch of points (DESIGN.md §1):
    children by mutation, score them; the children are the next generation's population;
 3. drop every candidate that duplicates another (children among themselves and against K_n);
 4. keep the S best of K_n ∪ children by log-joint: no point's free energy can go down.
+
+For the GPU (issue 10) an E-step never waits for the device and has static shapes: all its
+random numbers are drawn up front in one call (:func:`draw_noise`; :func:`evolve_drawn` draws
+nothing, so it can be compiled whole and captured), parents and distinct bits are top-k's of
+noise (no ``multinomial``, ``nonzero`` or boolean indexing), and duplicates are masked, not
+removed.
 """
 
 from __future__ import annotations
