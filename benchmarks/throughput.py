@@ -74,11 +74,13 @@ def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> 
 
     ``dispatched``: every call that reaches the dispatcher (views included; the count issue 10
     started from); ``launches``: the calls that run work (not views, not profiler marks), about
-    one kernel launch each on a GPU.
+    one kernel launch each on a GPU. Counted as a GPU runs them: distinct bits by one top-k,
+    not by the CPU's Floyd loop (evodenoise.evolution.FLOYD_ON_CPU).
     """
     from torch.utils._python_dispatch import TorchDispatchMode
 
     import evodenoise
+    import evodenoise.evolution as evolution
     from evodenoise.patches import count_patches
 
     class Count(TorchDispatchMode):
@@ -97,8 +99,12 @@ def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> 
     def cb(entry):
         counts.append((Count.calls, Count.launches))
 
-    with Count():
-        evodenoise.denoise(small, sigma, config=cfg, seed=0, callback=cb)
+    floyd, evolution.FLOYD_ON_CPU = getattr(evolution, "FLOYD_ON_CPU", False), False
+    try:
+        with Count():
+            evodenoise.denoise(small, sigma, config=cfg, seed=0, callback=cb)
+    finally:
+        evolution.FLOYD_ON_CPU = floyd
     (c0, l0), (c1, l1) = counts  # the second epoch: no set-up calls
     return {"dispatched": (c1 - c0) / steps, "launches": (l1 - l0) / steps}
 

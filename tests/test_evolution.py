@@ -137,8 +137,15 @@ def test_init_states_chunked_equals_shape():
     assert packed.shape == (10, 6, 2) and not duplicate_mask(packed).any()
 
 
+@pytest.fixture(params=[True, False], ids=["floyd", "topk"])
+def floyd(request, monkeypatch):
+    """Both ways of drawing distinct bits: Floyd's loop (the CPU's) and a top-k (a GPU's)."""
+    import evodenoise.evolution as evolution_module
+    monkeypatch.setattr(evolution_module, "FLOYD_ON_CPU", request.param)
+
+
 @pytest.mark.parametrize("h,k", [(1, 1), (5, 5), (8, 3), (64, 7), (70, 9), (512, 4)])
-def test_distinct_bits(h, k):
+def test_distinct_bits(h, k, floyd):
     bits = distinct_bits((300, 4), h, k, gen(h + k), "cpu")
     assert bits.shape == (300, 4, k) and bits.dtype == torch.int64
     assert ((bits >= 0) & (bits < h)).all()
@@ -147,7 +154,7 @@ def test_distinct_bits(h, k):
         assert all(sorted(r) == list(range(h)) for r in bits.reshape(-1, k).tolist())
 
 
-def test_distinct_bits_roughly_uniform():
+def test_distinct_bits_roughly_uniform(floyd):
     h, k = 8, 3
     bits = distinct_bits((4000,), h, k, gen(0), "cpu")
     counts = torch.bincount(bits.flatten(), minlength=h).float()

@@ -91,10 +91,13 @@ def test_no_sync_inside_an_epoch(monkeypatch, device, selection, mutation, maske
 
 
 def ops_per_step(monkeypatch, cfg, y, sizes=(128, 256)):
-    """Operator calls per Adam step: the difference of two epochs over ``sizes`` patches."""
+    """Operator calls per Adam step as a GPU runs them (distinct bits by one top-k, not the
+    CPU's Floyd loop): the difference of two epochs over ``sizes`` patches."""
+    import evodenoise.evolution as evolution_module
     counts = {}
     for fraction in (sizes[0] / y.shape[0], sizes[1] / y.shape[0]):
         modes = watch_epochs(monkeypatch)
+        monkeypatch.setattr(evolution_module, "FLOYD_ON_CPU", False)
         c = cfg.replace(train_fraction=fraction, epochs=1)
         fit(y, None, c, gen(0))
         steps = math.ceil(round(fraction * y.shape[0]) / c.batch_size)

