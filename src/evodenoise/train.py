@@ -115,6 +115,11 @@ def _engine(cfg: Config, device: torch.device):
     est = functools.partial(_estep, cfg=cfg)
     mst = functools.partial(mstep_grads, cfg=cfg)
     if use_compile(cfg, device):
+        # Every run (config, shapes) compiles its own graphs of the same two functions: allow
+        # many runs per process (fullgraph turns the default limit of 8 into an error).
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+        setattr(dyn, limit, max(getattr(dyn, limit), 256))
         est = torch.compile(est, fullgraph=True, dynamic=False)
         mst = torch.compile(mst, fullgraph=True, dynamic=False)
     return est, mst
