@@ -5,7 +5,7 @@ VENV   ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench bench-color clean
+.PHONY: setup demo test test-all bench bench-color gpu-bench clean
 
 $(BIN)/evodenoise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench-color: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run.py --images skimage:astronaut skimage:coffee skimage:chelsea \
 		--crop 256 --tasks denoise-15,denoise-25,denoise-50,inpaint-50,inpaint-80 --threads 2 $(BENCH_ARGS)
+
+# CUDA machine only (fails with one line elsewhere): the cuda tests, then per preset compile time,
+# s/epoch, kernels and syncs per step, peak memory, TFLOP/s and PSNR vs the CPU at equal seed.
+# Needs a CUDA build of torch: make gpu-bench TORCH_SPEC="torch>=2.4" (in a fresh .venv).
+gpu-bench: setup
+	$(BIN)/python benchmarks/gpu_bench.py $(GPU_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info src/*.egg-info

@@ -62,46 +62,126 @@ def work_per_epoch(cfg, n_patches: int, channels: int) -> dict:
     }
 
 
-def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> float:
-    """Torch operator calls per mini-batch step of one epoch, on a ``crop``² corner."""
+VIEW_EVENTS = {"aten::view", "aten::slice", "aten::select", "aten::unsqueeze", "aten::expand",
+               "aten::as_strided", "aten::t", "aten::permute", "aten::alias", "aten::detach",
+               "aten::reshape", "aten::flatten", "aten::squeeze", "aten::_unsafe_view",
+               "aten::transpose", "aten::unbind", "aten::split", "aten::lift_fresh",
+               "aten::resolve_conj", "aten::resolve_neg", "aten::empty", "aten::empty_strided"}
+
+
+def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> dict:
+    """Torch operator calls per mini-batch step of one epoch, on a ``crop``² corner (eager).
+
+    ``dispatched``: every call that reaches the dispatcher (views included; the count issue 10
+    started from); ``launches``: the calls that run work (not views, not profiler marks), about
+    one kernel launch each on a GPU. Counted as a GPU runs them: distinct bits by one top-k,
+    not by the CPU's Floyd loop (evodenoise.evolution.FLOYD_ON_CPU).
+    """
     from torch.utils._python_dispatch import TorchDispatchMode
 
     import evodenoise
+    import evodenoise.evolution as evolution
     from evodenoise.patches import count_patches
 
     class Count(TorchDispatchMode):
-        calls = 0
+        calls = launches = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             Count.calls += 1
+            Count.launches += not (func.is_view or func.namespace == "profiler")
             return func(*args, **(kwargs or {}))
 
     small = image[:crop, :crop]
-    cfg = cfg.replace(epochs=2, min_visits=0)
+    cfg = cfg.replace(epochs=2, min_visits=0, compile="off")
     steps = work_per_epoch(cfg, count_patches(*small.shape[:2], cfg.patch_size), 1)["steps"]
     counts = []
 
     def cb(entry):
-        counts.append(Count.calls)
+        if entry["phase"] == "train":
+            counts.append((Count.calls, Count.launches))
 
-    with Count():
-        evodenoise.denoise(small, sigma, config=cfg, seed=0, callback=cb)
-    return (counts[1] - counts[0]) / steps  # the second epoch: no set-up calls
+    floyd, evolution.FLOYD_ON_CPU = getattr(evolution, "FLOYD_ON_CPU", False), False
+    try:
+        with Count():
+            evodenoise.denoise(small, sigma, config=cfg, seed=0, callback=cb)
+    finally:
+        evolution.FLOYD_ON_CPU = floyd
+    (c0, l0), (c1, l1) = counts  # the second epoch: no set-up calls
+    return {"dispatched": (c1 - c0) / steps, "launches": (l1 - l0) / steps}
 
 
-def measure(preset: str, image: np.ndarray, sigma: float, epochs: int, device: str) -> dict:
+def count_compiled_kernels(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> float:
+    """Kernels per mini-batch step of the compiled path (CPU inductor, ``cfg.compile = "on"``),
+    on a ``crop``² corner: the kernels the compiled E-step and M-step run (generated fused
+    kernels and library calls) plus the eager calls around them in an E-batch. On CUDA one
+    E-batch is one captured graph holding all of these. Compiles: minutes on a small CPU."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    import evodenoise
+    from evodenoise.patches import count_patches
+
+    inductor_config.cpp.enable_kernel_profile = True  # name every generated kernel
+    small = image[:crop, :crop]
+    cfg = cfg.replace(epochs=2, min_visits=0, compile="on")
+    steps = work_per_epoch(cfg, count_patches(*small.shape[:2], cfg.patch_size), 1)["steps"]
+    prof = torch.profiler.profile()
+
+    def cb(entry):  # profile the second epoch only (the first compiles)
+        if entry["epoch"] == 1:
+            prof.__enter__()
+
+    evodenoise.denoise(small, sigma, config=cfg, seed=0, callback=cb)
+    prof.__exit__(None, None, None)
+    kernels = 0
+    for e in prof.events():
+        parent = e.cpu_parent
+        if parent is not None and parent.name.startswith("## Call CompiledFxGraph"):
+            kernels += e.name not in VIEW_EVENTS  # a generated kernel or a library call
+        elif parent is None and e.name.startswith("aten::"):
+            kernels += e.name not in VIEW_EVENTS  # eager, around the compiled calls
+    # the epoch's end (π, σ², the log) and its start are not per step: close to nothing
+    return kernels / steps
+
+
+def measure(preset: str, image: np.ndarray, sigma: float, epochs: int, device: str,
+            compile: str = "auto") -> dict:
     import evodenoise
     from evodenoise.patches import count_patches
 
     cfg = evodenoise.get_preset(preset)
     seconds = []
-    run_cfg = cfg.replace(epochs=epochs, min_visits=0, final_sweeps=1)
+    run_cfg = cfg.replace(epochs=epochs, min_visits=0, final_sweeps=1, compile=compile)
     evodenoise.denoise(image, sigma, config=run_cfg, seed=0, device=device,
                        callback=lambda e: e["phase"] == "train" and seconds.append(e["seconds"]))
     work = work_per_epoch(cfg, count_patches(*image.shape[:2], cfg.patch_size), 1)
     best = min(seconds)
-    return {"preset": preset, "epoch_seconds": best, "epochs_of_preset": cfg.epochs, **work,
+    return {"preset": preset, "compile": compile, "epoch_seconds": best,
+            "first_epoch_seconds": seconds[0], "epochs_of_preset": cfg.epochs, **work,
             "evaluations_per_s": work["evaluations"] / best, "gflops": work["flops"] / best / 1e9}
+
+
+def project(row: dict, cfg, tflops: float = 25.0, launch_us: float = 8.0) -> dict:
+    """Projected GPU seconds of the preset's whole run (its own epochs), issue 10's model: the
+    larger of the arithmetic at ``tflops`` and the launches at ``launch_us`` each, where a
+    captured CUDA graph counts as one launch plus 1 µs per kernel in it.
+
+    The GPU path (compile ``auto`` on CUDA) replays one graph per chunk of E-batches holding at
+    least 8 Adam steps (evodenoise.train._train_epoch) and draws the chunk's random numbers with
+    one more launch; the kernels in the graph are ``kernels_per_step`` (counted on the compiled
+    CPU step, ``--compiled``) or, without that count, the eager launches (no fusion: an upper
+    bound). ``gpu_projected_eager_s`` is eager PyTorch, every call a launch.
+    """
+    e, steps = row["epochs_of_preset"], row["steps"]
+    per_e = max(1, math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size))
+    per_graph = per_e * math.ceil(8 / per_e)  # Adam steps per captured graph
+    kernels = row.get("kernels_per_step", row["launches_per_step"])
+    flop_s = e * row["flops"] / (tflops * 1e12)
+    launch_s = e * steps * (2 * launch_us / per_graph + kernels * 1.0) * 1e-6
+    eager_s = e * steps * row["launches_per_step"] * launch_us * 1e-6
+    return {"gpu_flop_bound_s": flop_s, "gpu_launch_bound_s": launch_s,
+            "gpu_projected_s": max(flop_s, launch_s),
+            "gpu_projected_eager_s": max(flop_s, eager_s)}
 
 
 def main(argv=None) -> int:
@@ -117,6 +197,10 @@ def main(argv=None) -> int:
                    help="sustained FP32 TFLOP/s assumed for the projection")
     p.add_argument("--launch-us", type=float, default=8.0,
                    help="µs per eager operator call assumed for the projection")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="Config.compile of the timed epochs (compiled: the first epoch compiles)")
+    p.add_argument("--compiled", action="store_true",
+                   help="with --project: count the kernels of the compiled step (compiles: slow)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
 
@@ -135,25 +219,30 @@ def main(argv=None) -> int:
           f"device {args.device}, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}, evodenoise {evodenoise.__version__}, seed 0")
     print("| preset | s/epoch | patches | decoder evals/epoch | evals/s | GFLOP/epoch | GFLOP/s "
-          "| ops/step | projected GPU run |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| ops/step | launches/step | kernels/step | projected GPU run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
-        row = measure(preset, noisy, args.sigma / 255, args.epochs, args.device)
+        row = measure(preset, noisy, args.sigma / 255, args.epochs, args.device, args.compile)
         projected = "-"
         if args.project:
             cfg = evodenoise.get_preset(preset)
-            row["ops_per_step"] = count_ops_per_step(cfg, noisy, args.sigma / 255)
-            e = row["epochs_of_preset"]
-            row["gpu_flop_bound_s"] = e * row["flops"] / (args.gpu_tflops * 1e12)
-            row["gpu_launch_bound_s"] = e * row["steps"] * row["ops_per_step"] * args.launch_us * 1e-6
-            row["gpu_projected_s"] = max(row["gpu_flop_bound_s"], row["gpu_launch_bound_s"])
-            projected = (f"{row['gpu_projected_s']:.0f} s ({e} epochs; arithmetic "
-                         f"{row['gpu_flop_bound_s']:.0f} s, launches {row['gpu_launch_bound_s']:.0f} s)")
+            ops = count_ops_per_step(cfg, noisy, args.sigma / 255)
+            row["ops_per_step"] = ops["dispatched"]
+            row["launches_per_step"] = ops["launches"]
+            if args.compiled:
+                row["kernels_per_step"] = count_compiled_kernels(cfg, noisy, args.sigma / 255)
+            row.update(project(row, cfg, args.gpu_tflops, args.launch_us))
+            projected = (f"{row['gpu_projected_s']:.0f} s ({row['epochs_of_preset']} epochs; "
+                         f"arithmetic {row['gpu_flop_bound_s']:.0f} s, launches "
+                         f"{row['gpu_launch_bound_s']:.0f} s; eager "
+                         f"{row['gpu_projected_eager_s']:.0f} s)")
         rows.append(row)
         print(f"| {preset} | {row['epoch_seconds']:.1f} | {row['patches']} | "
               f"{row['evaluations'] / 1e6:.1f} M | {row['evaluations_per_s'] / 1e6:.2f} M | "
               f"{row['flops'] / 1e9:.0f} | {row['gflops']:.1f} | "
-              f"{row.get('ops_per_step', float('nan')):.0f} | {projected} |", flush=True)
+              f"{row.get('ops_per_step', float('nan')):.0f} | "
+              f"{row.get('launches_per_step', float('nan')):.0f} | "
+              f"{row.get('kernels_per_step', float('nan')):.0f} | {projected} |", flush=True)
     if args.json:
         meta = {"image": args.image, "sigma": args.sigma, "device": args.device,
                 "threads": torch.get_num_threads(), "gpu_tflops": args.gpu_tflops,

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
 from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
-from evodenoise.evolution import (_bitflip, _Population, _recombine, _select_parents,
-                                  distinct_bits, duplicate_mask, evolve, flip_bits, get_bits,
-                                  init_states, n_words, pack, unpack)
+from evodenoise.evolution import (_bitflip, _Population, _prepare, _recombine,
+                                  _select_parents, _signed, distinct_bits, duplicate_mask,
+                                  evolve, flip_bits, get_bits, init_states, n_words, pack,
+                                  unpack)
 from evodenoise.model import Model
 
 
@@ -135,8 +137,15 @@ def test_init_states_chunked_equals_shape():
     assert packed.shape == (10, 6, 2) and not duplicate_mask(packed).any()
 
 
+@pytest.fixture(params=[True, False], ids=["floyd", "topk"])
+def floyd(request, monkeypatch):
+    """Both ways of drawing distinct bits: Floyd's loop (the CPU's) and a top-k (a GPU's)."""
+    import evodenoise.evolution as evolution_module
+    monkeypatch.setattr(evolution_module, "FLOYD_ON_CPU", request.param)
+
+
 @pytest.mark.parametrize("h,k", [(1, 1), (5, 5), (8, 3), (64, 7), (70, 9), (512, 4)])
-def test_distinct_bits(h, k):
+def test_distinct_bits(h, k, floyd):
     bits = distinct_bits((300, 4), h, k, gen(h + k), "cpu")
     assert bits.shape == (300, 4, k) and bits.dtype == torch.int64
     assert ((bits >= 0) & (bits < h)).all()
@@ -145,7 +154,7 @@ def test_distinct_bits(h, k):
         assert all(sorted(r) == list(range(h)) for r in bits.reshape(-1, k).tolist())
 
 
-def test_distinct_bits_roughly_uniform():
+def test_distinct_bits_roughly_uniform(floyd):
     h, k = 8, 3
     bits = distinct_bits((4000,), h, k, gen(0), "cpu")
     counts = torch.bincount(bits.flatten(), minlength=h).float()
@@ -285,20 +294,43 @@ def test_fitness_selection_is_per_data_point():
         assert (counts > 0).all()  # all members have a chance
 
 
+def population(model, states, y=None, obs=None, lj=None):
+    """A population with extended pre-activations (log-prior last) and its first layer."""
+    h = model.pi.numel()
+    if y is None:  # no data: the log-prior alone in the last column
+        y = torch.zeros(states.shape[0], model.decoder.layers[-1].weight.shape[0])
+    wt, bias, score = _prepare(model, y, obs, model.constants())
+    a = unpack(states, h) @ wt + bias
+    if lj is None:
+        lj, _ = score(a)
+    return _Population(states, a, lj), wt, bias
+
+
+def split(model, a, y, obs=None):
+    """Extended pre-activations -> (first-layer pre-activation, log-prior)."""
+    c = -0.5 * torch.log(2 * math.pi * model.sigma2)
+    c = c * (y.shape[1] if obs is None else obs.sum(1, keepdim=True))
+    return a[..., :-1], a[..., -1] - c
+
+
 def parents_of(h, mutation, seed=0):
     cfg, model, y, obs, states = setup(h, mutation=mutation, seed=seed)
-    s = unpack(states, h)
-    a, prior = model.decoder.first(s), model.log_prior(s)
-    lj, _ = model.score(y, obs, a, prior)
-    pop = _Population(states, a, prior, lj)
-    return cfg, model, pop.take(_select_parents(lj, cfg.n_parents, "uniform", gen(seed)))
+    with torch.no_grad():
+        pop, wt, bias = population(model, states, y, obs)
+        # the extended pre-activation scores exactly as the model does
+        s = unpack(states, h)
+        want, _ = model.score(y, obs, model.decoder.first(s), model.log_prior(s))
+        torch.testing.assert_close(pop.lj, want, rtol=1e-5, atol=1e-3)
+    parents = pop.take(_select_parents(pop.lj, cfg.n_parents, "uniform", gen(seed)))
+    return cfg, model, parents, wt, bias, lambda a: split(model, a, y, obs)
 
 
 @pytest.mark.parametrize("h", [8, 64, 70])
 def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
-    cfg, model, parents = parents_of(h, "bitflip")
+    cfg, model, parents, wt, _, unsplit = parents_of(h, "bitflip")
     with torch.no_grad():
-        ch, a, prior = _bitflip(model, parents, cfg.n_children, gen(2))
+        ch, a = _bitflip(parents, _signed(wt), cfg.n_children, gen(2))
+        a, prior = unsplit(a)
     b, p, c = B, cfg.n_parents, cfg.n_children
     par = unpack(parents.states, h)[:, :, None, :].expand(b, p, c, h)
     kid = unpack(ch, h).reshape(b, p, c, h)
@@ -315,20 +347,21 @@ def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
 @pytest.mark.parametrize("mutation", ["sparseflip", "crossover"])
 def test_recombine_children_score_exactly(mutation):
     h = 70
-    cfg, model, parents = parents_of(h, mutation)
+    cfg, model, parents, wt, bias, unsplit = parents_of(h, mutation)
     with torch.no_grad():
-        ch, a, prior = _recombine(model, parents, cfg, gen(2))
+        ch, a = _recombine(model, parents, wt, bias, cfg, gen(2))
+        a, prior = unsplit(a)
         kid = unpack(ch, h)
         assert kid.shape == (B, cfg.n_parents * cfg.n_children, h)
-        torch.testing.assert_close(a, model.decoder.first(kid))
-        torch.testing.assert_close(prior, model.log_prior(kid))
+        torch.testing.assert_close(a, model.decoder.first(kid), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(prior, model.log_prior(kid), rtol=1e-5, atol=1e-4)
 
 
 def test_crossover_children_mix_two_parents_then_flip_one_bit():
     h = 40
-    cfg, model, parents = parents_of(h, "crossover")
+    cfg, model, parents, wt, bias, _ = parents_of(h, "crossover")
     with torch.no_grad():
-        ch, _, _ = _recombine(model, parents, cfg, gen(3))
+        ch, _ = _recombine(model, parents, wt, bias, cfg, gen(3))
     par = unpack(parents.states, h)  # (B, P, H)
     kid = unpack(ch, h).reshape(B, cfg.n_parents, cfg.n_children, h)
     for bi in range(B):
@@ -354,10 +387,9 @@ def test_sparseflip_moves_active_count_towards_target():
     dense = torch.zeros(h)
     dense[:10] = 1
     par = torch.stack([dense, torch.zeros(h)])[None].expand(20, 2, h)  # (B=20, P=2, H)
-    a, prior = model.decoder.first(par), model.log_prior(par)
-    pop = _Population(pack(par), a, prior, torch.zeros(20, 2))
     with torch.no_grad():
-        ch, _, _ = _recombine(model, pop, cfg, gen(0))
+        pop, wt, bias = population(model, pack(par), lj=torch.zeros(20, 2))
+        ch, _ = _recombine(model, pop, wt, bias, cfg, gen(0))
     active = unpack(ch, h).reshape(20, 2, c, h).sum(-1)
     assert active[:, 0].mean() < 10 - 0.5  # a 10-bit parent's children have fewer bits
     assert active[:, 1].mean() > 0.5  # an empty parent's children gain bits

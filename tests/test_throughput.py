@@ -55,3 +55,28 @@ def test_tiny_run_writes_rows(tp, tmp_path):
     assert row["patches"] == 49 * 49 and row["epoch_seconds"] > 0
     assert row["ops_per_step"] > 10  # an E-step and an Adam step are many operator calls
     assert row["gpu_projected_s"] == max(row["gpu_flop_bound_s"], row["gpu_launch_bound_s"])
+
+
+def test_project_counts_a_captured_graph_as_one_launch_plus_its_kernels(tp):
+    cfg = evodenoise.get_preset("paper-house-25")
+    row = {"epochs_of_preset": 500, "steps": 1938, "flops": 1e12, "launches_per_step": 150,
+           "kernels_per_step": 50}
+    out = tp.project(row, cfg)
+    assert out["gpu_flop_bound_s"] == pytest.approx(500 * 1e12 / 25e12)
+    # exact alternation: one graph and one random draw per 8 steps (8 µs each), 50 kernels of 1 µs
+    assert out["gpu_launch_bound_s"] == pytest.approx(500 * 1938 * (2 + 50) * 1e-6)
+    assert out["gpu_projected_eager_s"] == pytest.approx(500 * 1938 * 150 * 8e-6)
+    del row["kernels_per_step"]  # no compiled count: the eager launches bound the kernels
+    assert tp.project(row, cfg)["gpu_launch_bound_s"] == pytest.approx(500 * 1938 * 152e-6)
+
+
+def test_gpu_bench_fails_in_one_line_without_cuda():
+    import subprocess
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "needs a CUDA device" in r.stderr

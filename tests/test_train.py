@@ -322,8 +322,8 @@ def _record_schedule(monkeypatch):
     ts: list[float] = []
     orig = train_module.learning_rate
 
-    def recording(t, cfg):
-        ts.append(t)
+    def recording(t, cfg):  # t: one position, or all of a run's steps at once (a tensor)
+        ts.extend(torch.as_tensor(t, dtype=torch.float64).flatten().tolist())
         return orig(t, cfg)
 
     monkeypatch.setattr(train_module, "learning_rate", recording)

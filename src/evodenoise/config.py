@@ -18,6 +18,7 @@ SIGMA_MODES = ("fixed", "init")
 MERGES = ("mean", "gaussian", "variance")
 COLORS = ("opponent", "rgb")
 MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
+COMPILES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Config:
     ``standardize`` divides the centred data by its standard deviation before training, so the
     decoder's outputs are O(1) and Adam's steps are relative to the image's contrast; off, the
     model works on the 0–255 scale on which the paper's learning rates are defined (its presets).
+
+    ``compile``: run the training step's E-step and M-step through ``torch.compile``
+    (``fullgraph``, static shapes; CUDA graphs on CUDA): ``on``, ``off`` or ``auto`` (on for
+    CUDA only: on the CPU the compiled step measured no faster, benchmarks/RESULTS.md).
 
     Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
     weights them by a centred Gaussian window, ``variance`` by the inverse of each value's
@@ -99,6 +104,7 @@ class Config:
     standardize: bool = True
     color: str = "opponent"
     chroma_pool: float = 0.25
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -133,7 +139,7 @@ class Config:
         _check(self.chunk_size >= 1, "chunk_size must be >= 1")
         for name, allowed in (("selection", SELECTIONS), ("mutation", MUTATIONS),
                               ("activation", ACTIVATIONS), ("sigma_mode", SIGMA_MODES),
-                              ("merge", MERGES), ("color", COLORS)):
+                              ("merge", MERGES), ("color", COLORS), ("compile", COMPILES)):
             _check(getattr(self, name) in allowed,
                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
 
@@ -184,6 +190,12 @@ PRESETS: dict[str, Config] = {
                              n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
     "paper-house-50": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64, n_parents=5,
                              n_children=4, n_generations=1, lr_max=5e-2, **_PAPER),
+    # The paper's House settings with E-steps over 8 mini-batches at once (estep_batch 256): on
+    # a GPU a step then costs its M-step plus an eighth of an E-step, not a whole E-step of
+    # launches (benchmarks/RESULTS.md: PSNR against exact alternation).
+    "gpu-house-25": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
+                           n_children=9, n_generations=4, lr_max=1e-2,
+                           **{**_PAPER, "estep_batch": 256}),
     "paper-barbara-25": Config(patch_size=8, n_latents=50, hidden=(500, 500),
                                activation="leaky_relu", n_states=100, n_parents=5, n_children=4,
                                n_generations=1, lr_max=1e-3, **_PAPER),
@@ -213,6 +225,8 @@ PRESET_NOTES: dict[str, str] = {
                       "(500 epochs: 55 h/megapixel): a GPU preset",
     "paper-house-25": "as paper-house-15",
     "paper-house-50": "the paper's settings (12x12, H=512): a GPU preset",
+    "gpu-house-25": "paper-house-25 with E-steps over 8 mini-batches (estep_batch 256): "
+                    "fewer launches per step on a GPU",
     "paper-barbara-25": "the paper's settings: a GPU preset",
     "paper-inpaint-house": "the paper's settings: a GPU preset",
     "paper-inpaint-color-50": "the paper's settings: a GPU preset",

@@ -10,6 +10,12 @@ One E-step on a batch of points (DESIGN.md §1):
    children by mutation, score them; the children are the next generation's population;
 3. drop every candidate that duplicates another (children among themselves and against K_n);
 4. keep the S best of K_n ∪ children by log-joint: no point's free energy can go down.
+
+For the GPU (issue 10) an E-step never waits for the device and has static shapes: all its
+random numbers are drawn up front in one call (:func:`draw_noise`; :func:`evolve_drawn` draws
+nothing, so it can be compiled whole and captured), parents and distinct bits are top-k's of
+noise (no ``multinomial``, ``nonzero`` or boolean indexing), and duplicates are masked, not
+removed.
 """
 
 from __future__ import annotations
@@ -17,42 +23,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .config import Config
 from .model import Model
 
 WORD = 64
+FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
 
 
 def n_words(n_latents: int) -> int:
     return -(-n_latents // WORD)
 
 
-_TABLES: dict = {}
+_CONSTS: dict = {}
 
 
-def _byte_table(device) -> torch.Tensor:
-    """(256, 8) float table: the bits of each byte value, least significant first."""
-    key = ("bits", str(device))
-    if key not in _TABLES:
-        v = torch.arange(256, device=device)
-        _TABLES[key] = ((v[:, None] >> torch.arange(8, device=device)) & 1).float()
-    return _TABLES[key]
-
-
-def _bit_weights(device) -> torch.Tensor:
-    """(8,) uint8 powers of two, cached per device (no host-to-device copy per call)."""
-    key = ("weights", str(device))
-    if key not in _TABLES:
-        _TABLES[key] = (torch.ones(8, dtype=torch.uint8, device=device)
-                        << torch.arange(8, dtype=torch.uint8, device=device))
-    return _TABLES[key]
+def _arange(n: int, device, dtype=torch.int64) -> torch.Tensor:
+    """arange(n), made once per (n, device, dtype) in eager mode: no small tensor per call."""
+    if torch.compiler.is_compiling():
+        return torch.arange(n, device=device, dtype=dtype)
+    key = (n, str(device), dtype)
+    if key not in _CONSTS:
+        _CONSTS[key] = torch.arange(n, device=device, dtype=dtype)
+    return _CONSTS[key]
 
 
 def pack(s: torch.Tensor) -> torch.Tensor:
     """Binary states (..., H) (any dtype, values 0/1) -> packed (..., W) int64.
 
-    Built byte by byte (uint8 arithmetic) and reinterpreted as int64 words; the byte order is
+    Built byte by byte (uint8 shifts) and reinterpreted as int64 words; the byte order is
     the machine's, which only matters for :func:`unpack`, its exact inverse.
     """
     h = s.shape[-1]
@@ -60,15 +60,15 @@ def pack(s: torch.Tensor) -> torch.Tensor:
     bits = s.to(torch.uint8)
     if w * WORD != h:
         bits = torch.nn.functional.pad(bits, (0, w * WORD - h))
-    bits = bits.reshape(*s.shape[:-1], w * 8, 8)
-    return (bits * _bit_weights(s.device)).sum(-1, dtype=torch.uint8).view(torch.int64)
+    bits = bits.reshape(*s.shape[:-1], w * 8, 8) << _arange(8, s.device, torch.uint8)
+    return bits.sum(-1, dtype=torch.uint8).view(torch.int64)
 
 
 def unpack(packed: torch.Tensor, n_latents: int, dtype=torch.float32) -> torch.Tensor:
-    """Packed (..., W) int64 -> states (..., H) of ``dtype`` (one table look-up per byte)."""
-    by = packed.contiguous().view(torch.uint8).int()  # (..., W·8)
-    bits = torch.nn.functional.embedding(by, _byte_table(packed.device)).flatten(-2)
-    return bits[..., :n_latents].to(dtype)
+    """Packed (..., W) int64 -> states (..., H) of ``dtype`` (shifts of each byte)."""
+    by = packed.contiguous().view(torch.uint8)  # (..., W·8)
+    bits = (by.unsqueeze(-1) >> _arange(8, packed.device, torch.uint8)) & 1  # (..., W·8, 8)
+    return bits.flatten(-2)[..., :n_latents].to(dtype)
 
 
 def flip_bits(packed: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -93,18 +93,19 @@ def duplicate_mask(packed: torch.Tensor) -> torch.Tensor:
     Exactly one copy of each distinct state per row is left unmarked.
     """
     b, m, w = packed.shape
-    order = torch.arange(m, device=packed.device).expand(b, m)
-    # Lexicographic sort over the words: stable sorts from the last word to the first.
-    for k in reversed(range(w)):
-        key = torch.gather(packed[..., k], 1, order)
-        _, idx = torch.sort(key, dim=1, stable=True)
-        order = torch.gather(order, 1, idx)
-    sorted_words = torch.gather(packed, 1, order[..., None].expand(b, m, w))
-    same_as_prev = (sorted_words[:, 1:] == sorted_words[:, :-1]).all(-1)  # (B, M-1)
-    dup_sorted = torch.cat([torch.zeros_like(same_as_prev[:, :1]), same_as_prev], dim=1)
-    dup = torch.empty_like(dup_sorted)
-    dup.scatter_(1, order, dup_sorted)
-    return dup
+    if w == 1:
+        key, order = torch.sort(packed[..., 0], dim=1, stable=True)
+    else:  # lexicographic sort over the words: stable sorts from the last word to the first
+        order = _arange(m, packed.device).expand(b, m)
+        for k in reversed(range(w)):
+            _, idx = torch.sort(torch.gather(packed[..., k], 1, order), dim=1, stable=True)
+            order = torch.gather(order, 1, idx)
+        key = torch.gather(packed, 1, order[..., None].expand(b, m, w))
+    same_as_prev = key[:, 1:] == key[:, :-1]  # (B, M-1) or (B, M-1, W)
+    if w > 1:
+        same_as_prev = same_as_prev.all(-1)
+    dup_sorted = F.pad(same_as_prev, (1, 0))  # the first of a run is no repeat
+    return dup_sorted.scatter(1, order, dup_sorted)  # back to the original order
 
 
 def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator, device,
@@ -155,133 +156,246 @@ class EStepOut:
 
 @dataclass
 class _Population:
-    """Packed states (B, M, W) with first-layer pre-activations (B, M, width_1), log-priors and
-    log-joints (B, M)."""
+    """Packed states (B, M, W) with extended first-layer pre-activations a (B, M, width_1 + 1)
+    (the last column is the log-prior, see :func:`_extended_first`) and log-joints (B, M)."""
 
     states: torch.Tensor
     a: torch.Tensor
-    prior: torch.Tensor
     lj: torch.Tensor
 
     def take(self, idx: torch.Tensor) -> "_Population":
-        return _Population(_take(self.states, idx), _take(self.a, idx), _take(self.prior, idx),
-                           _take(self.lj, idx))
+        return _Population(_take(self.states, idx), _take(self.a, idx), _take(self.lj, idx))
 
 
-def _select_parents(lj: torch.Tensor, n_parents: int, mode: str, gen: torch.Generator):
-    """Parent indices (B, P) into a population with log-joints lj (B, M), per data point."""
+def _uniform(u, shape: tuple[int, ...], device) -> torch.Tensor:
+    """Uniform [0, 1) numbers of ``shape``: ``u`` itself (drawn up front) or drawn from the
+    generator ``u``."""
+    if isinstance(u, torch.Generator):
+        return torch.rand(shape, generator=u, device=device)
+    return u.reshape(shape)
+
+
+def _select_parents(lj: torch.Tensor, n_parents: int, mode: str, u=None):
+    """Parent indices (B, P) into a population with log-joints lj (B, M), per data point;
+    ``u``: uniform noise (B, M) or a generator (unused by ``best``)."""
     if mode == "best":
         return torch.topk(lj, n_parents, dim=1).indices
+    u = _uniform(u, lj.shape, lj.device)
     if mode == "uniform":
-        r = torch.rand(lj.shape, generator=gen, device=lj.device)
-        return torch.topk(r, n_parents, dim=1).indices
+        return torch.topk(u, n_parents, dim=1, sorted=False).indices
     # Fitness-proportional without replacement, normalised per data point; fitness is the
-    # log-joint shifted so the row's worst member has weight 1 (all weights positive).
-    fitness = lj - lj.min(dim=1, keepdim=True).values + 1.0
-    return torch.multinomial(fitness, n_parents, replacement=False, generator=gen)
+    # log-joint shifted so the row's worst member has weight 1 (all weights positive). The top
+    # P of log(fitness) + Gumbel noise is such a draw (Efraimidis-Spirakis), with no host sync.
+    fitness = lj - lj.amin(dim=1, keepdim=True) + 1.0
+    key = torch.log(fitness) - torch.log(-torch.log(u))
+    return torch.topk(key, n_parents, dim=1, sorted=False).indices
 
 
-def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, gen: torch.Generator,
-                  device) -> torch.Tensor:
-    """k distinct random latent indices for each entry of ``shape``: (*shape, k).
+def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, u, device=None) -> torch.Tensor:
+    """k distinct random latent indices for each entry of ``shape``: (*shape, k), a uniformly
+    random k-subset; ``u``: uniform noise (*shape, H) or a generator. No sync either way.
 
-    Floyd's algorithm (a uniformly random k-subset from k draws): for j = H−k … H−1 draw t in
-    [0, j] and take j instead when t was already taken. k draws instead of H, no sort.
+    On CUDA the top k of the H numbers (one kernel). On the CPU, where that top-k is the
+    slowest part of an E-step, Floyd's algorithm on the first k numbers: for j = H−k … H−1 take
+    t uniform in [0, j], or j when t is already taken (measured 4x faster for fast's E-batch).
     """
-    taken: list[torch.Tensor] = []
-    for j in range(n_latents - k, n_latents):
-        t = torch.randint(0, j + 1, shape, generator=gen, device=device)
-        if taken:
-            seen = (torch.stack(taken) == t).any(0)
-            t = torch.where(seen, torch.full_like(t, j), t)
-        taken.append(t)
+    u = _uniform(u, (*shape, n_latents), device)
+    if u.device.type != "cpu" or not FLOYD_ON_CPU:
+        return torch.topk(u, k, dim=-1, sorted=False).indices
+    top = _arange(k, u.device) + (n_latents - k)  # j = H−k … H−1
+    draws = torch.minimum((u[..., :k] * (top + 1)).long(), top)  # t uniform in [0, j]
+    taken = [draws[..., 0]]
+    for i in range(1, k):
+        t = draws[..., i]
+        seen = (torch.stack(taken, -1) == t.unsqueeze(-1)).any(-1)
+        taken.append(torch.where(seen, n_latents - k + i, t))
     return torch.stack(taken, -1)
 
 
-def _bitflip(model: Model, parents: _Population, n_children: int, gen: torch.Generator):
-    """Children flipping C distinct bits of each parent, built packed: pre-activation and
-    log-prior of a child are its parent's plus or minus the flipped latent's contribution, so
-    no child is ever unpacked. Returns packed (B, P·C, W), a (B, P·C, width_1), prior (B, P·C)."""
-    b, p, w = parents.states.shape
-    h = model.pi.numel()
-    bits = distinct_bits((b, p), h, n_children, gen, parents.a.device)  # (B, P, C)
-    par = parents.states[:, :, None, :].expand(b, p, n_children, w)
-    sign = (1 - 2 * get_bits(par, bits)).to(parents.a.dtype)  # +1 sets a bit, -1 clears it
-    logit, _ = model.prior_terms()
-    cols = model.decoder.layers[0].weight.T[bits]  # (B, P, C, width_1)
-    a = torch.addcmul(parents.a[:, :, None, :], sign[..., None], cols)
-    prior = parents.prior[:, :, None] + sign * logit[bits]
-    return flip_bits(par, bits).flatten(1, 2), a.flatten(1, 2), prior.flatten(1, 2)
+def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
+    """Latent indices (...) -> packed one-bit states (..., W) int64."""
+    if w == 1:
+        return (1 << bits).unsqueeze(-1)
+    word = _arange(w, bits.device)
+    return torch.where((bits >> 6).unsqueeze(-1) == word, (1 << (bits & 63)).unsqueeze(-1), 0)
 
 
-def _recombine(model: Model, parents: _Population, cfg: Config, gen: torch.Generator):
+def _bitflip(par: _Population, signed: torch.Tensor, n_children: int, u):
+    """Children flipping C distinct bits of each parent, built packed: the extended
+    pre-activation of a child (log-prior included) is its parent's plus or minus one row of
+    the first layer (``signed``: :func:`_signed` of wt (H, width_1 + 1)), so no child is ever
+    unpacked. ``u``: the flipped bits (B, P, C) (:func:`distinct_bits`), noise (B, P·H) or a
+    generator. Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
+    b, p, w = par.states.shape
+    if isinstance(u, torch.Tensor) and not u.is_floating_point():
+        bits = u
+    else:
+        bits = distinct_bits((b, p), signed.shape[0], n_children, u, signed.device)  # (B, P, C)
+    if w == 1:  # (B, P, 1) ^ (B, P, C): the children's words
+        children = par.states ^ (1 << bits)
+        is_set = (children >> bits) & 1
+    else:
+        masks = _bit_masks(bits, w)  # (B, P, C, W)
+        children = par.states.unsqueeze(2) ^ masks
+        is_set = (children & masks).any(-1).long()
+    cols = signed[bits, is_set]  # (B, P, C, width_1 + 1): −wt[h] clears bit h, +wt[h] sets it
+    a = par.a.unsqueeze(2) + cols
+    return children.reshape(b, p * n_children, w), a.flatten(1, 2)
+
+
+def _signed(wt: torch.Tensor) -> torch.Tensor:
+    """(H, F) -> (H, 2, F): [h, 0] = −wt[h], [h, 1] = +wt[h]."""
+    return torch.stack([-wt, wt], 1)
+
+
+def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,
+               cfg: Config, u):
     """Children by ``sparseflip`` or ``crossover`` (on unpacked parents): same returns as
-    :func:`_bitflip`."""
+    :func:`_bitflip`. ``u``: noise (B, P·C·H) (sparseflip) or (B, 3·P·C) (crossover), or a
+    generator."""
     h = cfg.n_latents
-    par = unpack(parents.states, h)  # (B, P, H)
-    b, p, _ = par.shape
+    par_bits = unpack(par.states, h, par.a.dtype)  # (B, P, H)
+    b, p, _ = par_bits.shape
     c = cfg.n_children
-    dev = par.device
+    dev = par_bits.device
     if cfg.mutation == "crossover":
         # Each parent i mates with C random partners j != i at a random cut point, then one
         # random bit of the child is flipped.
-        off = torch.randint(1, p, (b, p, c), generator=gen, device=dev)
-        partner = (torch.arange(p, device=dev)[None, :, None] + off) % p
-        mates = torch.gather(par[:, None].expand(b, p, p, h), 2,
+        r = _uniform(u, (b, 3, p, c), dev).reshape(b, 3, p, c)
+        off = 1 + (r[:, 0] * (p - 1)).long().clamp(max=p - 2)  # uniform in [1, P)
+        partner = (_arange(p, dev)[None, :, None] + off) % p
+        mates = torch.gather(par_bits[:, None].expand(b, p, p, h), 2,
                              partner[..., None].expand(b, p, c, h))  # (B, P, C, H)
-        cut = torch.randint(1, max(h, 2), (b, p, c, 1), generator=gen, device=dev)
-        head = torch.arange(h, device=dev) < cut
-        children = torch.where(head, par[:, :, None, :], mates)
-        flip = torch.randint(0, h, (b, p, c, 1), generator=gen, device=dev)
+        cut = 1 + (r[:, 1, ..., None] * (max(h, 2) - 1)).long()  # uniform in [1, H)
+        head = _arange(h, dev) < cut
+        children = torch.where(head, par_bits[:, :, None, :], mates)
+        flip = (r[:, 2, ..., None] * h).long().clamp(max=h - 1)
         children.scatter_(3, flip, 1 - torch.gather(children, 3, flip))
     else:
         # sparseflip: each bit flips with a probability depending on its value, so that one
         # bit flips on average and the expected number of active bits moves towards H·mean(π).
         target = h * model.pi.mean()
-        active = par.sum(-1, keepdim=True)  # (B, P, 1)
+        active = par_bits.sum(-1, keepdim=True)  # (B, P, 1)
         n_off = ((1 - target + active) / 2).clamp(0, 1)  # expected 1->0 flips
         n_on = ((1 + target - active) / 2).clamp(0, 1)   # expected 0->1 flips
-        prob = torch.where(par > 0, n_off / active.clamp(min=1), n_on / (h - active).clamp(min=1))
-        flips = torch.rand(b, p, c, h, generator=gen, device=dev) < prob[:, :, None, :]
-        children = torch.where(flips, 1 - par[:, :, None, :], par[:, :, None, :])
+        prob = torch.where(par_bits > 0, n_off / active.clamp(min=1),
+                           n_on / (h - active).clamp(min=1))
+        flips = _uniform(u, (b, p, c, h), dev) < prob[:, :, None, :]
+        children = torch.where(flips, 1 - par_bits[:, :, None, :], par_bits[:, :, None, :])
     children = children.flatten(1, 2)
-    return pack(children), model.decoder.first(children), model.log_prior(children)
+    return pack(children), torch.matmul(children, wt) + bias
+
+
+def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
+    """What one E-step needs besides the states, prepared once per call.
+
+    Returns (wt, bias, score): the first layer extended by the log-likelihood's constant part,
+    wt (H, width_1 + 1) and bias (width_1 + 1,) or (B, 1, width_1 + 1), so that
+    a = s @ wt + bias holds the pre-activation and, last, log p(s) − (D_n/2) log 2πσ²; a one-bit
+    child's a is its parent's plus or minus one row of wt. score(a) -> (log-joint, squared
+    error) (B, M) from a (B, M, width_1 + 1).
+    """
+    logit, base, half_log, inv2s2 = consts
+    layers, act = model.decoder.layers, model.decoder.act
+    first, out = layers[0], layers[-1]
+    wt = torch.cat([first.weight.T, logit.unsqueeze(1)], 1)
+    if obs is None:
+        bias = torch.cat([first.bias, (base - half_log * y.shape[1]).reshape(1)])
+    else:
+        c = base - half_log * obs.sum(1, keepdim=True)  # (B, 1)
+        bias = torch.cat([first.bias.expand(y.shape[0], -1), c], 1).unsqueeze(1)
+    ob = None if obs is None else obs.unsqueeze(1)
+    neg = -inv2s2
+    if len(layers) > 1:  # μ − y = act(h)·Woutᵀ + (bout − y): one baddbmm
+        yb = (out.bias - y).unsqueeze(1)
+        wo = out.weight.T.expand(y.shape[0], -1, -1)
+
+    def score(a):
+        x = a[..., :-1]
+        if len(layers) == 1:
+            diff = x - y.unsqueeze(1)
+        else:
+            for layer in layers[1:-1]:
+                x = layer(act(x))
+            diff = torch.baddbmm(yb, act(x), wo)
+        if ob is not None:
+            diff = diff * ob
+        sq = torch.linalg.vector_norm(diff, dim=-1).square()
+        return torch.addcmul(a[..., -1], sq, neg), sq
+
+    return wt, bias, score
+
+
+def draw_noise(cfg: Config, b: int, device, gen: torch.Generator,
+               out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """All uniform random numbers of one E-step on b points, (G, B, R), drawn in one call (the
+    E-step itself then draws nothing: the same numbers give the same result compiled or not).
+    Per generation: parent selection (max(S, P·C), unless ``best``), then the mutation."""
+    if cfg.n_generations == 0:
+        return None
+    r = _sel_width(cfg) + _mut_width(cfg)
+    if out is not None:  # into a tensor that keeps its address (a CUDA graph's input)
+        return out.uniform_(generator=gen)
+    return torch.rand((cfg.n_generations, b, r), generator=gen, device=device)
+
+
+def _sel_width(cfg: Config) -> int:
+    return 0 if cfg.selection == "best" else max(cfg.n_states, cfg.n_parents * cfg.n_children)
+
+
+def _mut_width(cfg: Config) -> int:
+    p, c, h = cfg.n_parents, cfg.n_children, cfg.n_latents
+    return {"bitflip": p * h, "sparseflip": p * c * h, "crossover": 3 * p * c}[cfg.mutation]
 
 
 @torch.no_grad()
 def evolve(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-           cfg: Config, gen: torch.Generator) -> EStepOut:
-    """One evolutionary E-step for a batch: y (B, D), obs (B, D) or None, states (B, S, W)."""
-    s = unpack(states, cfg.n_latents)  # (B, S, H)
-    a, prior = model.decoder.first(s), model.log_prior(s)
-    lj, sqerr = model.score(y, obs, a, prior)
-    pop = _Population(states, a, prior, lj)
+           cfg: Config, gen: torch.Generator, consts=None) -> EStepOut:
+    """One evolutionary E-step for a batch: y (B, D), obs (B, D) or None, states (B, S, W).
+    ``consts``: :meth:`Model.constants` when the caller already has them."""
+    consts = model.constants() if consts is None else consts
+    noise = draw_noise(cfg, y.shape[0], y.device, gen)
+    return EStepOut(*evolve_drawn(model, y, obs, states, noise, consts, cfg))
+
+
+def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
+                 noise: torch.Tensor | None, consts, cfg: Config):
+    """:func:`evolve` on noise from :func:`draw_noise`: (states (B, S, W), log-joints and
+    squared errors (B, S)). Static shapes, no host sync, no random draw: compilable whole."""
+    wt, bias, score = _prepare(model, y, obs, consts)
+    a = torch.matmul(unpack(states, cfg.n_latents, wt.dtype), wt) + bias  # (B, S, width_1 + 1)
+    lj, sqerr = score(a)
+    pop = _Population(states, a, lj)
     cand_states, cand_lj, cand_sqerr = [states], [lj], [sqerr]
-    for _ in range(cfg.n_generations):
-        parents = pop.take(_select_parents(pop.lj, cfg.n_parents, cfg.selection, gen))
+    n_sel = _sel_width(cfg)
+    g_all, (b, p) = cfg.n_generations, (y.shape[0], cfg.n_parents)
+    if cfg.mutation == "bitflip" and g_all:  # every generation's bits at once (G, B, P, C)
+        signed = _signed(wt)
+        flips = distinct_bits((g_all, b, p), cfg.n_latents, cfg.n_children,
+                              noise[..., n_sel:] if n_sel else noise).unbind(0)
+    for g, u in enumerate(noise.unbind(0) if g_all else ()):
+        u_sel = u[:, :pop.lj.shape[1]] if n_sel else None
+        parents = pop.take(_select_parents(pop.lj, cfg.n_parents, cfg.selection, u_sel))
+        u = u[:, n_sel:] if n_sel else u
         if cfg.mutation == "bitflip":
-            ch_states, ch_a, ch_prior = _bitflip(model, parents, cfg.n_children, gen)
+            ch_states, ch_a = _bitflip(parents, signed, cfg.n_children, flips[g])
         else:
-            ch_states, ch_a, ch_prior = _recombine(model, parents, cfg, gen)
-        ch_lj, ch_sqerr = model.score(y, obs, ch_a, ch_prior)
+            ch_states, ch_a = _recombine(model, parents, wt, bias, cfg, u)
+        ch_lj, ch_sqerr = score(ch_a)
         cand_states.append(ch_states)
         cand_lj.append(ch_lj)
         cand_sqerr.append(ch_sqerr)
-        pop = _Population(ch_states, ch_a, ch_prior, ch_lj)  # children breed the next generation
+        pop = _Population(ch_states, ch_a, ch_lj)  # children breed the next generation
     all_states = torch.cat(cand_states, 1)  # (B, S + G·P·C, W)
     all_lj = torch.cat(cand_lj, 1)
     if cfg.n_generations:
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
-    best = torch.topk(all_lj, cfg.n_states, dim=1).indices  # sorted, best first
-    return EStepOut(_take(all_states, best), _take(all_lj, best),
-                    _take(torch.cat(cand_sqerr, 1), best))
+    best_lj, best = torch.topk(all_lj, cfg.n_states, dim=1)  # sorted, best first
+    return _take(all_states, best), best_lj, torch.gather(torch.cat(cand_sqerr, 1), 1, best)
 
 
 def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, M, ...) gathered along dim 1 with idx (B, K)."""
     if x.dim() == 2:
         return torch.gather(x, 1, idx)
-    # Whole rows: one index_select on (B·M, ...) copies rows, faster than an element gather.
-    b, m = x.shape[:2]
-    rows = (idx + torch.arange(0, b * m, m, device=idx.device)[:, None]).flatten()
-    return x.reshape(b * m, *x.shape[2:]).index_select(0, rows).view(b, -1, *x.shape[2:])
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))

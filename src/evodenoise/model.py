@@ -86,6 +86,12 @@ class Model(nn.Module):
         pi = self.pi.clamp(PI_MIN, 1 - PI_MIN)
         return torch.log(pi) - torch.log1p(-pi), torch.log1p(-pi).sum()
 
+    def constants(self) -> tuple[torch.Tensor, ...]:
+        """What stays fixed while π and σ² do (once per epoch): logit π (H,), Σ_h log(1 − π_h),
+        ½ log(2πσ²) and 1 / (2σ²)."""
+        logit, base = self.prior_terms()
+        return logit, base, 0.5 * torch.log(2 * math.pi * self.sigma2), 0.5 / self.sigma2
+
     def log_prior(self, s: torch.Tensor) -> torch.Tensor:
         """Σ_h log p(s_h): (..., H) -> (...)."""
         logit, base = self.prior_terms()

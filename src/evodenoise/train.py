@@ -8,6 +8,7 @@ epoch from the posterior statistics gathered by that epoch's E-steps.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Callable
 import torch
 
 from .config import Config
-from .evolution import evolve, init_states, unpack
+from .evolution import draw_noise, evolve, evolve_drawn, init_states, unpack
 from .model import PI_MIN, Model
 from .patches import chunks
 
@@ -33,13 +34,101 @@ def learning_rate(t: float, cfg: Config) -> float:
     return cfg.lr_min + (cfg.lr_max - cfg.lr_min) * (1 - abs(2 * phase - 1))
 
 
-def _adam(params: list, lr: float) -> torch.optim.Adam:
+def _adam(params: list, lr) -> torch.optim.Adam:
     """Adam with the fused (one-kernel) update where this torch supports it on the params'
-    device (CPU from torch 2.4): ~10 % of a small M-step is the optimiser's own overhead."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+    device (CPU from torch 2.4): ~10 % of a small M-step is the optimiser's own overhead. ``lr``
+    may be a device tensor (the schedule then never leaves the device); on CUDA the update is
+    ``capturable`` (no host sync, fits in a CUDA graph)."""
+    cuda = params[0].is_cuda
+    for kw in (dict(fused=True, capturable=cuda), dict(capturable=cuda), {}):
+        try:
+            return torch.optim.Adam(params, lr=lr, **kw)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+    return torch.optim.Adam(params, lr=float(lr))
+
+
+_ACT_GRAD = {
+    "relu": lambda g, z, x: torch.where(z > 0, g, 0.0),
+    "leaky_relu": lambda g, z, x: torch.where(z > 0, g, 0.01 * g),
+    "tanh": lambda g, z, x: g * (1 - x * x),
+}
+
+
+def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
+                w: torch.Tensor, consts, cfg: Config) -> list[torch.Tensor]:
+    """Gradients of the decoder's parameters (``model.decoder.parameters()`` order) of the
+    M-step loss −Σ_n w_n logsumexp_s log p(y_n, s) / Σ_n w_n over the best ``grad_states`` of
+    each K_n, states (B, S, W) packed, weights w (B,) (0 for padding rows).
+
+    Written out (checked against autograd in the tests): with q = softmax of the log-joints,
+    ∂loss/∂μ(s) = w_n q_ns (μ(s) − y_n)_obs / (σ² Σw), back-propagated by hand through the MLP:
+    no autograd graph, a fixed number of operator calls.
+    """
+    logit, base, half_log, inv2s2 = consts
+    layers, act = model.decoder.layers, model.decoder.act
+    k = cfg.grad_states or cfg.n_states
+    s = unpack(states[:, :k], cfg.n_latents, y.dtype)  # (B, K, H)
+    xs, zs, x = [s], [], s
+    for layer in layers[:-1]:
+        zs.append(torch.nn.functional.linear(x, layer.weight, layer.bias))
+        x = act(zs[-1])
+        xs.append(x)
+    diff = torch.nn.functional.linear(x, layers[-1].weight, layers[-1].bias) - y[:, None, :]
+    if obs is not None:
+        diff = diff * obs[:, None, :]
+    sq = torch.linalg.vector_norm(diff, dim=-1).square()
+    lj = torch.addcmul(s @ logit, sq, -inv2s2)  # log p(y_n, s) up to a constant per n (B, K)
+    coef = torch.softmax(lj, 1) * (w * (2 * inv2s2) / w.sum()).unsqueeze(1)
+    g = diff * coef.unsqueeze(2)  # ∂loss/∂μ (B, K, D)
+    grads = []
+    for i in reversed(range(len(layers))):
+        gf = g.flatten(0, 1)
+        grads += [gf.sum(0), gf.T @ xs[i].flatten(0, 1)]  # bias, weight
+        if i:
+            g = _ACT_GRAD[cfg.activation](g @ layers[i].weight, zs[i - 1], xs[i])
+    return grads[::-1]
+
+
+def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
+           noise: torch.Tensor | None, consts, w: torch.Tensor, cfg: Config):
+    """E-step of one (padded) E-batch and its weighted contribution to the epoch's posterior
+    sums: new states (B, S, W) and :func:`_posterior_sums` (H + 3,)."""
+    new, lj, sq = evolve_drawn(model, y, obs, states, noise, consts, cfg)
+    bits = unpack(new, cfg.n_latents, lj.dtype)
+    return new, _posterior_sums(lj, sq, bits, obs, w, y.shape[1])
+
+
+def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
+    """(H + 3,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨sqerr⟩_q, Σ_n w_n F_n, Σ_n w_n D_n from log-joints
+    and squared errors (B, S), states (B, S, H), weights w (B,)."""
+    q = torch.softmax(lj, 1) * w.unsqueeze(1)
+    rest = torch.stack([(q * sq).sum(), torch.logsumexp(lj, 1) @ w,
+                        w.sum() * d if obs is None else obs.sum(1) @ w])
+    return torch.cat([q.flatten() @ bits.flatten(0, 1), rest])
+
+
+def _engine(cfg: Config, device: torch.device):
+    """The E-step and M-step functions of a run: eager, or compiled whole
+    (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
+    E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
+    est = functools.partial(_estep, cfg=cfg)
+    mst = functools.partial(mstep_grads, cfg=cfg)
+    if use_compile(cfg, device):
+        # Every run (config, shapes) compiles its own graphs of the same two functions: allow
+        # many runs per process (fullgraph turns the default limit of 8 into an error).
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+        setattr(dyn, limit, max(getattr(dyn, limit), 256))
+        est = torch.compile(est, fullgraph=True, dynamic=False)
+        mst = torch.compile(mst, fullgraph=True, dynamic=False)
+    return est, mst
+
+
+def use_compile(cfg: Config, device) -> bool:
+    """``on``; ``off``; ``auto``: on for CUDA, off on the CPU (measured slower there,
+    benchmarks/RESULTS.md)."""
+    return cfg.compile == "on" or (cfg.compile == "auto" and torch.device(device).type == "cuda")
 
 
 @dataclass
@@ -55,28 +144,173 @@ class Fit:
 
 class PosteriorStats:
     """Running sums of posterior expectations for the closed-form M-step:
-    π_h = mean_n ⟨s_h⟩_q and σ² = Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q / Σ_n D_n."""
+    π_h = mean_n ⟨s_h⟩_q and σ² = Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q / Σ_n D_n. The sums stay on the
+    device, one vector (H + 3,) (see :func:`_posterior_sums`)."""
 
     def __init__(self, n_latents: int, device):
-        self.s = torch.zeros(n_latents, device=device)
-        self.err = torch.zeros((), device=device)
+        self.sums = torch.zeros(n_latents + 3, device=device)  # Σ⟨s⟩, Σ⟨sqerr⟩, ΣF, ΣD
         self.n = 0
-        self.d = torch.zeros((), device=device)
-        self.f = torch.zeros((), device=device)
 
-    def add(self, out, bits: torch.Tensor, obs: torch.Tensor | None, d: int) -> None:
-        q = out.q  # (B, S); bits: the states unpacked, (B, S, H)
-        self.s += torch.einsum("bs,bsh->h", q, bits)
-        self.err += (q * out.sqerr).sum()
-        self.n += q.shape[0]
-        self.d += q.shape[0] * d if obs is None else obs.sum()
-        self.f += out.f.sum()
+    s = property(lambda self: self.sums[:-3])
+    err = property(lambda self: self.sums[-3])
+    f = property(lambda self: self.sums[-2])
+    d = property(lambda self: self.sums[-1])
+
+    def add(self, out, bits: torch.Tensor, obs: torch.Tensor | None, d: int,
+            weight: torch.Tensor | None = None, count: int | None = None) -> None:
+        """Add an E-step's output; bits: its states unpacked (B, S, H); ``weight`` (B,) 0 for
+        padding rows, ``count`` then the number of real rows."""
+        w = torch.ones_like(out.log_joint[:, 0]) if weight is None else weight
+        self.add_sums(_posterior_sums(out.log_joint, out.sqerr, bits, obs, w, d),
+                      out.log_joint.shape[0] if count is None else count)
+
+    def add_sums(self, sums: torch.Tensor, count: int) -> None:
+        self.sums += sums
+        self.n += count
 
     def pi(self) -> torch.Tensor:
         return (self.s / self.n).clamp(PI_MIN, 1 - PI_MIN)
 
     def sigma2(self, floor2: float = 0.0) -> torch.Tensor:
         return (self.err / self.d).clamp(min=floor2)
+
+
+@dataclass
+class _Run:
+    """What a training run keeps between epochs (see :func:`fit`). The tensors keep their
+    addresses for the whole run, so that a chunk of E-batches can be captured once as a CUDA
+    graph and replayed; the counters (E-batch, Adam step) live on the device."""
+
+    model: Model
+    opt: torch.optim.Optimizer
+    params: list
+    lr_window: torch.Tensor  # (epochs · steps, per_e) learning rates of steps t … t + per_e − 1
+    lrs: torch.Tensor  # (1, per_e) learning rates of the current E-batch's Adam steps
+    buf: torch.Tensor  # (N + 1, S, W) states; row N takes the padding rows' writes
+    weight: torch.Tensor  # (E-batches, e_batch) 1 for real rows, 0 for padding
+    order: torch.Tensor  # (E-batches, 2, e_batch) rows read (padding: patch 0), rows written (N)
+    consts: tuple  # Model.constants() of this epoch
+    sums: torch.Tensor  # (H + 3,) this epoch's posterior sums
+    noise: torch.Tensor | None  # (K, ...) random numbers of the next K E-batches (draw_noise)
+    counter: torch.Tensor  # (2,) E-batch of the epoch, Adam step of the run
+    estep: Callable
+    mstep: Callable
+    cfg: Config
+    n_train: int
+    steps: int
+    capture: bool  # CUDA: replay each chunk of K E-batches as one CUDA graph
+    graphs: dict = field(default_factory=dict)
+    steps_of: dict = field(default_factory=dict)  # Adam steps -> (2,) counter increment
+
+
+def _make_run(model: Model, y: torch.Tensor, cfg: Config, gen: torch.Generator, n_train: int,
+              steps: int, e_batch: int) -> _Run:
+    n, device = y.shape[0], y.device
+    params = list(model.decoder.parameters())
+    buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
+    # Static shapes: every E-batch has e_batch rows and every mini-batch batch_size rows; the
+    # padding rows (read patch 0, written to the spare row n) weigh 0. Mini-batches made only
+    # of padding (in the last E-batch) are skipped: no Adam step, as before.
+    e_batch = min(e_batch, steps * cfg.batch_size)
+    per_e = e_batch // cfg.batch_size
+    n_eb = math.ceil(steps / per_e)
+    weight = torch.zeros(n_eb * e_batch, device=device)
+    weight[:n_train] = 1
+    order = torch.stack([torch.zeros(n_eb * e_batch, dtype=torch.long, device=device),
+                         torch.full((n_eb * e_batch,), n, dtype=torch.long, device=device)])
+    t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
+    spare = torch.full((per_e,), cfg.lr_min, dtype=torch.float64)  # never used: window's end
+    schedule = torch.cat([learning_rate(t, cfg), spare]).to(device, torch.float32)
+    lrs = torch.full((1, per_e), cfg.lr_min, device=device)
+    k = math.ceil(8 / per_e)  # E-batches per chunk (per CUDA graph): >= 8 Adam steps
+    noise = draw_noise(cfg, e_batch, device, gen)
+    return _Run(model, _adam(params, lrs[0, 0]), params, schedule.unfold(0, per_e, 1), lrs, buf,
+                weight.view(n_eb, e_batch), order.view(2, n_eb, e_batch).transpose(0, 1),
+                tuple(c.clone() for c in model.constants()),
+                torch.zeros(cfg.n_latents + 3, device=device),
+                None if noise is None else noise.expand(k, *noise.shape).clone(),
+                torch.zeros(2, dtype=torch.long, device=device), *_engine(cfg, device), cfg,
+                n_train, steps, device.type == "cuda" and use_compile(cfg, device))
+
+
+def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int,
+                 gen: torch.Generator) -> PosteriorStats:
+    """One epoch of E-steps and Adam steps; its posterior sums for the closed-form M-step.
+
+    No host-device sync and the same shapes in every step: E-batches of e_batch rows, padded
+    (weight 0) at the end, mini-batches of batch_size rows; mini-batches of padding only are
+    skipped (a count known on the host). The random numbers of K E-batches are drawn at once.
+    """
+    cfg, device = run.cfg, y.device
+    n_eb, e_batch = run.weight.shape
+    per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
+    perm = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
+    run.order.transpose(0, 1).reshape(2, -1)[:, :run.n_train] = perm  # a view: order itself
+    with torch.no_grad():
+        for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
+            c.copy_(v)
+    run.sums.zero_()
+    run.counter[0] = 0
+    stats = PosteriorStats(cfg.n_latents, device)
+    k = 1 if run.noise is None else run.noise.shape[0]
+    for j0 in range(0, n_eb, k):
+        if run.noise is not None:
+            draw_noise(cfg, e_batch, device, gen, out=run.noise)
+        # Adam steps of each E-batch of the chunk
+        n_m = tuple(min(per_e, run.steps - j * per_e) for j in range(j0, min(j0 + k, n_eb)))
+        if run.capture:
+            _replay(run, y, obs, n_m)
+        else:
+            _chunk(run, y, obs, n_m)
+        stats.n += min(k * e_batch, run.n_train - j0 * e_batch)
+    stats.sums = run.sums.clone()
+    return stats
+
+
+@torch.no_grad()
+def _chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]) -> None:
+    """E-batches run.counter[0] … + len(n_m) − 1, each: its E-step, write-back and posterior
+    sums, then its n_m[i] Adam steps. Indices come from the device counters (index_select, no
+    host value), so a chunk can be captured."""
+    model, bs = run.model, run.cfg.batch_size
+    e_batch = run.weight.shape[1]
+    group = run.opt.param_groups[0]
+    for i, steps in enumerate(n_m):
+        j, step = run.counter[:1], run.counter[1:]
+        idx, write = run.order.index_select(0, j).view(2, e_batch)
+        w = run.weight.index_select(0, j).view(e_batch)
+        torch.index_select(run.lr_window, 0, step, out=run.lrs)
+        yb = y[idx]
+        ob = None if obs is None else obs[idx]
+        noise = None if run.noise is None else run.noise[i]
+        new, sums = run.estep(model, yb, ob, run.buf[idx], noise, run.consts, w)
+        run.buf[write] = new
+        run.sums += sums
+        for m in range(steps):
+            mb = slice(m * bs, (m + 1) * bs)
+            grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
+                              run.consts)
+            for p, g in zip(run.params, grads):
+                p.grad = g  # replaced every step: no zeroing needed
+            group["lr"] = run.lrs[0, m]  # a view: the address a captured graph reads
+            run.opt.step()
+        if steps not in run.steps_of:
+            run.steps_of[steps] = torch.tensor([1, steps], device=run.counter.device)
+        run.counter += run.steps_of[steps]
+
+
+def _replay(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]) -> None:
+    """:func:`_chunk` as a CUDA graph: the first chunk of each kind runs eagerly (compiling),
+    the second captures, and from then on one launch replays the whole chunk."""
+    graph = run.graphs.get(n_m)
+    if graph is None:
+        if n_m not in run.graphs.setdefault("warm", set()):
+            run.graphs["warm"].add(n_m)
+            return _chunk(run, y, obs, n_m)
+        graph = run.graphs[n_m] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            _chunk(run, y, obs, n_m)
+    graph.replay()
 
 
 def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
@@ -98,37 +332,15 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         sigma2 = float(sigma) ** 2
     model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2), gen)
     learn_sigma = sigma is None or cfg.sigma_mode == "init"
-    opt = _adam(list(model.decoder.parameters()), cfg.lr_min)
-    states = init_states(n, cfg.n_states, cfg.n_latents, gen, device)
     # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n_train / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     n_train = n
     steps = math.ceil(n_train / cfg.batch_size)
-    result = Fit(model, states, cfg)
-    k = cfg.grad_states or cfg.n_states  # states per patch in the gradient (best first)
+    run = _make_run(model, y, cfg, gen, n_train, steps, e_batch)
+    result = Fit(model, run.buf[:n], cfg)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        stats = PosteriorStats(cfg.n_latents, device)
-        perm = torch.randperm(n, generator=gen, device=device)[:n_train]
-        step = 0
-        for eb in chunks(n_train, e_batch):
-            idx = perm[eb]
-            yb = y[idx]
-            ob = None if obs is None else obs[idx]
-            out = evolve(model, yb, ob, states[idx], cfg, gen)
-            states[idx] = out.states
-            bits = unpack(out.states, cfg.n_latents)  # (E, S, H)
-            stats.add(out, bits, ob, d)
-            for mb in chunks(len(idx), cfg.batch_size):
-                lr = learning_rate(epoch + step / steps, cfg)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                lj = model.log_joint(yb[mb], bits[mb, :k], None if ob is None else ob[mb])
-                loss = -torch.logsumexp(lj, dim=1).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
+        stats = _train_epoch(run, y, obs, epoch, gen)
         with torch.no_grad():
             model.pi.copy_(stats.pi())
             if learn_sigma:
@@ -139,7 +351,7 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
             "free_energy": float(stats.f / stats.n),
             "sigma": float(model.sigma2.sqrt()),
             "mean_active": float(model.pi.sum()),
-            "lr": learning_rate(epoch + 1, cfg),
+            "lr": float(learning_rate(epoch + 1, cfg)),
             "seconds": time.perf_counter() - t0,
         }
         result.log.append(entry)
