@@ -216,11 +216,10 @@ PRESETS["default"] = PRESETS["fast"]
 # number of pixels. GPU: not measured yet (no GPU lent so far); benchmarks/throughput.py
 # projects it from the measured work per epoch.
 PRESET_NOTES: dict[str, str] = {
-    "fast": "denoise default; 27 min/megapixel on 2 CPU cores (House σ=25: 31.9 dB, 105 s)",
-    "inpaint": "inpaint default; 91 min/megapixel on 2 CPU cores (House 50 % missing: "
-               "37.3 dB, 358 s)",
-    "quality": "wider decoder, more states; 49 min/megapixel on 2 CPU cores (House σ=25: "
-               "32.3 dB, 191 s)",
+    "fast": "denoise default (House σ=25: 31.9 dB, 105 s on 2 CPU cores); training is bounded "
+            "at 65,536 patches, each further megapixel costs one E-step sweep",
+    "inpaint": "inpaint default (House 50 % missing: 37.3 dB, 358 s on 2 CPU cores)",
+    "quality": "wider decoder, more states (House σ=25: 32.3 dB, 191 s on 2 CPU cores)",
     "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
                       "(500 epochs: 55 h/megapixel): a GPU preset",
     "paper-house-25": "as paper-house-15",
