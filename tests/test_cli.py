@@ -170,7 +170,7 @@ def test_help_teaches(cmd):
         for name in PRESETS:  # every preset with its cost
             if name != "default":
                 assert f"{name}: {' '.join(PRESET_NOTES[name].split())}" in boxless
-        assert "min/megapixel on 2 CPU cores" in text
+        assert "s on 2 CPU cores" in text  # presets say what they cost
 
 
 def test_single_file_default_name(tmp_path, engine):
