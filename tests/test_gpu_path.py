@@ -164,6 +164,20 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
         torch.testing.assert_close(g, g_want, rtol=1e-10, atol=1e-12)
 
 
+def test_compile_auto():
+    from evodenoise.config import get_preset
+    from evodenoise.train import use_compile
+    fast, paper = get_preset("fast"), get_preset("paper-house-25")
+    assert use_compile(fast, "cuda") and use_compile(paper, "cuda")
+    assert not use_compile(fast, "cpu", 1938)  # E-steps over 256 patches: compiling never pays
+    assert not use_compile(paper.replace(epochs=20), "cpu", 1938)  # too short to pay
+    assert not use_compile(paper.replace(compile="off"), "cuda")
+    assert use_compile(fast.replace(compile="on"), "cpu", 10)
+    import shutil
+    has_cxx = any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    assert use_compile(paper, "cpu", 1938) == has_cxx  # 969,000 Adam steps of exact alternation
+
+
 # --- compiled against eager --------------------------------------------------------------------
 
 def estep_inputs(selection, mutation, masked, device="cpu"):

@@ -61,7 +61,8 @@ class Config:
 
     ``compile``: run the training step's E-step and M-step through ``torch.compile``
     (``fullgraph``, static shapes; CUDA graphs on CUDA): ``on``, ``off`` or ``auto`` (on for
-    CUDA only: on the CPU the compiled step measured no faster, benchmarks/RESULTS.md).
+    CUDA; on the CPU only for long exact-alternation runs such as the paper presets, where the
+    minutes of compiling pay off: benchmarks/RESULTS.md).
 
     Estimate: ``merge`` ``mean`` averages all patch estimates covering a pixel, ``gaussian``
     weights them by a centred Gaussian window, ``variance`` by the inverse of each value's

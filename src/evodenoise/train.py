@@ -108,13 +108,13 @@ def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
     return torch.cat([q.flatten() @ bits.flatten(0, 1), rest])
 
 
-def _engine(cfg: Config, device: torch.device):
+def _engine(cfg: Config, device: torch.device, steps: int = 0):
     """The E-step and M-step functions of a run: eager, or compiled whole
     (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
     E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
     est = functools.partial(_estep, cfg=cfg)
     mst = functools.partial(mstep_grads, cfg=cfg)
-    if use_compile(cfg, device):
+    if use_compile(cfg, device, steps):
         # Every run (config, shapes) compiles its own graphs of the same two functions: allow
         # many runs per process (fullgraph turns the default limit of 8 into an error).
         dyn = torch._dynamo.config
@@ -125,10 +125,19 @@ def _engine(cfg: Config, device: torch.device):
     return est, mst
 
 
-def use_compile(cfg: Config, device) -> bool:
-    """``on``; ``off``; ``auto``: on for CUDA, off on the CPU (measured slower there,
-    benchmarks/RESULTS.md)."""
-    return cfg.compile == "on" or (cfg.compile == "auto" and torch.device(device).type == "cuda")
+def use_compile(cfg: Config, device, steps: int = 0) -> bool:
+    """``on``; ``off``; ``auto``: on for CUDA; on the CPU only for long runs of exact
+    alternation (one E-step per Adam step, at least 50,000 Adam steps, a C++ compiler present),
+    where it measured faster overall: compiling costs about 3 minutes there, a compiled epoch
+    of paper-house-25 is 1.4x faster, one of ``fast`` only 1.1x (benchmarks/RESULTS.md).
+    ``steps``: Adam steps per epoch."""
+    if cfg.compile != "auto":
+        return cfg.compile == "on"
+    if torch.device(device).type == "cuda":
+        return True
+    import shutil
+    long_exact = cfg.estep_batch <= cfg.batch_size and cfg.epochs * steps >= 50_000
+    return long_exact and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 @dataclass
@@ -229,8 +238,8 @@ def _make_run(model: Model, y: torch.Tensor, cfg: Config, gen: torch.Generator, 
                 tuple(c.clone() for c in model.constants()),
                 torch.zeros(cfg.n_latents + 3, device=device),
                 None if noise is None else noise.expand(k, *noise.shape).clone(),
-                torch.zeros(2, dtype=torch.long, device=device), *_engine(cfg, device), cfg,
-                n_train, steps, device.type == "cuda" and use_compile(cfg, device))
+                torch.zeros(2, dtype=torch.long, device=device), *_engine(cfg, device, steps),
+                cfg, n_train, steps, device.type == "cuda" and use_compile(cfg, device))
 
 
 def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int,
