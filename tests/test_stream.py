@@ -13,7 +13,7 @@ from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
 from evodenoise.memory import MemoryBudgetError, check_fits
 from evodenoise.model import Model
 from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
-from evodenoise.restore import OPPONENT
+from evodenoise.restore import MIN_RAISED_POOL, OPPONENT, training_epochs
 from evodenoise.stream import Dictionary, estimate_image
 from evodenoise.train import Fit, fit
 
@@ -133,12 +133,16 @@ def test_progress_covers_training_and_every_band():
     assert progress == sorted(progress) and 0 < progress[0] and progress[-1] == 1.0
 
 
-def test_small_images_get_more_epochs_up_to_twice():
-    clean, noisy = noisy_crop(20, 24)  # 16 x 20 = 320 patches
-    _, r = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, min_visits=320 * 3), seed=0)
-    assert r.config.epochs == 3 and len(r.log) == 3
+def test_small_images_get_more_epochs_up_to_twice_but_tiny_ones_do_not():
+    cfg = SMALL.replace(epochs=16, min_visits=470_000)
+    assert training_epochs(cfg, 65_536) == 16  # enough visits already
+    assert training_epochs(cfg, 20_000) == 24  # ceil(470,000 / 20,000)
+    assert training_epochs(cfg, 10_000) == 32  # at most 2x
+    assert training_epochs(cfg, MIN_RAISED_POOL - 1) == 16  # tiny images: measured no gain
+    assert training_epochs(cfg.replace(min_visits=0), 10_000) == 16
+    clean, noisy = noisy_crop(20, 24)  # 320 patches: the preset's epochs, and the record says so
     _, r = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, min_visits=10**6), seed=0)
-    assert r.config.epochs == 4 and len(r.log) == 4
+    assert r.config.epochs == 2 and len(r.log) == 2
 
 
 def test_memory_budget_refuses_before_any_work():
