@@ -296,28 +296,19 @@ def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     error) (B, M) from a (B, M, width_1 + 1).
     """
     logit, base, half_log, inv2s2 = consts
-    layers, act = model.decoder.layers, model.decoder.act
-    first, out = layers[0], layers[-1]
-    wt = torch.cat([first.weight.T, logit.unsqueeze(1)], 1)
+    cols, b1 = model.decoder.first_columns()
+    wt = torch.cat([cols, logit.unsqueeze(1)], 1)
     if obs is None:
-        bias = torch.cat([first.bias, (base - half_log * y.shape[1]).reshape(1)])
+        bias = torch.cat([b1, (base - half_log * y.shape[1]).reshape(1)])
     else:
         c = base - half_log * obs.sum(1, keepdim=True)  # (B, 1)
-        bias = torch.cat([first.bias.expand(y.shape[0], -1), c], 1).unsqueeze(1)
+        bias = torch.cat([b1.expand(y.shape[0], -1), c], 1).unsqueeze(1)
     ob = None if obs is None else obs.unsqueeze(1)
     neg = -inv2s2
-    if len(layers) > 1:  # μ − y = act(h)·Woutᵀ + (bout − y): one baddbmm
-        yb = (out.bias - y).unsqueeze(1)
-        wo = out.weight.T.expand(y.shape[0], -1, -1)
+    residual = model.decoder.residual_fn(y)  # first-layer pre-activation -> μ − y
 
     def score(a):
-        x = a[..., :-1]
-        if len(layers) == 1:
-            diff = x - y.unsqueeze(1)
-        else:
-            for layer in layers[1:-1]:
-                x = layer(act(x))
-            diff = torch.baddbmm(yb, act(x), wo)
+        diff = residual(a[..., :-1])
         if ob is not None:
             diff = diff * ob
         sq = torch.linalg.vector_norm(diff, dim=-1).square()

@@ -17,6 +17,12 @@ from torch import nn
 PI_MIN = 1e-5
 
 _ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh}
+# ∂act(z)/∂z times g, from the pre-activation z and the activation x = act(z)
+_ACT_GRAD = {
+    "relu": lambda g, z, x: torch.where(z > 0, g, 0.0),
+    "leaky_relu": lambda g, z, x: torch.where(z > 0, g, 0.01 * g),
+    "tanh": lambda g, z, x: g * (1 - x * x),
+}
 
 
 class Decoder(nn.Module):
@@ -36,6 +42,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b, device=device)
                                     for a, b in zip(widths[:-1], widths[1:]))
         self.act = _ACTIVATIONS[activation]()
+        self.activation = activation
         with torch.no_grad():  # Xavier-uniform weights from the run's generator, zero biases
             for layer in self.layers:
                 bound = math.sqrt(6.0 / sum(layer.weight.shape))
@@ -55,19 +62,55 @@ class Decoder(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.rest(self.first(s))
 
-    def residual(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """μ − y from first-layer pre-activations a (B, K, width_1) and data y (B, D): (B, K, D).
+    def first_columns(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer as columns (H, width_1) and bias (width_1,): a binary state's
+        pre-activation is the bias plus its active latents' columns (a one-bit child's is its
+        parent's plus or minus one column)."""
+        return self.layers[0].weight.T, self.layers[0].bias
 
-        The output layer and the subtraction are one batched matrix product (``baddbmm``
-        with −(y − bias) as its added term), one pass over the (B, K, D) result fewer.
-        """
+    def residual(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """μ − y from first-layer pre-activations a (B, K, width_1) and data y (B, D): (B, K, D)."""
+        return self.residual_fn(y)(a)
+
+    def residual_fn(self, y: torch.Tensor):
+        """a (B, K, width_1) -> μ − y (B, K, D) for data y (B, D), with the output layer's
+        operands prepared once (an E-step calls it once per generation). The output layer and
+        the subtraction are one batched matrix product (``baddbmm`` with −(y − bias) as its
+        added term), one pass over the (B, K, D) result fewer."""
         if len(self.layers) == 1:
-            return a - y[:, None, :]
-        for layer in self.layers[1:-1]:
-            a = layer(self.act(a))
+            return lambda a: a - y.unsqueeze(1)
         out = self.layers[-1]
-        return torch.baddbmm((out.bias - y)[:, None, :], self.act(a),
-                             out.weight.T.expand(a.shape[0], -1, -1))
+        yb = (out.bias - y).unsqueeze(1)
+        wo = out.weight.T.expand(y.shape[0], -1, -1)
+
+        def fn(a):
+            for layer in self.layers[1:-1]:
+                a = layer(self.act(a))
+            return torch.baddbmm(yb, self.act(a), wo)
+
+        return fn
+
+    def forward_cached(self, s: torch.Tensor):
+        """μ(s) (..., D) and what :meth:`backward` needs (inputs and pre-activations per layer)."""
+        xs, zs, x = [s], [], s
+        for layer in self.layers[:-1]:
+            zs.append(nn.functional.linear(x, layer.weight, layer.bias))
+            x = self.act(zs[-1])
+            xs.append(x)
+        out = self.layers[-1]
+        return nn.functional.linear(x, out.weight, out.bias), (xs, zs)
+
+    def backward(self, g: torch.Tensor, cache) -> list[torch.Tensor]:
+        """Gradients of the parameters (``parameters()`` order) from ∂loss/∂μ g (B, K, D),
+        back-propagated by hand through the MLP: no autograd graph, a fixed number of calls."""
+        xs, zs = cache
+        grads = []
+        for i in reversed(range(len(self.layers))):
+            gf = g.flatten(0, 1)
+            grads += [gf.sum(0), gf.T @ xs[i].flatten(0, 1)]  # bias, weight
+            if i:
+                g = _ACT_GRAD[self.activation](g @ self.layers[i].weight, zs[i - 1], xs[i])
+        return grads[::-1]
 
 
 class Model(nn.Module):

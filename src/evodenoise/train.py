@@ -48,13 +48,6 @@ def _adam(params: list, lr) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=float(lr))
 
 
-_ACT_GRAD = {
-    "relu": lambda g, z, x: torch.where(z > 0, g, 0.0),
-    "leaky_relu": lambda g, z, x: torch.where(z > 0, g, 0.01 * g),
-    "tanh": lambda g, z, x: g * (1 - x * x),
-}
-
-
 def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
                 w: torch.Tensor, consts, cfg: Config) -> list[torch.Tensor]:
     """Gradients of the decoder's parameters (``model.decoder.parameters()`` order) of the
@@ -66,28 +59,16 @@ def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
     no autograd graph, a fixed number of operator calls.
     """
     logit, base, half_log, inv2s2 = consts
-    layers, act = model.decoder.layers, model.decoder.act
     k = cfg.grad_states or cfg.n_states
     s = unpack(states[:, :k], cfg.n_latents, y.dtype)  # (B, K, H)
-    xs, zs, x = [s], [], s
-    for layer in layers[:-1]:
-        zs.append(torch.nn.functional.linear(x, layer.weight, layer.bias))
-        x = act(zs[-1])
-        xs.append(x)
-    diff = torch.nn.functional.linear(x, layers[-1].weight, layers[-1].bias) - y[:, None, :]
+    mu, cache = model.decoder.forward_cached(s)
+    diff = mu - y[:, None, :]
     if obs is not None:
         diff = diff * obs[:, None, :]
     sq = torch.linalg.vector_norm(diff, dim=-1).square()
     lj = torch.addcmul(s @ logit, sq, -inv2s2)  # log p(y_n, s) up to a constant per n (B, K)
     coef = torch.softmax(lj, 1) * (w * (2 * inv2s2) / w.sum()).unsqueeze(1)
-    g = diff * coef.unsqueeze(2)  # ∂loss/∂μ (B, K, D)
-    grads = []
-    for i in reversed(range(len(layers))):
-        gf = g.flatten(0, 1)
-        grads += [gf.sum(0), gf.T @ xs[i].flatten(0, 1)]  # bias, weight
-        if i:
-            g = _ACT_GRAD[cfg.activation](g @ layers[i].weight, zs[i - 1], xs[i])
-    return grads[::-1]
+    return model.decoder.backward(diff * coef.unsqueeze(2), cache)  # ∂loss/∂μ (B, K, D)
 
 
 def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
