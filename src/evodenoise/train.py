@@ -322,11 +322,10 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         sigma2 = float(sigma) ** 2
     model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2), gen)
     learn_sigma = sigma is None or cfg.sigma_mode == "init"
-    # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n_train / batch) steps.
+    # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
-    n_train = n
-    steps = math.ceil(n_train / cfg.batch_size)
-    run = _make_run(model, y, cfg, gen, n_train, steps, e_batch)
+    steps = math.ceil(n / cfg.batch_size)
+    run = _make_run(model, y, cfg, gen, n, steps, e_batch)
     result = Fit(model, run.buf[:n], cfg)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
