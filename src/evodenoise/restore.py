@@ -120,11 +120,10 @@ def plan_band_rows(cfg: Config, shape, masked: bool, n_pool: int, device, max_me
             rows = max(1, rows // 2)
 
 
-def _train_share(cfg: Config, n: int) -> float:
-    """The fraction of a run's work spent training (for progress): a training visit costs about
-    1.5 estimate visits (the E-step plus its Adam steps)."""
-    train = 1.5 * cfg.epochs * cfg.train_patches
-    return train / (train + cfg.final_sweeps * n)
+def _work(epochs: int, pool: int, cfg: Config, n: int) -> tuple[float, float]:
+    """(training, estimate) work of one model's run in estimate-visit units, for progress: a
+    training visit costs about 1.5 estimate visits (the E-step plus its Adam steps)."""
+    return 1.5 * epochs * pool, cfg.final_sweeps * n
 
 
 # Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta): white noise
@@ -219,9 +218,9 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
 
 
 def _visits(cfg: Config, n: int) -> float:
-    """Work of one model's run in estimate-visit units (for progress across models)."""
+    """Whole work of one model's run before its config is settled (progress across models)."""
     pool = min(n, cfg.train_patches)
-    return 1.5 * training_epochs(cfg, pool) * pool + cfg.final_sweeps * n
+    return sum(_work(training_epochs(cfg, pool), pool, cfg, n))
 
 
 def _restore_planes(x, missing, sigma, cfg, gen, max_memory, callback, share, fill_only, name):
@@ -256,7 +255,8 @@ def _restore_planes(x, missing, sigma, cfg, gen, max_memory, callback, share, fi
     obs = None if observed is None else gather_patches(observed, pool, cfg.patch_size)
     start, span = share
     tag = {} if name is None else {"model": name}
-    train = span * _train_share(cfg, n)
+    train, est = _work(cfg.epochs, cfg.train_patches, cfg, n)  # cfg is settled here
+    train = span * train / (train + est)
 
     def report(entry: dict) -> None:
         if callback is not None:
