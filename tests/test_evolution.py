@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
-from evodenoise.evolution import (_bitflip, _Population, _prepare, _recombine,
-                                  _select_parents, _signed, distinct_bits, duplicate_mask,
+from evodenoise.evolution import (_bitflip, _flips, _Population, _prepare, _recombine,
+                                  _select_parents, distinct_bits, duplicate_mask,
                                   evolve, flip_bits, get_bits, init_states, n_words, pack,
                                   unpack)
 from evodenoise.model import Model
@@ -301,43 +301,53 @@ def population(model, states, y=None, obs=None, lj=None):
         y = torch.zeros(states.shape[0], model.decoder.layers[-1].weight.shape[0])
     wt, bias, score = _prepare(model, y, obs, model.constants())
     a = unpack(states, h) @ wt + bias
-    if lj is None:
-        lj, _ = score(a)
+    if lj is None:  # the log-joint less its per-point constant, made whole
+        lj = score(a)[0] - 0.5 * torch.log(2 * math.pi * model.sigma2) * (
+            y.shape[1] if obs is None else obs.sum(1, keepdim=True))
     return _Population(states, a, lj), wt, bias
 
 
-def split(model, a, y, obs=None):
+def split(a):
     """Extended pre-activations -> (first-layer pre-activation, log-prior)."""
-    c = -0.5 * torch.log(2 * math.pi * model.sigma2)
-    c = c * (y.shape[1] if obs is None else obs.sum(1, keepdim=True))
-    return a[..., :-1], a[..., -1] - c
+    return a[..., :-1], a[..., -1]
 
 
-def parents_of(h, mutation, seed=0):
+def parents_of(h, mutation, seed=0, pop_too=False):
     cfg, model, y, obs, states = setup(h, mutation=mutation, seed=seed)
+    if h == 64:  # every other state with bit 63, the sign bit of a one-word state, set
+        states[:, ::2, 0] |= -2**63
     with torch.no_grad():
         pop, wt, bias = population(model, states, y, obs)
         # the extended pre-activation scores exactly as the model does
         s = unpack(states, h)
         want, _ = model.score(y, obs, model.decoder.first(s), model.log_prior(s))
         torch.testing.assert_close(pop.lj, want, rtol=1e-5, atol=1e-3)
-    parents = pop.take(_select_parents(pop.lj, cfg.n_parents, "uniform", gen(seed)))
-    return cfg, model, parents, wt, bias, lambda a: split(model, a, y, obs)
+    idx = _select_parents(pop.lj, cfg.n_parents, "uniform", gen(seed))
+    if pop_too:
+        return cfg, model, pop, idx, wt
+    return cfg, model, pop.take(idx), wt, bias, split
 
 
 @pytest.mark.parametrize("h", [8, 64, 70])
 def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
-    cfg, model, parents, wt, _, unsplit = parents_of(h, "bitflip")
-    with torch.no_grad():
-        ch, a = _bitflip(parents, _signed(wt), cfg.n_children, gen(2))
-        a, prior = unsplit(a)
+    cfg, model, pop, idx, wt = parents_of(h, "bitflip", pop_too=True)
     b, p, c = B, cfg.n_parents, cfg.n_children
+    bits = distinct_bits((1, b, p), h, c, gen(2), "cpu")  # (1, B, P, C)
+    if h == 64:  # bit 63 flipped in parents with it set and without
+        bits[0, :, 0] = torch.tensor([63, 0, 1])
+    with torch.no_grad():
+        flips = [x[0] for x in _flips(wt, bits, n_words(h))]
+        ch, a = _bitflip(pop, idx[:, torch.arange(p * c) // c], *flips)
+        a, prior = split(a)
+    parents = pop.take(idx)
     par = unpack(parents.states, h)[:, :, None, :].expand(b, p, c, h)
     kid = unpack(ch, h).reshape(b, p, c, h)
     diff = (kid != par)
     assert (diff.sum(-1) == 1).all()  # exactly one bit per child
     flipped = diff.float().argmax(-1)  # (B, P, C)
     assert all(len(set(r)) == c for r in flipped.reshape(-1, c).tolist())  # distinct per parent
+    if h == 64:
+        assert set(par[:, 0, 0, 63].tolist()) == {0.0, 1.0}
     with torch.no_grad():
         kid_flat = unpack(ch, h)
         torch.testing.assert_close(a, model.decoder.first(kid_flat), rtol=1e-5, atol=1e-5)

@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .config import Config
-from .model import Model
+from .model import Model, as_rows
 
 WORD = 64
 FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
@@ -64,8 +63,27 @@ def pack(s: torch.Tensor) -> torch.Tensor:
     return bits.sum(-1, dtype=torch.uint8).view(torch.int64)
 
 
+def _cached(key, make):
+    """A constant tensor made once per key in eager mode (no small tensor per call)."""
+    if torch.compiler.is_compiling():
+        return make()
+    if key not in _CONSTS:
+        _CONSTS[key] = make()
+    return _CONSTS[key]
+
+
+def _rows(b: int, device) -> torch.Tensor:
+    """arange(b) as a column (b, 1): the first index of a per-row gather x[_rows(b), idx]."""
+    return _cached(("rows", b, str(device)), lambda: torch.arange(b, device=device)[:, None])
+
+
 def unpack(packed: torch.Tensor, n_latents: int, dtype=torch.float32) -> torch.Tensor:
-    """Packed (..., W) int64 -> states (..., H) of ``dtype`` (shifts of each byte)."""
+    """Packed (..., W) int64 -> states (..., H) of ``dtype``: one word against its H one-bit
+    masks, more words by shifts of each byte."""
+    if packed.shape[-1] == 1:
+        masks = _cached(("masks", n_latents, str(packed.device)),
+                        lambda: 1 << torch.arange(n_latents, device=packed.device))
+        return ((packed & masks) != 0).to(dtype)
     by = packed.contiguous().view(torch.uint8)  # (..., W·8)
     bits = (by.unsqueeze(-1) >> _arange(8, packed.device, torch.uint8)) & 1  # (..., W·8, 8)
     return bits.flatten(-2)[..., :n_latents].to(dtype)
@@ -95,16 +113,17 @@ def duplicate_mask(packed: torch.Tensor) -> torch.Tensor:
     b, m, w = packed.shape
     if w == 1:
         key, order = torch.sort(packed[..., 0], dim=1, stable=True)
+        same_as_prev = key == key.roll(1, 1)  # (B, M); column 0 compares with the last
     else:  # lexicographic sort over the words: stable sorts from the last word to the first
         order = _arange(m, packed.device).expand(b, m)
         for k in reversed(range(w)):
             _, idx = torch.sort(torch.gather(packed[..., k], 1, order), dim=1, stable=True)
             order = torch.gather(order, 1, idx)
         key = torch.gather(packed, 1, order[..., None].expand(b, m, w))
-    same_as_prev = key[:, 1:] == key[:, :-1]  # (B, M-1) or (B, M-1, W)
-    if w > 1:
-        same_as_prev = same_as_prev.all(-1)
-    dup_sorted = F.pad(same_as_prev, (1, 0))  # the first of a run is no repeat
+        same_as_prev = (key == key.roll(1, 1)).all(-1)
+    # the first of a run is no repeat (column 0 of a sorted row: its own run's first)
+    later = _cached(("later", m, str(packed.device)), lambda: _arange(m, packed.device) > 0)
+    dup_sorted = same_as_prev & later
     return dup_sorted.scatter(1, order, dup_sorted)  # back to the original order
 
 
@@ -157,14 +176,16 @@ class EStepOut:
 @dataclass
 class _Population:
     """Packed states (B, M, W) with extended first-layer pre-activations a (B, M, width_1 + 1)
-    (the last column is the log-prior, see :func:`_extended_first`) and log-joints (B, M)."""
+    (the last column is the log-prior, see :func:`_prepare`) and log-joints (B, M)."""
 
     states: torch.Tensor
     a: torch.Tensor
     lj: torch.Tensor
 
     def take(self, idx: torch.Tensor) -> "_Population":
-        return _Population(_take(self.states, idx), _take(self.a, idx), _take(self.lj, idx))
+        """The members idx (B, K) (states and a; lj is left empty)."""
+        b = _rows(idx.shape[0], idx.device)
+        return _Population(self.states[b, idx], self.a[b, idx], None)
 
 
 def _uniform(u, shape: tuple[int, ...], device) -> torch.Tensor:
@@ -220,32 +241,39 @@ def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
     return torch.where((bits >> 6).unsqueeze(-1) == word, (1 << (bits & 63)).unsqueeze(-1), 0)
 
 
-def _bitflip(par: _Population, signed: torch.Tensor, n_children: int, u):
-    """Children flipping C distinct bits of each parent, built packed: the extended
-    pre-activation of a child (log-prior included) is its parent's plus or minus one row of
-    the first layer (``signed``: :func:`_signed` of wt (H, width_1 + 1)), so no child is ever
-    unpacked. ``u``: the flipped bits (B, P, C) (:func:`distinct_bits`), noise (B, P·H) or a
-    generator. Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
-    b, p, w = par.states.shape
-    if isinstance(u, torch.Tensor) and not u.is_floating_point():
-        bits = u
+def _flips(wt: torch.Tensor, bits: torch.Tensor, w: int):
+    """The bits (G, B, P, C) a bitflip E-step flips -> per generation (tuples of G) the
+    one-bit masks (B, P·C, W) and the rows of the extended first layer wt (H, width_1 + 1) a
+    child adds when its parent had the bit set (−wt[bit], it is cleared) and when not (+wt[bit]).
+    With one word :func:`_bitflip` asks "child < parent" instead, true for a cleared bit but for
+    bit 63 (the sign bit) a set one: its rows are swapped here."""
+    g, b, p, c = bits.shape
+    bits = bits.view(g, b, p * c)
+    if w == 1:
+        h = wt.shape[0]
+        wt = wt * _cached(("sign", h, str(wt.device), wt.dtype), lambda: torch.where(
+            _arange(h, wt.device) == WORD - 1, 1.0, -1.0).to(wt.dtype)[:, None])
     else:
-        bits = distinct_bits((b, p), signed.shape[0], n_children, u, signed.device)  # (B, P, C)
-    if w == 1:  # (B, P, 1) ^ (B, P, C): the children's words
-        children = par.states ^ (1 << bits)
-        is_set = (children >> bits) & 1
-    else:
-        masks = _bit_masks(bits, w)  # (B, P, C, W)
-        children = par.states.unsqueeze(2) ^ masks
-        is_set = (children & masks).any(-1).long()
-    cols = signed[bits, is_set]  # (B, P, C, width_1 + 1): −wt[h] clears bit h, +wt[h] sets it
-    a = par.a.unsqueeze(2) + cols
-    return children.reshape(b, p * n_children, w), a.flatten(1, 2)
+        wt = -wt
+    on_set = torch.nn.functional.embedding(bits, wt)  # wt[bits], a faster gather
+    return _bit_masks(bits, w).unbind(0), on_set.unbind(0), (-on_set).unbind(0)
 
 
-def _signed(wt: torch.Tensor) -> torch.Tensor:
-    """(H, F) -> (H, 2, F): [h, 0] = −wt[h], [h, 1] = +wt[h]."""
-    return torch.stack([-wt, wt], 1)
+def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, on_set: torch.Tensor,
+             on_clear: torch.Tensor):
+    """Children of the members idx (B, P·C) of ``pop`` (each parent repeated C times), each
+    flipping the bit of its mask (B, P·C, W), built packed: a child's extended pre-activation
+    (log-prior included) is its parent's plus the row of :func:`_flips` for a parent that had
+    the bit set (``on_set``) or not (``on_clear``), so no child is ever unpacked. Returns
+    packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
+    b = _rows(idx.shape[0], idx.device)
+    par = pop.states[b, idx]
+    children = par ^ masks
+    if masks.shape[-1] == 1:  # one word: the child is smaller (signed: see _flips)
+        was_set = children < par
+    else:
+        was_set = (par & masks).any(-1, keepdim=True)  # (B, P·C, 1)
+    return children, pop.a[b, idx] + torch.where(was_set, on_set, on_clear)
 
 
 def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,
@@ -289,30 +317,26 @@ def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Ten
 def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     """What one E-step needs besides the states, prepared once per call.
 
-    Returns (wt, bias, score): the first layer extended by the log-likelihood's constant part,
-    wt (H, width_1 + 1) and bias (width_1 + 1,) or (B, 1, width_1 + 1), so that
-    a = s @ wt + bias holds the pre-activation and, last, log p(s) − (D_n/2) log 2πσ²; a one-bit
-    child's a is its parent's plus or minus one row of wt. score(a) -> (log-joint, squared
-    error) (B, M) from a (B, M, width_1 + 1).
+    Returns (wt, bias, score): the first layer extended by the log-prior, wt (H, width_1 + 1)
+    and bias (width_1 + 1,), so that a = s @ wt + bias holds the pre-activation and, last,
+    log p(s); a one-bit child's a is its parent's plus or minus one row of wt. score(a) ->
+    (log-joint less its per-point constant −(D_n/2) log 2πσ², norm ‖μ − y‖_obs / √(2σ²)),
+    both (B, M), from a (B, M, width_1 + 1): the residual comes scaled by 1/√(2σ²), so that the
+    log-joint is log p(s) − norm² (one ``addcmul``).
     """
-    logit, base, half_log, inv2s2 = consts
+    logit, base, _, _, root = consts
     cols, b1 = model.decoder.first_columns()
-    wt = torch.cat([cols, logit.unsqueeze(1)], 1)
-    if obs is None:
-        bias = torch.cat([b1, (base - half_log * y.shape[1]).reshape(1)])
-    else:
-        c = base - half_log * obs.sum(1, keepdim=True)  # (B, 1)
-        bias = torch.cat([b1.expand(y.shape[0], -1), c], 1).unsqueeze(1)
-    ob = None if obs is None else obs.unsqueeze(1)
-    neg = -inv2s2
-    residual = model.decoder.residual_fn(y)  # first-layer pre-activation -> μ − y
+    wt = torch.cat([cols, logit], 1)
+    bias = torch.cat([b1, base])
+    ob = None if obs is None else as_rows(obs)
+    residual = model.decoder.scaled_residual_fn(y, root)  # a -> (μ − y) / √(2σ²)
 
     def score(a):
-        diff = residual(a[..., :-1])
+        diff = residual(a)
         if ob is not None:
             diff = diff * ob
-        sq = torch.linalg.vector_norm(diff, dim=-1).square()
-        return torch.addcmul(a[..., -1], sq, neg), sq
+        norm = torch.linalg.vector_norm(diff, dim=-1)
+        return torch.addcmul(a[..., -1], norm, norm, value=-1), norm
 
     return wt, bias, score
 
@@ -353,40 +377,49 @@ def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states
                  noise: torch.Tensor | None, consts, cfg: Config):
     """:func:`evolve` on noise from :func:`draw_noise`: (states (B, S, W), log-joints and
     squared errors (B, S)). Static shapes, no host sync, no random draw: compilable whole."""
+    new, lj, norm = evolve_core(model, y, obs, states, noise, consts, cfg, norms=True)
+    half_log, inv2s2 = consts[2], consts[3]
+    d = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
+    return new, lj - half_log * d, norm.square() / inv2s2
+
+
+def evolve_core(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
+                noise: torch.Tensor | None, consts, cfg: Config, norms: bool = False):
+    """:func:`evolve_drawn` as training uses it (y, obs may come as (B, 1, D)): (states
+    (B, S, W), log-joints less their
+    per-point constant −(D_n/2) log 2πσ² (B, S), and with ``norms`` the scaled residual norms
+    ‖μ − y‖_obs / √(2σ²) (B, S), else None)."""
     wt, bias, score = _prepare(model, y, obs, consts)
-    a = torch.matmul(unpack(states, cfg.n_latents, wt.dtype), wt) + bias  # (B, S, width_1 + 1)
-    lj, sqerr = score(a)
+    b, p, c = y.shape[0], cfg.n_parents, cfg.n_children
+    a = torch.baddbmm(bias, unpack(states, cfg.n_latents, wt.dtype), wt.expand(b, -1, -1))
+    lj, norm = score(a)  # a: (B, S, width_1 + 1)
     pop = _Population(states, a, lj)
-    cand_states, cand_lj, cand_sqerr = [states], [lj], [sqerr]
-    n_sel = _sel_width(cfg)
-    g_all, (b, p) = cfg.n_generations, (y.shape[0], cfg.n_parents)
+    cand_states, cand_lj, cand_norm = [states], [lj], [norm]
+    n_sel, g_all = _sel_width(cfg), cfg.n_generations
     if cfg.mutation == "bitflip" and g_all:  # every generation's bits at once (G, B, P, C)
-        signed = _signed(wt)
-        flips = distinct_bits((g_all, b, p), cfg.n_latents, cfg.n_children,
-                              noise[..., n_sel:] if n_sel else noise).unbind(0)
-    for g, u in enumerate(noise.unbind(0) if g_all else ()):
+        u_mut = noise[..., n_sel:] if n_sel else noise
+        bits = distinct_bits((g_all, b, p), cfg.n_latents, c, u_mut)
+        flips = zip(*_flips(wt, bits, states.shape[-1]))
+        rep = _cached(("rep", p, c, str(y.device)),
+                      lambda: torch.arange(p * c, device=y.device) // c)
+    for u in noise.unbind(0) if g_all else ():
         u_sel = u[:, :pop.lj.shape[1]] if n_sel else None
-        parents = pop.take(_select_parents(pop.lj, cfg.n_parents, cfg.selection, u_sel))
-        u = u[:, n_sel:] if n_sel else u
+        idx = _select_parents(pop.lj, p, cfg.selection, u_sel)  # (B, P)
         if cfg.mutation == "bitflip":
-            ch_states, ch_a = _bitflip(parents, signed, cfg.n_children, flips[g])
+            idx = torch.index_select(idx, 1, rep)  # (B, P·C): parent of each child
+            ch_states, ch_a = _bitflip(pop, idx, *next(flips))
         else:
-            ch_states, ch_a = _recombine(model, parents, wt, bias, cfg, u)
-        ch_lj, ch_sqerr = score(ch_a)
+            ch_states, ch_a = _recombine(model, pop.take(idx), wt, bias, cfg,
+                                         u[:, n_sel:] if n_sel else u)
+        ch_lj, ch_norm = score(ch_a)
         cand_states.append(ch_states)
         cand_lj.append(ch_lj)
-        cand_sqerr.append(ch_sqerr)
+        cand_norm.append(ch_norm)
         pop = _Population(ch_states, ch_a, ch_lj)  # children breed the next generation
     all_states = torch.cat(cand_states, 1)  # (B, S + G·P·C, W)
     all_lj = torch.cat(cand_lj, 1)
-    if cfg.n_generations:
+    if g_all:
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
     best_lj, best = torch.topk(all_lj, cfg.n_states, dim=1)  # sorted, best first
-    return _take(all_states, best), best_lj, torch.gather(torch.cat(cand_sqerr, 1), 1, best)
-
-
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, M, ...) gathered along dim 1 with idx (B, K)."""
-    if x.dim() == 2:
-        return torch.gather(x, 1, idx)
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))
+    new = all_states[_rows(b, y.device), best]
+    return new, best_lj, torch.gather(torch.cat(cand_norm, 1), 1, best) if norms else None

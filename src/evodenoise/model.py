@@ -16,12 +16,19 @@ from torch import nn
 
 PI_MIN = 1e-5
 
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """Per-point data (B, D) as (B, 1, D), to broadcast against (B, K, D) (a view); data already
+    (B, 1, D) as it is (the training loop gathers it so, one call fewer per use)."""
+    return t if t.dim() == 3 else t.unsqueeze(1)
+
+
 _ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh}
-# ∂act(z)/∂z times g, from the pre-activation z and the activation x = act(z)
+# ∂act(z)/∂z times g, from the pre-activation z and the activation x = act(z): the activations'
+# own backward kernels (one call each)
 _ACT_GRAD = {
-    "relu": lambda g, z, x: torch.where(z > 0, g, 0.0),
-    "leaky_relu": lambda g, z, x: torch.where(z > 0, g, 0.01 * g),
-    "tanh": lambda g, z, x: g * (1 - x * x),
+    "relu": lambda g, z, x: torch.ops.aten.threshold_backward(g, x, 0),
+    "leaky_relu": lambda g, z, x: torch.ops.aten.leaky_relu_backward(g, z, 0.01, False),
+    "tanh": lambda g, z, x: torch.ops.aten.tanh_backward(g, x),
 }
 
 
@@ -90,8 +97,32 @@ class Decoder(nn.Module):
 
         return fn
 
+    def scaled_residual_fn(self, y: torch.Tensor, scale: torch.Tensor):
+        """a (B, K, width_1 + 1) -> scale · (μ − y) (B, K, D) for data y (B, D) or (B, 1, D),
+        ignoring a's last column (the E-step keeps the log-prior there). The layer after the
+        first gets a zero weight column for it, and the output layer and the subtraction are one
+        batched matrix product (``baddbmm`` with scale · (bias − y) as its added term); operands
+        are prepared once per call (an E-step then calls ``fn`` once per generation)."""
+        if len(self.layers) == 1:  # a holds μ itself
+            ys = as_rows(y * -scale)
+            return lambda a: torch.addcmul(ys, a[..., :-1], scale)
+        out = self.layers[-1]
+        yb = as_rows((out.bias - y) * scale)  # (B, 1, D)
+        mid = [nn.functional.pad(layer.weight, (0, 1)) if i == 0 else layer.weight
+               for i, layer in enumerate(self.layers[1:-1])]
+        wo = out.weight * scale
+        wo = (wo if mid else nn.functional.pad(wo, (0, 1))).T.expand(y.shape[0], -1, -1)
+
+        def fn(a):
+            for layer, weight in zip(self.layers[1:-1], mid):
+                a = nn.functional.linear(self.act(a), weight, layer.bias)
+            return torch.baddbmm(yb, self.act(a), wo)
+
+        return fn
+
     def forward_cached(self, s: torch.Tensor):
-        """μ(s) (..., D) and what :meth:`backward` needs (inputs and pre-activations per layer)."""
+        """μ(s) (N, D) of states s (N, H) and what :meth:`backward` needs (inputs and
+        pre-activations per layer)."""
         xs, zs, x = [s], [], s
         for layer in self.layers[:-1]:
             zs.append(nn.functional.linear(x, layer.weight, layer.bias))
@@ -101,13 +132,12 @@ class Decoder(nn.Module):
         return nn.functional.linear(x, out.weight, out.bias), (xs, zs)
 
     def backward(self, g: torch.Tensor, cache) -> list[torch.Tensor]:
-        """Gradients of the parameters (``parameters()`` order) from ∂loss/∂μ g (B, K, D),
+        """Gradients of the parameters (``parameters()`` order) from ∂loss/∂μ g (N, D),
         back-propagated by hand through the MLP: no autograd graph, a fixed number of calls."""
         xs, zs = cache
         grads = []
         for i in reversed(range(len(self.layers))):
-            gf = g.flatten(0, 1)
-            grads += [gf.sum(0), gf.T @ xs[i].flatten(0, 1)]  # bias, weight
+            grads += [g.sum(0), g.T @ xs[i]]  # bias, weight
             if i:
                 g = _ACT_GRAD[self.activation](g @ self.layers[i].weight, zs[i - 1], xs[i])
         return grads[::-1]
@@ -130,10 +160,12 @@ class Model(nn.Module):
         return torch.log(pi) - torch.log1p(-pi), torch.log1p(-pi).sum()
 
     def constants(self) -> tuple[torch.Tensor, ...]:
-        """What stays fixed while π and σ² do (once per epoch): logit π (H,), Σ_h log(1 − π_h),
-        ½ log(2πσ²) and 1 / (2σ²)."""
+        """What stays fixed while π and σ² do (once per epoch): logit π as a column (H, 1),
+        Σ_h log(1 − π_h) (1,), ½ log(2πσ²), 1 / (2σ²) and its square root."""
         logit, base = self.prior_terms()
-        return logit, base, 0.5 * torch.log(2 * math.pi * self.sigma2), 0.5 / self.sigma2
+        inv2s2 = 0.5 / self.sigma2
+        return (logit.unsqueeze(1), base.reshape(1), 0.5 * torch.log(2 * math.pi * self.sigma2),
+                inv2s2, inv2s2.sqrt())
 
     def log_prior(self, s: torch.Tensor) -> torch.Tensor:
         """Σ_h log p(s_h): (..., H) -> (...)."""

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 
 from .config import Config
-from .evolution import draw_noise, evolve, evolve_drawn, init_states, unpack
-from .model import PI_MIN, Model
+from .evolution import draw_noise, evolve, evolve_core, init_states, unpack
+from .model import PI_MIN, Model, as_rows
 from .patches import chunks
 
 
@@ -56,28 +56,58 @@ def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
 
     Written out (checked against autograd in the tests): with q = softmax of the log-joints,
     ∂loss/∂μ(s) = w_n q_ns (μ(s) − y_n)_obs / (σ² Σw), back-propagated by hand through the MLP:
-    no autograd graph, a fixed number of operator calls.
+    no autograd graph, a fixed number of operator calls (:func:`_mstep`).
     """
-    logit, base, half_log, inv2s2 = consts
     k = cfg.grad_states or cfg.n_states
     s = unpack(states[:, :k], cfg.n_latents, y.dtype)  # (B, K, H)
-    mu, cache = model.decoder.forward_cached(s)
-    diff = mu - y[:, None, :]
+    return _mstep(model, y, obs, s, None, (w * (2 * consts[3] / w.sum())).unsqueeze(1), consts)
+
+
+def _mstep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, s: torch.Tensor,
+           lj: torch.Tensor | None, wn: torch.Tensor, consts) -> list[torch.Tensor]:
+    """:func:`mstep_grads` on unpacked states s (B, K, H) (y, obs: (B, D) or (B, 1, D)) with
+    weights wn (B, 1) =
+    w_n · 2/(2σ²) / Σw; ``lj`` (B, K): their log-joints up to a constant per point under the
+    current parameters, as the E-step just computed them (None: computed here)."""
+    b, k, h = s.shape
+    s = s.reshape(b * k, h)
+    mu, cache = model.decoder.forward_cached(s)  # (B·K, D)
+    diff = mu.view(b, k, -1) - as_rows(y)
     if obs is not None:
-        diff = diff * obs[:, None, :]
-    sq = torch.linalg.vector_norm(diff, dim=-1).square()
-    lj = torch.addcmul(s @ logit, sq, -inv2s2)  # log p(y_n, s) up to a constant per n (B, K)
-    coef = torch.softmax(lj, 1) * (w * (2 * inv2s2) / w.sum()).unsqueeze(1)
-    return model.decoder.backward(diff * coef.unsqueeze(2), cache)  # ∂loss/∂μ (B, K, D)
+        diff = diff * as_rows(obs)
+    if lj is None:
+        sq = torch.linalg.vector_norm(diff, dim=-1).square()
+        lj = torch.addcmul((s @ consts[0]).view(b, k), sq, -consts[3])  # (B, K)
+    coef = torch.softmax(lj, 1) * wn
+    return model.decoder.backward((diff * coef.unsqueeze(2)).view(b * k, -1), cache)
 
 
 def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-           noise: torch.Tensor | None, consts, w: torch.Tensor, cfg: Config):
-    """E-step of one (padded) E-batch and its weighted contribution to the epoch's posterior
-    sums: new states (B, S, W) and :func:`_posterior_sums` (H + 3,)."""
-    new, lj, sq = evolve_drawn(model, y, obs, states, noise, consts, cfg)
+           noise: torch.Tensor | None, consts, w: torch.Tensor, acc: torch.Tensor, cfg: Config):
+    """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
+    log-joints less a constant per point (B, S); adds the batch's weighted posterior sums
+    (w (B, 1), 0 for padding rows) to ``acc`` (H + 2,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨log-joint⟩_q
+    and Σ_n w_n logsumexp_s (log-joints), all less the per-point constant (see
+    :func:`_epoch_sums`). One matrix-vector product over [s, log-joint, logsumexp] per state."""
+    new, lj, _ = evolve_core(model, y, obs, states, noise, consts, cfg)
     bits = unpack(new, cfg.n_latents, lj.dtype)
-    return new, _posterior_sums(lj, sq, bits, obs, w, y.shape[1])
+    b, n_s, h = bits.shape
+    q = torch.softmax(lj, 1) * w  # (B, S)
+    lse = torch.logsumexp(lj, 1).view(b, 1, 1).expand(b, n_s, 1)
+    x = torch.cat([bits, lj.unsqueeze(2), lse], 2)  # (B, S, H + 2)
+    acc.addmv_(x.view(b * n_s, h + 2).T, q.view(-1))
+    return new, bits, lj
+
+
+def _epoch_sums(acc: torch.Tensor, consts, n: int, d_sum: torch.Tensor) -> torch.Tensor:
+    """:class:`PosteriorStats` sums (H + 3,) from an epoch's E-step sums ``acc`` (H + 2,) under
+    that epoch's ``consts``: log p(y, s) = log p(s) − ‖y − μ(s)‖²_obs / (2σ²) − (D_n/2) log 2πσ²
+    gives Σ ⟨sqerr⟩ = 2σ² (Σ⟨s⟩ · logit π + n Σ_h log(1 − π_h) − Σ⟨log-joint less constant⟩) and
+    the free energy's constant −½ log(2πσ²) Σ_n D_n. ``d_sum``: Σ_n D_n over the trained points."""
+    logit, base, half_log, inv2s2, _ = consts
+    s, lj, lse = acc[:-2], acc[-2], acc[-1]
+    err = (s @ logit[:, 0] + n * base[0] - lj) / inv2s2
+    return torch.cat([s, torch.stack([err, lse - half_log * d_sum, d_sum])])
 
 
 def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
@@ -94,7 +124,7 @@ def _engine(cfg: Config, device: torch.device, steps: int = 0):
     (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
     E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
     est = functools.partial(_estep, cfg=cfg)
-    mst = functools.partial(mstep_grads, cfg=cfg)
+    mst = _mstep
     if use_compile(cfg, device, steps):
         # Every run (config, shapes) compiles its own graphs of the same two functions: allow
         # many runs per process (fullgraph turns the default limit of 8 into an error).
@@ -169,20 +199,26 @@ class PosteriorStats:
 class _Run:
     """What a training run keeps between epochs (see :func:`fit`). The tensors keep their
     addresses for the whole run, so that a chunk of E-batches can be captured once as a CUDA
-    graph and replayed; the counters (E-batch, Adam step) live on the device."""
+    graph and replayed. Per-row tables cover an epoch's E-batches one after another
+    (E-batches · e_batch rows); ``pos``, the rows of the current E-batch, lives on the device."""
 
     model: Model
     opt: torch.optim.Optimizer
     params: list
-    lr_window: torch.Tensor  # (epochs · steps, per_e) learning rates of steps t … t + per_e − 1
-    lrs: torch.Tensor  # (1, per_e) learning rates of the current E-batch's Adam steps
+    schedule: torch.Tensor  # (epochs · steps + per_e,) every Adam step's learning rate
+    lr_pos: torch.Tensor  # (rows,) row j·e_batch + m (m < per_e): the epoch's step j·per_e + m
+    lr: torch.Tensor  # (rows,) this epoch's learning rates at those rows
     buf: torch.Tensor  # (N + 1, S, W) states; row N takes the padding rows' writes
-    weight: torch.Tensor  # (E-batches, e_batch) 1 for real rows, 0 for padding
-    order: torch.Tensor  # (E-batches, 2, e_batch) rows read (padding: patch 0), rows written (N)
+    weight: torch.Tensor  # (rows, 1) 1 for real rows, 0 for padding
+    share: torch.Tensor  # (rows, 1) weight / Σ weight of the row's mini-batch
+    wn: torch.Tensor  # (rows, 1) share · 2/(2σ²) of this epoch (the M-step's weights)
+    read: torch.Tensor  # (rows,) patch read by each row (padding: patch 0)
+    write: torch.Tensor  # (rows,) buffer row written (padding: N)
     consts: tuple  # Model.constants() of this epoch
-    sums: torch.Tensor  # (H + 3,) this epoch's posterior sums
+    sums: torch.Tensor  # (H + 2,) this epoch's E-step sums (see _estep)
+    d_sum: torch.Tensor  # Σ_n D_n over the trained patches
     noise: torch.Tensor | None  # (K, ...) random numbers of the next K E-batches (draw_noise)
-    counter: torch.Tensor  # (2,) E-batch of the epoch, Adam step of the run
+    pos: torch.Tensor  # (e_batch,) the rows of the current E-batch
     estep: Callable
     mstep: Callable
     cfg: Config
@@ -190,11 +226,10 @@ class _Run:
     steps: int
     capture: bool  # CUDA: replay each chunk of K E-batches as one CUDA graph
     graphs: dict = field(default_factory=dict)
-    steps_of: dict = field(default_factory=dict)  # Adam steps -> (2,) counter increment
 
 
-def _make_run(model: Model, y: torch.Tensor, cfg: Config, gen: torch.Generator, n_train: int,
-              steps: int, e_batch: int) -> _Run:
+def _make_run(model: Model, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
+              gen: torch.Generator, n_train: int, steps: int, e_batch: int) -> _Run:
     n, device = y.shape[0], y.device
     params = list(model.decoder.parameters())
     buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
@@ -203,44 +238,51 @@ def _make_run(model: Model, y: torch.Tensor, cfg: Config, gen: torch.Generator, 
     # of padding (in the last E-batch) are skipped: no Adam step, as before.
     e_batch = min(e_batch, steps * cfg.batch_size)
     per_e = e_batch // cfg.batch_size
-    n_eb = math.ceil(steps / per_e)
-    weight = torch.zeros(n_eb * e_batch, device=device)
-    weight[:n_train] = 1
-    order = torch.stack([torch.zeros(n_eb * e_batch, dtype=torch.long, device=device),
-                         torch.full((n_eb * e_batch,), n, dtype=torch.long, device=device)])
+    rows = math.ceil(steps / per_e) * e_batch
+    r = torch.arange(rows, device=device)
+    weight = (r < n_train).float()[:, None]
+    mini = weight.view(-1, cfg.batch_size)  # per mini-batch
+    share = (mini / mini.sum(1, keepdim=True).clamp(min=1)).view(rows, 1)
+    lr_pos = torch.where(r % e_batch < per_e, r // e_batch * per_e + r % e_batch, 0)
     t = torch.arange(cfg.epochs * steps, dtype=torch.float64) / steps  # every Adam step's epoch
-    spare = torch.full((per_e,), cfg.lr_min, dtype=torch.float64)  # never used: window's end
+    spare = torch.full((per_e,), cfg.lr_min, dtype=torch.float64)  # never used
     schedule = torch.cat([learning_rate(t, cfg), spare]).to(device, torch.float32)
-    lrs = torch.full((1, per_e), cfg.lr_min, device=device)
     k = math.ceil(8 / per_e)  # E-batches per chunk (per CUDA graph): >= 8 Adam steps
     noise = draw_noise(cfg, e_batch, device, gen)
-    return _Run(model, _adam(params, lrs[0, 0]), params, schedule.unfold(0, per_e, 1), lrs, buf,
-                weight.view(n_eb, e_batch), order.view(2, n_eb, e_batch).transpose(0, 1),
+    d_sum = torch.tensor(float(n * y.shape[1]), device=device) if obs is None else obs.sum()
+    lr = torch.full((rows,), cfg.lr_min, device=device)
+    return _Run(model, _adam(params, lr[0]), params, schedule, lr_pos, lr, buf, weight, share,
+                torch.zeros_like(share), torch.zeros(rows, dtype=torch.long, device=device),
+                torch.full((rows,), n, dtype=torch.long, device=device),
                 tuple(c.clone() for c in model.constants()),
-                torch.zeros(cfg.n_latents + 3, device=device),
+                torch.zeros(cfg.n_latents + 2, device=device), d_sum,
                 None if noise is None else noise.expand(k, *noise.shape).clone(),
-                torch.zeros(2, dtype=torch.long, device=device), *_engine(cfg, device, steps),
-                cfg, n_train, steps, device.type == "cuda" and use_compile(cfg, device))
+                torch.zeros(e_batch, dtype=torch.long, device=device),
+                *_engine(cfg, device, steps), cfg, n_train, steps,
+                device.type == "cuda" and use_compile(cfg, device))
 
 
 def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int,
                  gen: torch.Generator) -> PosteriorStats:
-    """One epoch of E-steps and Adam steps; its posterior sums for the closed-form M-step.
+    """One epoch of E-steps and Adam steps on y (N, 1, D), obs (N, 1, D) or None; its posterior
+    sums for the closed-form M-step.
 
     No host-device sync and the same shapes in every step: E-batches of e_batch rows, padded
     (weight 0) at the end, mini-batches of batch_size rows; mini-batches of padding only are
     skipped (a count known on the host). The random numbers of K E-batches are drawn at once.
     """
     cfg, device = run.cfg, y.device
-    n_eb, e_batch = run.weight.shape
+    e_batch = run.pos.shape[0]
+    n_eb = run.read.shape[0] // e_batch
     per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
-    perm = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
-    run.order.transpose(0, 1).reshape(2, -1)[:, :run.n_train] = perm  # a view: order itself
+    run.read[:run.n_train] = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
     with torch.no_grad():
         for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
             c.copy_(v)
+        torch.mul(run.share, 2 * run.consts[3], out=run.wn)
+        torch.index_select(run.schedule, 0, run.lr_pos + epoch * run.steps, out=run.lr)
     run.sums.zero_()
-    run.counter[0] = 0
+    run.pos.copy_(torch.arange(e_batch, device=device))
     stats = PosteriorStats(cfg.n_latents, device)
     k = 1 if run.noise is None else run.noise.shape[0]
     for j0 in range(0, n_eb, k):
@@ -253,40 +295,43 @@ def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: in
         else:
             _chunk(run, y, obs, n_m)
         stats.n += min(k * e_batch, run.n_train - j0 * e_batch)
-    stats.sums = run.sums.clone()
+    stats.sums = _epoch_sums(run.sums, run.consts, stats.n, run.d_sum)
     return stats
 
 
 @torch.no_grad()
 def _chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]) -> None:
-    """E-batches run.counter[0] … + len(n_m) − 1, each: its E-step, write-back and posterior
-    sums, then its n_m[i] Adam steps. Indices come from the device counters (index_select, no
-    host value), so a chunk can be captured."""
+    """E-batches run.pos … + len(n_m) − 1, each: its E-step, write-back and posterior sums,
+    then its n_m[i] Adam steps. Rows come from the device's ``pos`` (no host value), so a
+    chunk can be captured."""
     model, bs = run.model, run.cfg.batch_size
-    e_batch = run.weight.shape[1]
+    e_batch = run.pos.shape[0]
+    k = run.cfg.grad_states or run.cfg.n_states
     group = run.opt.param_groups[0]
+
+    def part(t, m):  # mini-batch m of an E-batch's rows (all of them: no call)
+        return t if e_batch == bs else t[m * bs:(m + 1) * bs]
+
     for i, steps in enumerate(n_m):
-        j, step = run.counter[:1], run.counter[1:]
-        idx, write = run.order.index_select(0, j).view(2, e_batch)
-        w = run.weight.index_select(0, j).view(e_batch)
-        torch.index_select(run.lr_window, 0, step, out=run.lrs)
+        pos = run.pos
+        idx, w, wn, lr = run.read[pos], run.weight[pos], run.wn[pos], run.lr[pos]
         yb = y[idx]
         ob = None if obs is None else obs[idx]
         noise = None if run.noise is None else run.noise[i]
-        new, sums = run.estep(model, yb, ob, run.buf[idx], noise, run.consts, w)
-        run.buf[write] = new
-        run.sums += sums
+        new, bits, lj = run.estep(model, yb, ob, run.buf[idx], noise, run.consts, w, run.sums)
+        run.buf[run.write[pos]] = new
+        if k < bits.shape[1]:
+            bits, lj = bits[:, :k], lj[:, :k]
         for m in range(steps):
-            mb = slice(m * bs, (m + 1) * bs)
-            grads = run.mstep(model, yb[mb], None if ob is None else ob[mb], new[mb], w[mb],
+            # the first mini-batch's log-joints are the E-step's (the decoder is unchanged)
+            grads = run.mstep(model, part(yb, m), None if ob is None else part(ob, m),
+                              part(bits, m), part(lj, m) if m == 0 else None, part(wn, m),
                               run.consts)
             for p, g in zip(run.params, grads):
                 p.grad = g  # replaced every step: no zeroing needed
-            group["lr"] = run.lrs[0, m]  # a view: the address a captured graph reads
+            group["lr"] = lr[m]  # on the device: a captured graph reads its address
             run.opt.step()
-        if steps not in run.steps_of:
-            run.steps_of[steps] = torch.tensor([1, steps], device=run.counter.device)
-        run.counter += run.steps_of[steps]
+        pos += e_batch
 
 
 def _replay(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]) -> None:
@@ -325,11 +370,11 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     steps = math.ceil(n / cfg.batch_size)
-    run = _make_run(model, y, cfg, gen, n, steps, e_batch)
+    run = _make_run(model, y, obs, cfg, gen, n, steps, e_batch)
     result = Fit(model, run.buf[:n], cfg)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        stats = _train_epoch(run, y, obs, epoch, gen)
+        stats = _train_epoch(run, as_rows(y), None if obs is None else as_rows(obs), epoch, gen)
         with torch.no_grad():
             model.pi.copy_(stats.pi())
             if learn_sigma:
