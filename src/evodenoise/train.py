@@ -60,15 +60,15 @@ def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
     """
     k = cfg.grad_states or cfg.n_states
     s = unpack(states[:, :k], cfg.n_latents, y.dtype)  # (B, K, H)
-    return _mstep(model, y, obs, s, None, (w * (2 * consts[3] / w.sum())).unsqueeze(1), consts)
+    return _mstep(model, y, obs, s, None, (w * (2 * consts[3] / w.sum()))[:, None, None], consts)
 
 
 def _mstep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, s: torch.Tensor,
            lj: torch.Tensor | None, wn: torch.Tensor, consts) -> list[torch.Tensor]:
     """:func:`mstep_grads` on unpacked states s (B, K, H) (y, obs: (B, D) or (B, 1, D)) with
-    weights wn (B, 1) =
-    w_n · 2/(2σ²) / Σw; ``lj`` (B, K): their log-joints up to a constant per point under the
-    current parameters, as the E-step just computed them (None: computed here)."""
+    weights wn (B, 1, 1) = w_n · 2/(2σ²) / Σw; ``lj`` (B, K, 1): their log-joints up to a
+    constant per point under the current parameters, as the E-step just computed them (None:
+    computed here)."""
     b, k, h = s.shape
     s = s.reshape(b * k, h)
     mu, cache = model.decoder.forward_cached(s)  # (B·K, D)
@@ -76,36 +76,37 @@ def _mstep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, s: torch.Ten
     if obs is not None:
         diff = diff * as_rows(obs)
     if lj is None:
-        sq = torch.linalg.vector_norm(diff, dim=-1).square()
-        lj = torch.addcmul((s @ consts[0]).view(b, k), sq, -consts[3])  # (B, K)
-    coef = torch.softmax(lj, 1) * wn
-    return model.decoder.backward((diff * coef.unsqueeze(2)).view(b * k, -1), cache)
+        sq = torch.linalg.vector_norm(diff, dim=-1, keepdim=True).square()
+        lj = torch.addcmul((s @ consts[0]).view(b, k, 1), sq, -consts[3])  # (B, K, 1)
+    coef = torch.softmax(lj, 1) * wn  # (B, K, 1)
+    return model.decoder.backward((diff * coef).view(b * k, -1), cache)
 
 
 def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
            noise: torch.Tensor | None, consts, w: torch.Tensor, acc: torch.Tensor, cfg: Config):
     """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
-    log-joints less a constant per point (B, S); adds the batch's weighted posterior sums
-    (w (B, 1), 0 for padding rows) to ``acc`` (H + 2,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨log-joint⟩_q
-    and Σ_n w_n logsumexp_s (log-joints), all less the per-point constant (see
-    :func:`_epoch_sums`). One matrix-vector product over [s, log-joint, logsumexp] per state."""
+    log-joints less a constant per point (B, S, 1); adds the batch's weighted posterior sums
+    (w (B, 1), 0 for padding rows) to ``acc`` (1, H + 2): Σ_n w_n ⟨s⟩_q, Σ_n w_n
+    ⟨log-joint⟩_q and Σ_n w_n logsumexp_s (log-joints), all less the per-point constant (see
+    :func:`_epoch_sums`). One matrix product over [s, log-joint, logsumexp] per state."""
     new, lj, _ = evolve_core(model, y, obs, states, noise, consts, cfg)
     bits = unpack(new, cfg.n_latents, lj.dtype)
     b, n_s, h = bits.shape
     q = torch.softmax(lj, 1) * w  # (B, S)
-    lse = torch.logsumexp(lj, 1).view(b, 1, 1).expand(b, n_s, 1)
-    x = torch.cat([bits, lj.unsqueeze(2), lse], 2)  # (B, S, H + 2)
-    acc.addmv_(x.view(b * n_s, h + 2).T, q.view(-1))
+    lj = lj.unsqueeze(2)
+    lse = torch.logsumexp(lj, 1, keepdim=True).expand(b, n_s, 1)
+    x = torch.cat([bits, lj, lse], 2)  # (B, S, H + 2)
+    acc.addmm_(q.view(1, -1), x.view(b * n_s, h + 2))
     return new, bits, lj
 
 
 def _epoch_sums(acc: torch.Tensor, consts, n: int, d_sum: torch.Tensor) -> torch.Tensor:
-    """:class:`PosteriorStats` sums (H + 3,) from an epoch's E-step sums ``acc`` (H + 2,) under
+    """:class:`PosteriorStats` sums (H + 3,) from an epoch's E-step sums ``acc`` (1, H + 2) under
     that epoch's ``consts``: log p(y, s) = log p(s) − ‖y − μ(s)‖²_obs / (2σ²) − (D_n/2) log 2πσ²
     gives Σ ⟨sqerr⟩ = 2σ² (Σ⟨s⟩ · logit π + n Σ_h log(1 − π_h) − Σ⟨log-joint less constant⟩) and
     the free energy's constant −½ log(2πσ²) Σ_n D_n. ``d_sum``: Σ_n D_n over the trained points."""
     logit, base, half_log, inv2s2, _ = consts
-    s, lj, lse = acc[:-2], acc[-2], acc[-1]
+    s, lj, lse = acc[0, :-2], acc[0, -2], acc[0, -1]
     err = (s @ logit[:, 0] + n * base[0] - lj) / inv2s2
     return torch.cat([s, torch.stack([err, lse - half_log * d_sum, d_sum])])
 
@@ -211,11 +212,11 @@ class _Run:
     buf: torch.Tensor  # (N + 1, S, W) states; row N takes the padding rows' writes
     weight: torch.Tensor  # (rows, 1) 1 for real rows, 0 for padding
     share: torch.Tensor  # (rows, 1) weight / Σ weight of the row's mini-batch
-    wn: torch.Tensor  # (rows, 1) share · 2/(2σ²) of this epoch (the M-step's weights)
+    wn: torch.Tensor  # (rows, 1, 1) share · 2/(2σ²) of this epoch (the M-step's weights)
     read: torch.Tensor  # (rows,) patch read by each row (padding: patch 0)
     write: torch.Tensor  # (rows,) buffer row written (padding: N)
     consts: tuple  # Model.constants() of this epoch
-    sums: torch.Tensor  # (H + 2,) this epoch's E-step sums (see _estep)
+    sums: torch.Tensor  # (1, H + 2) this epoch's E-step sums (see _estep)
     d_sum: torch.Tensor  # Σ_n D_n over the trained patches
     noise: torch.Tensor | None  # (K, ...) random numbers of the next K E-batches (draw_noise)
     pos: torch.Tensor  # (e_batch,) the rows of the current E-batch
@@ -252,10 +253,11 @@ def _make_run(model: Model, y: torch.Tensor, obs: torch.Tensor | None, cfg: Conf
     d_sum = torch.tensor(float(n * y.shape[1]), device=device) if obs is None else obs.sum()
     lr = torch.full((rows,), cfg.lr_min, device=device)
     return _Run(model, _adam(params, lr[0]), params, schedule, lr_pos, lr, buf, weight, share,
-                torch.zeros_like(share), torch.zeros(rows, dtype=torch.long, device=device),
+                torch.zeros_like(share)[..., None],
+                torch.zeros(rows, dtype=torch.long, device=device),
                 torch.full((rows,), n, dtype=torch.long, device=device),
                 tuple(c.clone() for c in model.constants()),
-                torch.zeros(cfg.n_latents + 2, device=device), d_sum,
+                torch.zeros(1, cfg.n_latents + 2, device=device), d_sum,
                 None if noise is None else noise.expand(k, *noise.shape).clone(),
                 torch.zeros(e_batch, dtype=torch.long, device=device),
                 *_engine(cfg, device, steps), cfg, n_train, steps,
@@ -279,7 +281,7 @@ def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: in
     with torch.no_grad():
         for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
             c.copy_(v)
-        torch.mul(run.share, 2 * run.consts[3], out=run.wn)
+        torch.mul(run.share[..., None], 2 * run.consts[3], out=run.wn)
         torch.index_select(run.schedule, 0, run.lr_pos + epoch * run.steps, out=run.lr)
     run.sums.zero_()
     run.pos.copy_(torch.arange(e_batch, device=device))
@@ -312,12 +314,12 @@ def _chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int,
     def part(t, m):  # mini-batch m of an E-batch's rows (all of them: no call)
         return t if e_batch == bs else t[m * bs:(m + 1) * bs]
 
-    for i, steps in enumerate(n_m):
+    noises = (None,) * len(n_m) if run.noise is None else run.noise.unbind(0)
+    for noise, steps in zip(noises, n_m):
         pos = run.pos
         idx, w, wn, lr = run.read[pos], run.weight[pos], run.wn[pos], run.lr[pos]
         yb = y[idx]
         ob = None if obs is None else obs[idx]
-        noise = None if run.noise is None else run.noise[i]
         new, bits, lj = run.estep(model, yb, ob, run.buf[idx], noise, run.consts, w, run.sums)
         run.buf[run.write[pos]] = new
         if k < bits.shape[1]:
