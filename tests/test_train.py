@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from evodenoise.config import get_preset
-from evodenoise.evolution import EStepOut, evolve, pack, unpack
+from evodenoise.evolution import EStepOut, evolve, init_states, pack, unpack
 from evodenoise.model import PI_MIN, Model
 from evodenoise.patches import extract_patches
 from evodenoise.train import PosteriorStats, estimate, fit, learning_rate
@@ -353,3 +353,21 @@ def test_schedule_position_stays_within_the_run_any_estep_batch(monkeypatch):
     assert max(ts) <= cfg.epochs
     last_step = max(t for t in ts if t < cfg.epochs)
     assert learning_rate(last_step, cfg) < 0.05 * cfg.lr_max
+
+
+@pytest.mark.parametrize("estep_batch", [0, 24])
+def test_epochs_write_the_new_states_back(monkeypatch, estep_batch):
+    """Every trained patch's K_n after an epoch is that epoch's E-step result, not the
+    initial draw (each row writes back its own patch; padding rows only the spare row)."""
+    import evodenoise.train as train_module
+    first = []
+
+    def recorded(*args, **kwargs):
+        first.append(init_states(*args, **kwargs))
+        return first[-1].clone()
+
+    monkeypatch.setattr(train_module, "init_states", recorded)
+    y = small_patches()
+    fitted = fit(y, None, tiny_cfg(epochs=1, estep_batch=estep_batch), gen(0))
+    changed = (fitted.states != first[0][:len(y)]).any(-1).any(-1)
+    assert changed.float().mean() > 0.9

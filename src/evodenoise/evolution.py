@@ -243,29 +243,24 @@ def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
 
 def _flips(wt: torch.Tensor, bits: torch.Tensor, w: int):
     """The bits (G, B, P, C) a bitflip E-step flips -> per generation (tuples of G) the
-    one-bit masks (B, P·C, W) and the rows of the extended first layer wt (H, width_1 + 1) a
-    child adds when its parent had the bit set (−wt[bit], it is cleared) and when not (+wt[bit]).
-    With one word :func:`_bitflip` asks "child < parent" instead, true for a cleared bit but for
-    bit 63 (the sign bit) a set one: its rows are swapped here."""
+    one-bit masks (B, P·C, W) and the rows −wt[bit] (B, P·C, width_1 + 1) of the extended first
+    layer wt (H, width_1 + 1) that a child adds when its parent had the bit set (it is
+    cleared), their negatives when not. With one word :func:`_bitflip` asks "child < parent"
+    instead, true for a cleared bit but for bit 63 (the sign bit) a set one: its row is +wt."""
     g, b, p, c = bits.shape
     bits = bits.view(g, b, p * c)
-    if w == 1:
-        h = wt.shape[0]
-        wt = wt * _cached(("sign", h, str(wt.device), wt.dtype), lambda: torch.where(
-            _arange(h, wt.device) == WORD - 1, 1.0, -1.0).to(wt.dtype)[:, None])
-    else:
-        wt = -wt
-    on_set = torch.nn.functional.embedding(bits, wt)  # wt[bits], a faster gather
-    return _bit_masks(bits, w).unbind(0), on_set.unbind(0), (-on_set).unbind(0)
+    h = wt.shape[0]
+    sign = _cached(("sign", h, w, str(wt.device), wt.dtype), lambda: torch.where(
+        (_arange(h, wt.device) == WORD - 1) & (w == 1), 1.0, -1.0).to(wt.dtype)[:, None])
+    rows = torch.nn.functional.embedding(bits, wt * sign)  # (wt · sign)[bits], a fast gather
+    return _bit_masks(bits, w).unbind(0), rows.unbind(0)
 
 
-def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, on_set: torch.Tensor,
-             on_clear: torch.Tensor):
+def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, rows: torch.Tensor):
     """Children of the members idx (B, P·C) of ``pop`` (each parent repeated C times), each
     flipping the bit of its mask (B, P·C, W), built packed: a child's extended pre-activation
-    (log-prior included) is its parent's plus the row of :func:`_flips` for a parent that had
-    the bit set (``on_set``) or not (``on_clear``), so no child is ever unpacked. Returns
-    packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
+    (log-prior included) is its parent's plus or minus its row of :func:`_flips`, so no child is
+    ever unpacked. Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
     b = _rows(idx.shape[0], idx.device)
     par = pop.states[b, idx]
     children = par ^ masks
@@ -273,7 +268,10 @@ def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, on_set: t
         was_set = children < par
     else:
         was_set = (par & masks).any(-1, keepdim=True)  # (B, P·C, 1)
-    return children, pop.a[b, idx] + torch.where(was_set, on_set, on_clear)
+    plus, minus = _cached(("pm", str(rows.device), rows.dtype), lambda: (
+        torch.ones((), device=rows.device, dtype=rows.dtype),
+        -torch.ones((), device=rows.device, dtype=rows.dtype)))
+    return children, torch.addcmul(pop.a[b, idx], rows, torch.where(was_set, plus, minus))
 
 
 def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,

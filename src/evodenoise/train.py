@@ -277,7 +277,9 @@ def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: in
     e_batch = run.pos.shape[0]
     n_eb = run.read.shape[0] // e_batch
     per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
-    run.read[:run.n_train] = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
+    perm = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
+    run.read[:run.n_train] = perm  # each real row reads and writes its patch
+    run.write[:run.n_train] = perm
     with torch.no_grad():
         for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
             c.copy_(v)
