@@ -307,6 +307,29 @@ def test_image_smaller_than_patch():
         denoise(np.zeros((5, 5), np.float32), 0.1)  # the fast preset's 8x8 patch
 
 
+def test_auto_patch_size_follows_the_signal_to_noise_ratio():
+    """Patch size 0: the less noise for the image's contrast, the smaller the patch; exact for
+    a given plane and σ; bounded by the image; 8 for masked input without σ."""
+    from evodenoise.restore import choose_patch_size
+    plane = torch.from_numpy(data.camera()[::2, ::2].astype(np.float32))
+    sizes = [choose_patch_size(plane, None, s, 256) for s in (5.0, 25.0, 50.0, 200.0)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1] and set(sizes) <= {4, 6, 8}
+    assert choose_patch_size(plane, None, 200.0, 256) == 8
+    assert choose_patch_size(plane, None, 25.0, 5) <= 5
+    noisy = plane + 25 * torch.randn(plane.shape, generator=torch.Generator().manual_seed(0))
+    assert choose_patch_size(noisy, None, None, 256) == choose_patch_size(noisy, None, 25.0, 256)
+    assert choose_patch_size(noisy, torch.rand(plane.shape) < 0.5, None, 256) == 8
+
+
+def test_auto_patch_size_is_reported_and_small_images_fit():
+    clean = data.camera()[::8, ::8][:12, :12].astype(np.float32) / 255  # 12x12
+    cfg = TINY.replace(patch_size=0)
+    out, res = denoise(add_noise(clean), SIGMA, config=cfg)
+    assert res.config.patch_size in (4, 6, 8) and out.shape == clean.shape
+    with pytest.raises(ValueError, match="smaller than the 4x4"):
+        denoise(np.zeros((3, 30), np.float32), 0.1, config=cfg)
+
+
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
         denoise(GOOD, 0.1, config="no-such-preset")
@@ -344,7 +367,7 @@ def test_config_replace_rejects_unknown_key():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(patch_size=0), dict(n_latents=0), dict(hidden=(0,)), dict(n_states=0),
+    dict(patch_size=-1), dict(n_latents=0), dict(hidden=(0,)), dict(n_states=0),
     dict(n_latents=3, n_states=9, n_children=2), dict(n_parents=0), dict(n_children=0),
     dict(n_generations=-1), dict(n_parents=65), dict(n_latents=4, n_states=8, n_children=5),
     dict(mutation="crossover", n_parents=1), dict(epochs=-1), dict(batch_size=0),

@@ -25,7 +25,8 @@ COMPILES = ("auto", "on", "off")
 class Config:
     """Hyperparameters of one restoration run (units: image values on the 0-255 scale).
 
-    Model: ``patch_size`` (p, patches are p x p x channels), ``n_latents`` (H binary latents),
+    Model: ``patch_size`` (p, patches are p x p x channels; ``0``: chosen per image from its
+    signal-to-noise ratio, 4, 6 or 8, see ``restore.choose_patch_size``), ``n_latents`` (H binary latents),
     ``hidden`` (decoder hidden layer widths), ``activation``.
     Truncated posterior: ``n_states`` (S states kept per patch); evolution with ``n_parents``
     parents x ``n_children`` children x ``n_generations``, parent ``selection`` and ``mutation``.
@@ -109,7 +110,7 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        _check(self.patch_size >= 1, "patch_size must be >= 1")
+        _check(self.patch_size >= 0, "patch_size must be >= 1 (0: automatic)")
         _check(self.n_latents >= 1, "n_latents must be >= 1")
         _check(all(h >= 1 for h in self.hidden), "hidden layer widths must be >= 1")
         _check(self.n_states >= 1, "n_states must be >= 1")

@@ -102,6 +102,33 @@ def training_epochs(cfg: Config, n_pool: int) -> int:
     return min(max(cfg.epochs, math.ceil(cfg.min_visits / n_pool)), 2 * cfg.epochs)
 
 
+# Automatic patch size (Config.patch_size 0): the largest of these whose signal-to-noise ratio
+# bound the plane exceeds, measured in benchmarks/RESULTS.md ("Session 4: patch size").
+AUTO_PATCH_SIZES = {8: 0.0, 6: 1.5, 4: 4.0}  # patch size: lowest ratio that takes it
+
+
+def choose_patch_size(plane: torch.Tensor, missing: torch.Tensor | None, sigma: float | None,
+                      limit: int) -> int:
+    """Patch size for a plane (H, W) of 0–255 values with noise σ (0–255; None: estimated
+    from the plane by scikit-image's wavelet estimator), ``missing`` (H, W) or None.
+
+    The ratio r = sqrt(var(plane) − σ²) / σ of the signal's to the noise's standard deviation
+    decides: a high ratio (little noise for the image's contrast: the luminance of most colour
+    photos) wants small patches, whose D values the H latents describe more finely; a low one
+    wants large patches, whose many values average the noise (``AUTO_PATCH_SIZES``). Inputs
+    with missing values and no σ keep 8, the size inpainting was tuned with."""
+    values = plane if missing is None else plane[~missing]
+    if sigma is None:
+        if missing is not None:
+            return min(8, limit)
+        from skimage.restoration import estimate_sigma
+        sigma = max(float(estimate_sigma(plane.cpu().numpy().astype(np.float64))), 1e-3)
+    var = float(values.double().var()) if values.numel() > 1 else 0.0
+    ratio = math.sqrt(max(var - sigma ** 2, 0.0)) / sigma
+    fits = [p for p, low in AUTO_PATCH_SIZES.items() if ratio >= low and p <= limit]
+    return min(fits) if fits else min(AUTO_PATCH_SIZES)
+
+
 def plan_band_rows(cfg: Config, shape, masked: bool, n_pool: int, device, max_memory) -> int:
     """Patch rows per band of the streaming estimate: ``cfg``'s (about 65,536 patches per band
     by default), halved until the run fits ``max_memory`` bytes (None: the memory available);
@@ -149,9 +176,9 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
                          f"give a larger sigma, lower sigma_floor, or leave sigma out to learn it")
     chw = img[None] if img.ndim == 2 else np.moveaxis(img, 2, 0)
     c, h, w = chw.shape
-    if cfg.patch_size > min(h, w):
-        raise ValueError(f"image of {h}x{w} pixels is smaller than the "
-                         f"{cfg.patch_size}x{cfg.patch_size} patch of this preset")
+    if max(cfg.patch_size, min(AUTO_PATCH_SIZES)) > min(h, w):
+        p = cfg.patch_size or min(AUTO_PATCH_SIZES)
+        raise ValueError(f"image of {h}x{w} pixels is smaller than the {p}x{p} patch of this preset")
     missing = None
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
@@ -182,6 +209,11 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
                 and (missing is None or bool((missing == missing[:1]).all())))
     if opponent:
         x = torch.einsum("kc,chw->khw", OPPONENT.to(dev), x)
+    if not cfg.patch_size:  # auto: from the luminance's (or gray's) signal-to-noise ratio
+        cfg = cfg.replace(patch_size=choose_patch_size(
+            x[0], None if missing is None else missing[0],
+            None if sigma is None else sigma * SCALE, min(h, w)))
+    if opponent:
         groups = [(slice(0, 1), cfg), (slice(1, 3), cfg.replace(
             train_patches=max(1, round(cfg.train_patches * cfg.chroma_pool))))]
     else:
