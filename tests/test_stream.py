@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from evodenoise import denoise, get_preset, inpaint
 from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
-from evodenoise.memory import MemoryBudgetError, check_fits
+from evodenoise.memory import MemoryBudgetError, check_fits, keep_freed_memory
 from evodenoise.model import Model
 from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
 from evodenoise.restore import MIN_RAISED_POOL, OPPONENT, training_epochs
@@ -241,3 +241,13 @@ def test_gray_images_ignore_the_colour_setting():
     a, _ = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2), seed=0)
     b, _ = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, color="rgb"), seed=0)
     assert np.array_equal(a, b)
+
+
+def test_keep_freed_memory_is_applied_once_on_linux():
+    """The allocator policy is set once per process (a bool each time, the same one); on
+    glibc Linux it is applied."""
+    import sys
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert first
