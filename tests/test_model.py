@@ -149,6 +149,22 @@ def test_decoder_without_hidden_layer_is_linear():
     torch.testing.assert_close(dec(s)[0], b + w[:, 0] + w[:, 2] + w[:, 3])
 
 
+@pytest.mark.parametrize("hidden,activation", [((), "relu"), ((6,), "relu"),
+                                               ((6, 5), "leaky_relu"), ((6,), "tanh")])
+def test_decoder_mean_is_the_weighted_mean_of_the_outputs(hidden, activation):
+    """Decoder.mean applies the (affine) output layer once to the q-weighted hidden
+    activations: the same as averaging the K outputs, also when q does not sum to 1."""
+    g = torch.Generator().manual_seed(0)
+    dec = Decoder(7, 5, hidden, activation, g).double()
+    with torch.no_grad():
+        for layer in dec.layers:
+            layer.bias.uniform_(-1, 1, generator=g)
+    s = (torch.rand(4, 9, 7, generator=g) < 0.4).double()
+    for q in (torch.softmax(torch.randn(4, 9, generator=g, dtype=torch.float64), 1),
+              torch.rand(4, 9, generator=g, dtype=torch.float64)):
+        torch.testing.assert_close(dec.mean(s, q), torch.einsum("bk,bkd->bd", q, dec(s)))
+
+
 def test_log_joint_is_differentiable_in_decoder_only():
     m = tiny_model()
     y = torch.randn(2, D, dtype=torch.float64, generator=torch.Generator().manual_seed(4))

@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from evodenoise import denoise, get_preset, inpaint
 from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
-from evodenoise.memory import MemoryBudgetError, check_fits
+from evodenoise.memory import MemoryBudgetError, check_fits, keep_freed_memory
 from evodenoise.model import Model
 from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
 from evodenoise.restore import MIN_RAISED_POOL, OPPONENT, training_epochs
@@ -73,14 +73,15 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
         torch.testing.assert_close(got_var, var, rtol=1e-3, atol=1e-5)
 
 
-def test_dictionary_is_the_most_frequent_distinct_states():
+@pytest.mark.parametrize("n_latents", [60, 100])  # one packed word (flat unique) or two
+def test_dictionary_is_the_most_frequent_distinct_states(n_latents):
     g = torch.Generator().manual_seed(1)
-    states = init_states(30, 6, 60, g, "cpu")
+    states = init_states(30, 6, n_latents, g, "cpu")
     states[:10, 0] = states[0, 0]  # one state in 10 sets
     states[10:14, 1] = states[10, 1]  # another in 4 sets
-    model = Model(60, 4, (8,), "relu", 1.0, g)
+    model = Model(n_latents, 4, (8,), "relu", 1.0, g)
     dic = Dictionary(Fit(model, states, SMALL), 8).states
-    assert dic.shape == (8, 1) and not duplicate_mask(dic[None]).any()
+    assert dic.shape == (8, states.shape[-1]) and not duplicate_mask(dic[None]).any()
     assert torch.equal(dic[0], states[0, 0]) and torch.equal(dic[1], states[10, 1])
 
 
@@ -240,3 +241,13 @@ def test_gray_images_ignore_the_colour_setting():
     a, _ = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2), seed=0)
     b, _ = denoise(noisy, SIGMA, config=SMALL.replace(epochs=2, color="rgb"), seed=0)
     assert np.array_equal(a, b)
+
+
+def test_keep_freed_memory_is_applied_once_on_linux():
+    """The allocator policy is set once per process (a bool each time, the same one); on
+    glibc Linux it is applied."""
+    import sys
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert first

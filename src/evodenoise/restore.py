@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import Config, get_preset
-from .memory import check_fits, available_memory
+from .memory import available_memory, check_fits, keep_freed_memory
 from .patches import count_patches, fill_missing, gather_patches
 from .stream import band_rows, estimate_image
 from .train import fit
@@ -194,6 +194,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
             raise ValueError("mask marks no value as missing: nothing to inpaint")
         missing = torch.from_numpy(np.array(m, dtype=bool))  # a copy: m may be a read-only view
     dev = torch.device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # the kernel's page faults cost up to 40 % of the estimate
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     alpha = None
     if c == 4:  # alpha is passed through untouched

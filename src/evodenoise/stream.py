@@ -35,22 +35,30 @@ class Dictionary:
     def __init__(self, fitted: Fit, size: int):
         model = fitted.model
         states = fitted.states.reshape(-1, fitted.states.shape[-1])  # (M·S, W)
-        uniq, counts = torch.unique(states, dim=0, return_counts=True)
+        if states.shape[1] == 1:  # one word: a flat unique, many times faster than dim=0's
+            uniq, counts = torch.unique(states[:, 0], return_counts=True)
+            uniq = uniq[:, None]
+        else:
+            uniq, counts = torch.unique(states, dim=0, return_counts=True)
         self.states = uniq[torch.topk(counts, min(size, counts.numel())).indices]  # (K, W)
         s = unpack(self.states, model.pi.numel())  # (K, H)
         self.mu = model.decoder(s)  # (K, D)
         self.mu2 = self.mu * self.mu
         self.prior = model.log_prior(s)  # (K,)
         self.sigma2 = model.sigma2
+        # log p(y, s_k) + ‖y‖²/2σ² = y·μ_k/σ² + log p(s_k) − ‖μ_k‖²/2σ²: one addmm per chunk
+        self._w = (self.mu / self.sigma2).T.contiguous()  # (D, K)
+        self._c = self.prior - self.mu2.sum(1) / (2 * self.sigma2)  # (K,)
+        # with a mask: [obs·y, obs] @ [μ/σ²; −μ²/2σ²] (2D, K) sums over observed values only
+        self._w_obs = torch.cat([self._w, (self.mu2 / (-2 * self.sigma2)).T])
 
     def scores(self, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         """log p(y, s_k) of patches y (B, D) for every entry k, up to a constant per patch:
-        (B, K). ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖² is one matrix product."""
+        (B, K). ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖², so the scores are one matrix product
+        plus a constant per entry (one ``addmm``, no further pass over the (B, K) scores)."""
         if obs is None:
-            sq = self.mu2.sum(1)[None, :] - 2 * y @ self.mu.T
-        else:
-            sq = obs @ self.mu2.T - 2 * (obs * y) @ self.mu.T
-        return self.prior[None, :] - sq / (2 * self.sigma2)
+            return torch.addmm(self._c, y, self._w)
+        return torch.addmm(self.prior, torch.cat([obs * y, obs], 1), self._w_obs)
 
     def seed(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int) -> torch.Tensor:
         """For each patch the ``n_states`` entries of highest log-joint: packed (B, S, W)."""

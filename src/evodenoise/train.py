@@ -418,8 +418,11 @@ def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config
             e = evolve(model, y[c], ob, states[c], cfg, gen)
             states[c] = e.states
             if sweep == cfg.final_sweeps - 1:
-                mu = model.decoder(unpack(e.states, cfg.n_latents))  # (B, S, D)
-                est[c] = torch.einsum("bs,bsd->bd", e.q, mu)
-                if var is not None:
-                    var[c] = torch.einsum("bs,bsd->bd", e.q, mu * mu) - est[c] ** 2
+                s, q = unpack(e.states, cfg.n_latents), e.q  # (B, S, H), (B, S)
+                if var is None:  # the output layer once per patch, not once per state
+                    est[c] = model.decoder.mean(s, q)
+                else:
+                    mu = model.decoder(s)  # (B, S, D)
+                    est[c] = torch.einsum("bs,bsd->bd", q, mu)
+                    var[c] = torch.einsum("bs,bsd->bd", q, mu * mu) - est[c] ** 2
     return est
