@@ -64,8 +64,9 @@ def run_once(preset: str, clean: np.ndarray, device: str, epochs: int | None = N
              callback=None) -> dict:
     import evodenoise
     from evodenoise.metrics import psnr
+    from throughput import sized
 
-    cfg = evodenoise.get_preset(preset)
+    cfg = sized(evodenoise.get_preset(preset), task_input(preset, clean)[0], 25 / 255)
     if epochs is not None:
         cfg = cfg.replace(epochs=epochs, min_visits=0)
     image, sigma, mask = task_input(preset, clean)
@@ -86,9 +87,9 @@ def profile_epoch(preset: str, clean: np.ndarray) -> dict:
 
     import evodenoise
     from evodenoise.patches import count_patches
-    from throughput import work_per_epoch
+    from throughput import sized, work_per_epoch
 
-    cfg = evodenoise.get_preset(preset)
+    cfg = sized(evodenoise.get_preset(preset), task_input(preset, clean)[0], 25 / 255)
     steps = work_per_epoch(cfg, count_patches(*clean.shape, cfg.patch_size), 1)["steps"]
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     prof = torch.profiler.profile(activities=acts)
@@ -120,9 +121,9 @@ def bench_preset(preset: str, clean: np.ndarray, cpu: str) -> dict:
 
     import evodenoise
     from evodenoise.patches import count_patches
-    from throughput import work_per_epoch
+    from throughput import sized, work_per_epoch
 
-    cfg = evodenoise.get_preset(preset)
+    cfg = sized(evodenoise.get_preset(preset), task_input(preset, clean)[0], 25 / 255)
     row = {"preset": preset, "config": cfg.to_dict()}
     torch.cuda.reset_peak_memory_stats()
     seconds = []

@@ -48,6 +48,17 @@ def decoder_flops(cfg, channels: int) -> tuple[int, int]:
     return sum(layers), sum(layers[1:])
 
 
+def sized(cfg, image: np.ndarray, sigma: float):
+    """``cfg`` with the patch size a run on ``image`` (gray, [0, 1]) at ``sigma`` uses: its
+    own, or (patch_size 0) the one evodenoise chooses from the image."""
+    if cfg.patch_size:
+        return cfg
+    import torch
+    from evodenoise.restore import SCALE, choose_patch_size
+    plane = torch.from_numpy(np.asarray(image, np.float32) * SCALE)
+    return cfg.replace(patch_size=choose_patch_size(plane, None, sigma * SCALE, min(image.shape)))
+
+
 def work_per_epoch(cfg, n_patches: int, channels: int) -> dict:
     """Decoder evaluations and FLOPs of one training epoch over ``n_patches`` patches."""
     n = min(n_patches, cfg.train_patches)
@@ -149,7 +160,7 @@ def measure(preset: str, image: np.ndarray, sigma: float, epochs: int, device: s
     import evodenoise
     from evodenoise.patches import count_patches
 
-    cfg = evodenoise.get_preset(preset)
+    cfg = sized(evodenoise.get_preset(preset), image, sigma)
     seconds = []
     run_cfg = cfg.replace(epochs=epochs, min_visits=0, final_sweeps=1, compile=compile)
     evodenoise.denoise(image, sigma, config=run_cfg, seed=0, device=device,
@@ -225,7 +236,7 @@ def main(argv=None) -> int:
         row = measure(preset, noisy, args.sigma / 255, args.epochs, args.device, args.compile)
         projected = "-"
         if args.project:
-            cfg = evodenoise.get_preset(preset)
+            cfg = sized(evodenoise.get_preset(preset), noisy, args.sigma / 255)
             ops = count_ops_per_step(cfg, noisy, args.sigma / 255)
             row["ops_per_step"] = ops["dispatched"]
             row["launches_per_step"] = ops["launches"]

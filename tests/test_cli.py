@@ -93,7 +93,7 @@ class FakeEngine:
         exc = self.raise_on.get(kind) or self.raise_on.get("any")
         if exc is not None:
             raise exc
-        p = config.patch_size
+        p = config.patch_size or 4  # 0: automatic, at least 4x4
         if image.shape[0] < p or image.shape[1] < p:
             raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} pixels is smaller "
                              f"than the {p}x{p} patch")
@@ -375,7 +375,7 @@ def test_bad_mask_missing(tmp_path, engine):
 
 
 def test_bad_image_smaller_than_patch(tmp_path, engine):
-    gray(tmp_path / "tiny.png", 4, 5)
+    gray(tmp_path / "tiny.png", 3, 5)  # below the smallest automatic patch (4x4)
     before = files(tmp_path)
     r = run("denoise", "tiny.png", *FAST)
     assert_one_line_error(r, 1, "smaller than")

@@ -52,7 +52,8 @@ def test_tiny_run_writes_rows(tp, tmp_path):
                   "--project", "--json", str(out)])
     assert rc == 0
     row = json.loads(out.read_text())["rows"][0]
-    assert row["patches"] == 49 * 49 and row["epoch_seconds"] > 0
+    # fast chooses its patch size (4, 6 or 8) from the image
+    assert row["patches"] in [(57 - p) ** 2 for p in (4, 6, 8)] and row["epoch_seconds"] > 0
     assert row["ops_per_step"] > 10  # an E-step and an Adam step are many operator calls
     assert row["gpu_projected_s"] == max(row["gpu_flop_bound_s"], row["gpu_launch_bound_s"])
 

@@ -104,7 +104,7 @@ def training_epochs(cfg: Config, n_pool: int) -> int:
 
 # Automatic patch size (Config.patch_size 0): the largest of these whose signal-to-noise ratio
 # bound the plane exceeds, measured in benchmarks/RESULTS.md ("Session 4: patch size").
-AUTO_PATCH_SIZES = {8: 0.0, 6: 1.5, 4: 4.0}  # patch size: lowest ratio that takes it
+AUTO_PATCH_SIZES = {8: 0.0, 6: 1.3, 4: 2.0}  # patch size: lowest ratio that takes it
 
 
 def choose_patch_size(plane: torch.Tensor, missing: torch.Tensor | None, sigma: float | None,
