@@ -221,8 +221,9 @@ PRESETS["default"] = PRESETS["fast"]
 # number of pixels. GPU: not measured yet (no GPU lent so far); benchmarks/throughput.py
 # projects it from the measured work per epoch.
 PRESET_NOTES: dict[str, str] = {
-    "fast": "denoise default (House σ=25: 31.9 dB, 105 s on 2 CPU cores); training is bounded "
-            "at 65,536 patches, each further megapixel costs one E-step sweep",
+    "fast": "denoise default (House σ=25: 32.1 dB, about 2 min on 2 CPU cores); patch size "
+            "from the image; training is bounded at 65,536 patches, each further megapixel "
+            "costs three E-step sweeps",
     "inpaint": "inpaint default (House 50 % missing: 37.3 dB, 358 s on 2 CPU cores)",
     "quality": "wider decoder, more states (House σ=25: 32.3 dB, 191 s on 2 CPU cores)",
     "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
