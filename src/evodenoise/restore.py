@@ -176,8 +176,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
                          f"give a larger sigma, lower sigma_floor, or leave sigma out to learn it")
     chw = img[None] if img.ndim == 2 else np.moveaxis(img, 2, 0)
     c, h, w = chw.shape
-    if max(cfg.patch_size, min(AUTO_PATCH_SIZES)) > min(h, w):
-        p = cfg.patch_size or min(AUTO_PATCH_SIZES)
+    p = cfg.patch_size or min(AUTO_PATCH_SIZES)  # automatic: at least the smallest size
+    if p > min(h, w):
         raise ValueError(f"image of {h}x{w} pixels is smaller than the {p}x{p} patch of this preset")
     missing = None
     if mask is not None:
