@@ -13,7 +13,7 @@ from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
 from evodenoise.evolution import (_bitflip, _flips, _Population, _prepare, _recombine,
                                   _select_parents, distinct_bits, duplicate_mask,
                                   evolve, flip_bits, get_bits, init_states, n_words, pack,
-                                  unpack)
+                                  preactivations, unpack)
 from evodenoise.model import Model
 
 
@@ -253,6 +253,23 @@ def test_zero_generations_rescores_and_sorts(masked):
     torch.testing.assert_close(out.log_joint, want)
     assert torch.equal(out.states, torch.gather(states, 1, order[..., None].expand_as(states)))
     assert rows_as_sets(out.states) == rows_as_sets(states)
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+@pytest.mark.parametrize("h", [64, 70])
+def test_evolve_keeps_and_takes_preactivations(mutation, h):
+    """``keep`` returns the new states' extended pre-activations (first layer, log-prior
+    last), and passing them back (``a``) gives the E-step the same result as recomputing."""
+    cfg, model, y, obs, states = setup(h, "fitness", mutation, masked=True)
+    consts = model.constants()
+    plain = evolve(model, y, obs, states, cfg, gen(7))
+    kept = evolve(model, y, obs, states, cfg, gen(7), a=preactivations(model, states, consts),
+                  keep=True)
+    assert torch.equal(kept.states, plain.states)
+    torch.testing.assert_close(kept.log_joint, plain.log_joint, rtol=1e-5, atol=1e-4)
+    s = unpack(kept.states, h)
+    torch.testing.assert_close(kept.a, torch.cat(
+        [model.decoder.first(s), model.log_prior(s)[..., None]], -1), rtol=1e-5, atol=1e-4)
 
 
 def test_evolve_is_seeded():

@@ -176,9 +176,10 @@ def test_output_shape_dtype_range(camera_denoised):
 def test_result_record(camera_denoised):
     _, _, _, res, epochs = camera_denoised
     assert isinstance(res, Result)
-    # the config that ran: the preset with the pool size and band rows it settled (a 40x40
-    # image has 36x36 patches, all in the pool, one band)
-    assert res.config == SMALL.replace(train_patches=36 * 36, band_rows=36)
+    # the config that ran: the preset with the pool size, band rows and chunk it settled (a
+    # 40x40 image has 36x36 patches, all in the pool, one band)
+    assert res.config == SMALL.replace(train_patches=36 * 36, band_rows=36,
+                                      chunk_size=256)  # and the chunk (0: automatic)
     assert res.seed == 0 and res.device == "cpu"
     assert len(res.free_energy) == SMALL.epochs == len(res.log)
     assert all(np.isfinite(res.free_energy))
@@ -373,7 +374,7 @@ def test_config_replace_rejects_unknown_key():
     dict(mutation="crossover", n_parents=1), dict(epochs=-1), dict(batch_size=0),
     dict(lr_min=0.0), dict(lr_min=0.1, lr_max=0.01), dict(lr_half_cycle=0.0),
     dict(sigma_floor=0.0), dict(estep_batch=-1), dict(train_patches=0),
-    dict(dictionary_size=1), dict(band_rows=-1), dict(grad_states=-1), dict(final_sweeps=0), dict(chunk_size=0),
+    dict(dictionary_size=1), dict(band_rows=-1), dict(grad_states=-1), dict(final_sweeps=0), dict(chunk_size=-1),
     dict(selection="roulette"), dict(mutation="gaussian"), dict(activation="gelu"),
     dict(sigma_mode="learn"), dict(merge="median"),
 ], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))

@@ -63,7 +63,11 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
         with torch.no_grad():
             lj = model.log_joint(y, unpack(dic.states, h).expand(7, -1, -1), obs)  # (7, K)
             best = torch.topk(lj, s, dim=1).indices
-            assert torch.equal(dic.seed(y, obs, s), dic.states[best])
+            seeds, a = dic.seed(y, obs, s)
+            assert torch.equal(seeds, dic.states[best])
+            torch.testing.assert_close(  # their extended pre-activations, log-prior last
+                a, torch.cat([model.decoder.first(unpack(seeds, h)),
+                              model.log_prior(unpack(seeds, h))[..., None]], -1))
             q = torch.softmax(torch.gather(lj, 1, best), 1)
             mu = model.decoder(unpack(dic.states[best], h))  # (7, S, D)
             mean = torch.einsum("bs,bsd->bd", q, mu)

@@ -46,7 +46,9 @@ class Config:
     kept, the others' never exist during training), smaller ones on all of theirs;
     ``grad_states`` keeps only that many most probable states per patch in the gradient
     (``0``: all S); ``final_sweeps`` full E-step sweeps under the final parameters before the
-    estimate; ``chunk_size`` patches per chunk in those sweeps (bounds memory).
+    estimate; ``chunk_size`` patches per chunk in those sweeps (bounds memory; ``0``: 256 on
+    the CPU, where a chunk's candidates then stay in the caches and reuse the allocator's
+    blocks, measured 1.2x faster than 1024, and 16,384 on a GPU, where fewer, larger calls win).
 
     Streaming estimate (``stream.py``): the image is estimated ``band_rows`` rows of patches at
     a time (``0``: about 65,536 patches per band, fewer when memory is short); a patch outside
@@ -99,7 +101,7 @@ class Config:
     train_patches: int = 65536
     grad_states: int = 16
     final_sweeps: int = 1
-    chunk_size: int = 1024
+    chunk_size: int = 0
     band_rows: int = 0
     dictionary_size: int = 4096
     fresh_sweeps: int = 3
@@ -139,7 +141,7 @@ class Config:
         _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")
-        _check(self.chunk_size >= 1, "chunk_size must be >= 1")
+        _check(self.chunk_size >= 0, "chunk_size must be >= 0 (0: automatic)")
         for name, allowed in (("selection", SELECTIONS), ("mutation", MUTATIONS),
                               ("activation", ACTIVATIONS), ("sigma_mode", SIGMA_MODES),
                               ("merge", MERGES), ("color", COLORS), ("compile", COMPILES)):
@@ -161,6 +163,12 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         return cls().replace(**d)
+
+
+def chunk_rows(cfg: Config, device) -> int:
+    """Patches per chunk of the estimate's sweeps: ``cfg.chunk_size``, or (0) 256 on the CPU
+    and 16,384 on a GPU (``device``: a torch device)."""
+    return cfg.chunk_size or (256 if device.type == "cpu" else 16384)
 
 
 def _check(ok: bool, message: str) -> None:

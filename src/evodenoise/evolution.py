@@ -163,6 +163,7 @@ class EStepOut:
     states: torch.Tensor
     log_joint: torch.Tensor
     sqerr: torch.Tensor
+    a: torch.Tensor | None = None  # (B, S, width_1 + 1) extended pre-activations, when kept
 
     @property
     def q(self) -> torch.Tensor:
@@ -256,7 +257,8 @@ def _flips(wt: torch.Tensor, bits: torch.Tensor, w: int):
     return _bit_masks(bits, w).unbind(0), rows.unbind(0)
 
 
-def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, rows: torch.Tensor):
+def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, rows: torch.Tensor,
+             out: torch.Tensor | None = None):
     """Children of the members idx (B, P·C) of ``pop`` (each parent repeated C times), each
     flipping the bit of its mask (B, P·C, W), built packed: a child's extended pre-activation
     (log-prior included) is its parent's plus or minus its row of :func:`_flips`, so no child is
@@ -271,7 +273,8 @@ def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, rows: tor
     plus, minus = _cached(("pm", str(rows.device), rows.dtype), lambda: (
         torch.ones((), device=rows.device, dtype=rows.dtype),
         -torch.ones((), device=rows.device, dtype=rows.dtype)))
-    return children, torch.addcmul(pop.a[b, idx], rows, torch.where(was_set, plus, minus))
+    return children, torch.addcmul(pop.a[b, idx], rows, torch.where(was_set, plus, minus),
+                                   out=out)
 
 
 def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,
@@ -312,6 +315,21 @@ def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Ten
     return pack(children), torch.matmul(children, wt) + bias
 
 
+def extended_first(model: Model, consts) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's first layer extended by the log-prior: wt (H, width_1 + 1) and bias
+    (width_1 + 1,), so that a state's a = s @ wt + bias is its first-layer pre-activation and,
+    last, log p(s) (``consts``: :meth:`Model.constants`)."""
+    logit, base = consts[0], consts[1]
+    cols, b1 = model.decoder.first_columns()
+    return torch.cat([cols, logit], 1), torch.cat([b1, base])
+
+
+def preactivations(model: Model, states: torch.Tensor, consts) -> torch.Tensor:
+    """Extended pre-activations a (..., width_1 + 1) of packed states (..., W)."""
+    wt, bias = extended_first(model, consts)
+    return torch.matmul(unpack(states, model.pi.numel(), wt.dtype), wt) + bias
+
+
 def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     """What one E-step needs besides the states, prepared once per call.
 
@@ -322,12 +340,9 @@ def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     both (B, M), from a (B, M, width_1 + 1): the residual comes scaled by 1/√(2σ²), so that the
     log-joint is log p(s) − norm² (one ``addcmul``).
     """
-    logit, base, _, _, root = consts
-    cols, b1 = model.decoder.first_columns()
-    wt = torch.cat([cols, logit], 1)
-    bias = torch.cat([b1, base])
+    wt, bias = extended_first(model, consts)
     ob = None if obs is None else as_rows(obs)
-    residual = model.decoder.scaled_residual_fn(y, root)  # a -> (μ − y) / √(2σ²)
+    residual = model.decoder.scaled_residual_fn(y, consts[4])  # a -> (μ − y) / √(2σ²)
 
     def score(a):
         diff = residual(a)
@@ -363,37 +378,52 @@ def _mut_width(cfg: Config) -> int:
 
 @torch.no_grad()
 def evolve(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-           cfg: Config, gen: torch.Generator, consts=None) -> EStepOut:
+           cfg: Config, gen: torch.Generator, consts=None, a: torch.Tensor | None = None,
+           keep: bool = False) -> EStepOut:
     """One evolutionary E-step for a batch: y (B, D), obs (B, D) or None, states (B, S, W).
-    ``consts``: :meth:`Model.constants` when the caller already has them."""
+    ``consts``: :meth:`Model.constants` when the caller already has them. ``a``: the states'
+    extended pre-activations (B, S, width_1 + 1) when the caller has them under the current
+    parameters (a previous sweep's ``keep``, a dictionary's); ``keep``: return the new states'
+    in ``EStepOut.a`` (the estimate's next sweep and posterior mean then need no decoder pass
+    through the first layer)."""
     consts = model.constants() if consts is None else consts
     noise = draw_noise(cfg, y.shape[0], y.device, gen)
-    return EStepOut(*evolve_drawn(model, y, obs, states, noise, consts, cfg))
+    return EStepOut(*evolve_drawn(model, y, obs, states, noise, consts, cfg, a, keep))
 
 
 def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-                 noise: torch.Tensor | None, consts, cfg: Config):
+                 noise: torch.Tensor | None, consts, cfg: Config, a=None, keep: bool = False):
     """:func:`evolve` on noise from :func:`draw_noise`: (states (B, S, W), log-joints and
-    squared errors (B, S)). Static shapes, no host sync, no random draw: compilable whole."""
-    new, lj, norm = evolve_core(model, y, obs, states, noise, consts, cfg, norms=True)
+    squared errors (B, S), with ``keep`` also the states' pre-activations). Static shapes, no
+    host sync, no random draw: compilable whole."""
+    new, lj, norm, *kept = evolve_core(model, y, obs, states, noise, consts, cfg, norms=True,
+                                       a=a, keep=keep)
     half_log, inv2s2 = consts[2], consts[3]
     d = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
-    return new, lj - half_log * d, norm.square() / inv2s2
+    return new, lj - half_log * d, norm.square() / inv2s2, *kept
 
 
 def evolve_core(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-                noise: torch.Tensor | None, consts, cfg: Config, norms: bool = False):
+                noise: torch.Tensor | None, consts, cfg: Config, norms: bool = False,
+                a: torch.Tensor | None = None, keep: bool = False):
     """:func:`evolve_drawn` as training uses it (y, obs may come as (B, 1, D)): (states
     (B, S, W), log-joints less their
     per-point constant −(D_n/2) log 2πσ² (B, S), and with ``norms`` the scaled residual norms
-    ‖μ − y‖_obs / √(2σ²) (B, S), else None)."""
+    ‖μ − y‖_obs / √(2σ²) (B, S), else None); with ``keep`` a fourth value, the new states'
+    extended pre-activations (B, S, width_1 + 1). ``a``: the given states', if known."""
     wt, bias, score = _prepare(model, y, obs, consts)
     b, p, c = y.shape[0], cfg.n_parents, cfg.n_children
-    a = torch.baddbmm(bias, unpack(states, cfg.n_latents, wt.dtype), wt.expand(b, -1, -1))
+    if a is None:
+        a = torch.baddbmm(bias, unpack(states, cfg.n_latents, wt.dtype), wt.expand(b, -1, -1))
     lj, norm = score(a)  # a: (B, S, width_1 + 1)
     pop = _Population(states, a, lj)
     cand_states, cand_lj, cand_norm = [states], [lj], [norm]
     n_sel, g_all = _sel_width(cfg), cfg.n_generations
+    if keep:  # every candidate's a, written in place (a cat would copy them all again)
+        s_in = states.shape[1]
+        all_a = a.new_empty(b, s_in + g_all * p * c, a.shape[-1])
+        all_a[:, :s_in] = a
+        blocks = all_a[:, s_in:].unflatten(1, (g_all, p * c)).unbind(1) if g_all else ()
     if cfg.mutation == "bitflip" and g_all:  # every generation's bits at once (G, B, P, C)
         u_mut = noise[..., n_sel:] if n_sel else noise
         bits = distinct_bits((g_all, b, p), cfg.n_latents, c, u_mut)
@@ -405,10 +435,13 @@ def evolve_core(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
         idx = _select_parents(pop.lj, p, cfg.selection, u_sel)  # (B, P)
         if cfg.mutation == "bitflip":
             idx = torch.index_select(idx, 1, rep)  # (B, P·C): parent of each child
-            ch_states, ch_a = _bitflip(pop, idx, *next(flips))
+            ch_states, ch_a = _bitflip(pop, idx, *next(flips),
+                                       out=blocks[len(cand_lj) - 1] if keep else None)
         else:
             ch_states, ch_a = _recombine(model, pop.take(idx), wt, bias, cfg,
                                          u[:, n_sel:] if n_sel else u)
+            if keep:
+                blocks[len(cand_lj) - 1].copy_(ch_a)
         ch_lj, ch_norm = score(ch_a)
         cand_states.append(ch_states)
         cand_lj.append(ch_lj)
@@ -419,5 +452,7 @@ def evolve_core(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
     if g_all:
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
     best_lj, best = torch.topk(all_lj, cfg.n_states, dim=1)  # sorted, best first
-    new = all_states[_rows(b, y.device), best]
-    return new, best_lj, torch.gather(torch.cat(cand_norm, 1), 1, best) if norms else None
+    rows = _rows(b, y.device)
+    new = all_states[rows, best]
+    out = new, best_lj, torch.gather(torch.cat(cand_norm, 1), 1, best) if norms else None
+    return (*out, all_a[rows, best]) if keep else out

@@ -142,12 +142,15 @@ class Decoder(nn.Module):
                 g = _ACT_GRAD[self.activation](g @ self.layers[i].weight, zs[i - 1], xs[i])
         return grads[::-1]
 
-    def mean(self, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Σ_k q_k μ(s_k): states s (B, K, H) weighted by q (B, K) -> (B, D). The output layer
+    def mean(self, a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Σ_k q_k μ(s_k) from the states' first-layer pre-activations a (B, K, width_1) (see
+        :meth:`first`; the E-step keeps them) weighted by q (B, K) -> (B, D). The output layer
         is affine, so it is applied once to the q-weighted last hidden activations instead of
         to each of the K states: the same value (to rounding) at a K-th of that layer's cost."""
-        x = s
-        for layer in self.layers[:-1]:
+        if len(self.layers) == 1:  # a is μ itself
+            return torch.bmm(q.unsqueeze(1), a).squeeze(1)
+        x = self.act(a)
+        for layer in self.layers[1:-1]:
             x = self.act(layer(x))
         h = torch.bmm(q.unsqueeze(1), x).squeeze(1)  # (B, width_last)
         out = self.layers[-1]

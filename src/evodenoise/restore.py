@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import Config, get_preset
+from .config import Config, chunk_rows, get_preset
 from .memory import available_memory, check_fits, keep_freed_memory
 from .patches import count_patches, fill_missing, gather_patches
 from .stream import band_rows, estimate_image
@@ -279,6 +279,7 @@ def _restore_planes(x, missing, sigma, cfg, gen, max_memory, callback, share, fi
 
     n = count_patches(h, w, cfg.patch_size)
     n_pool = min(n, cfg.train_patches)
+    cfg = cfg.replace(chunk_size=chunk_rows(cfg, dev))
     cfg = cfg.replace(train_patches=n_pool, epochs=training_epochs(cfg, n_pool),
                       band_rows=plan_band_rows(cfg, (c, h, w), missing is not None, n_pool, dev,
                                                max_memory))

@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from .config import Config
-from .evolution import unpack
+from .config import Config, chunk_rows
+from .evolution import preactivations, unpack
 from .model import Model
 from .patches import band_patches, chunks, fold_rows, patch_weights
 from .train import Fit, estimate
@@ -42,6 +42,7 @@ class Dictionary:
             uniq, counts = torch.unique(states, dim=0, return_counts=True)
         self.states = uniq[torch.topk(counts, min(size, counts.numel())).indices]  # (K, W)
         s = unpack(self.states, model.pi.numel())  # (K, H)
+        self.a = preactivations(model, self.states, model.constants())  # (K, width_1 + 1)
         self.mu = model.decoder(s)  # (K, D)
         self.mu2 = self.mu * self.mu
         self.prior = model.log_prior(s)  # (K,)
@@ -60,9 +61,11 @@ class Dictionary:
             return torch.addmm(self._c, y, self._w)
         return torch.addmm(self.prior, torch.cat([obs * y, obs], 1), self._w_obs)
 
-    def seed(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int) -> torch.Tensor:
-        """For each patch the ``n_states`` entries of highest log-joint: packed (B, S, W)."""
-        return self.states[torch.topk(self.scores(y, obs), n_states, dim=1).indices]
+    def seed(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
+        """For each patch the ``n_states`` entries of highest log-joint: packed (B, S, W), and
+        their extended pre-activations (B, S, width_1 + 1)."""
+        idx = torch.topk(self.scores(y, obs), n_states, dim=1).indices
+        return self.states[idx], self.a[idx]
 
     def posterior(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
         """Posterior mean and variance of μ(s) per value, (B, D) each, under the truncated
@@ -145,12 +148,13 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
     part = y[rows]
     ob = None if obs is None else obs[rows]
     mean, v = torch.empty_like(part), torch.empty_like(part)
-    for ch in chunks(part.shape[0], cfg.chunk_size):
+    for ch in chunks(part.shape[0], chunk_rows(cfg, part.device)):
         och = None if ob is None else ob[ch]
         if cfg.fresh_sweeps == 0:
             mean[ch], v[ch] = dictionary.posterior(part[ch], och, cfg.n_states)
         else:
-            seeds = dictionary.seed(part[ch], och, cfg.n_states)
+            seeds, a = dictionary.seed(part[ch], och, cfg.n_states)
             estimate(Fit(model, seeds, cfg), part[ch], och,
-                     cfg.replace(final_sweeps=cfg.fresh_sweeps), gen, out=mean[ch], var=v[ch])
+                     cfg.replace(final_sweeps=cfg.fresh_sweeps), gen, out=mean[ch], var=v[ch],
+                     a=a)
     y[rows], var[rows] = mean, v

@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from .config import Config
-from .evolution import draw_noise, evolve, evolve_core, init_states, unpack
+from .config import Config, chunk_rows
+from .evolution import EStepOut, draw_noise, evolve, evolve_core, init_states, unpack
 from .model import PI_MIN, Model, as_rows
 from .patches import chunks
 
@@ -401,28 +401,31 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
 @torch.no_grad()
 def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
              gen: torch.Generator, out: torch.Tensor | None = None,
-             var: torch.Tensor | None = None) -> torch.Tensor:
+             var: torch.Tensor | None = None, a: torch.Tensor | None = None) -> torch.Tensor:
     """Posterior mean ⟨μ(s)⟩_q of every patch, (N, D), after ``cfg.final_sweeps`` E-step sweeps
-    over all patches under the final parameters (chunks of ``cfg.chunk_size`` patches).
+    over all patches under the final parameters, chunk by chunk (``cfg.chunk_size`` patches:
+    bounds memory; a chunk's sweeps follow each other, so each reuses the previous one's
+    first-layer pre-activations, and the mean needs no decoder pass through the first layer).
 
     ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
     overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
-    receives the posterior variance of μ(s) per value.
+    receives the posterior variance of μ(s) per value. ``a`` (N, S, width_1 + 1): the states'
+    extended pre-activations, if known (:func:`evolution.preactivations`).
     """
     model, states = fitted.model, fitted.states
-    n = y.shape[0]
+    consts = model.constants()
     est = torch.empty_like(y) if out is None else out
-    for sweep in range(cfg.final_sweeps):
-        for c in chunks(n, cfg.chunk_size):
-            ob = None if obs is None else obs[c]
-            e = evolve(model, y[c], ob, states[c], cfg, gen)
-            states[c] = e.states
-            if sweep == cfg.final_sweeps - 1:
-                s, q = unpack(e.states, cfg.n_latents), e.q  # (B, S, H), (B, S)
-                if var is None:  # the output layer once per patch, not once per state
-                    est[c] = model.decoder.mean(s, q)
-                else:
-                    mu = model.decoder(s)  # (B, S, D)
-                    est[c] = torch.einsum("bs,bsd->bd", q, mu)
-                    var[c] = torch.einsum("bs,bsd->bd", q, mu * mu) - est[c] ** 2
+    for c in chunks(y.shape[0], chunk_rows(cfg, y.device)):
+        ob = None if obs is None else obs[c]
+        e = EStepOut(states[c], None, None, None if a is None else a[c])
+        for _ in range(cfg.final_sweeps):
+            e = evolve(model, y[c], ob, e.states, cfg, gen, consts, a=e.a, keep=True)
+        states[c] = e.states
+        h, q = e.a[..., :-1], e.q  # (B, S, width_1), (B, S)
+        if var is None:  # the output layer once per patch, not once per state
+            est[c] = model.decoder.mean(h, q)
+        else:
+            mu = model.decoder.rest(h)  # (B, S, D)
+            est[c] = torch.einsum("bs,bsd->bd", q, mu)
+            var[c] = torch.einsum("bs,bsd->bd", q, mu * mu) - est[c] ** 2
     return est
