@@ -148,9 +148,10 @@ def plan_band_rows(cfg: Config, shape, masked: bool, n_pool: int, device, max_me
 
 
 def _work(epochs: int, pool: int, cfg: Config, n: int) -> tuple[float, float]:
-    """(training, estimate) work of one model's run in estimate-visit units, for progress: a
-    training visit costs about 1.5 estimate visits (the E-step plus its Adam steps)."""
-    return 1.5 * epochs * pool, cfg.final_sweeps * n
+    """(training, estimate) work of one model's run in E-step-sweep units, for progress: a
+    training visit costs about 1.5 sweeps (the E-step plus its Adam steps), a patch outside
+    the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds."""
+    return 1.5 * epochs * pool, cfg.final_sweeps * pool + (0.3 + cfg.fresh_sweeps) * (n - pool)
 
 
 # Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta): white noise
@@ -217,7 +218,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
             None if sigma is None else sigma * SCALE, min(h, w)))
     if opponent:
         groups = [(slice(0, 1), cfg), (slice(1, 3), cfg.replace(
-            train_patches=max(1, round(cfg.train_patches * cfg.chroma_pool))))]
+            train_patches=max(1, round(cfg.train_patches * cfg.chroma_pool)),
+            fresh_sweeps=cfg.chroma_sweeps))]
     else:
         groups = [(slice(0, c), cfg)]
     sizes = [_visits(g_cfg, count_patches(h, w, cfg.patch_size)) for _, g_cfg in groups]
