@@ -1,7 +1,7 @@
 """denoise() via the library, fitted model saved before the estimate; CPU times split."""
 import sys, time, json, resource
 import numpy as np, torch
-torch.set_num_threads(1)
+import os; torch.set_num_threads(int(os.environ.get("THREADS", 1)))
 import evodenoise
 from evodenoise import restore, get_preset
 from skimage.metrics import peak_signal_noise_ratio as psnr
