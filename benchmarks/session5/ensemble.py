@@ -1,5 +1,5 @@
 """Ensemble ablation on one plane: do averaged estimates of independently trained models help?
-Copied from benchmarks/session4/per_plane.py and extended.
+Built on benchmarks/session4/per_plane.py (its opponent_planes).
 usage: ensemble.py IMAGE SIGMA [part=lum] [crop=256] [threads=1] [out=/tmp/ens]
 Models on the same noisy plane (each with torch.Generator().manual_seed(seed)):
   A fast, patch p (the automatic size fast would choose), seed 0
@@ -17,16 +17,9 @@ from evodenoise.restore import OPPONENT, _restore_planes, choose_patch_size
 name = sys.argv[1]; sigma = float(sys.argv[2]); sets = dict(a.split("=",1) for a in sys.argv[3:])
 torch.set_num_threads(int(sets.pop("threads", 1)))
 part = sets.pop("part", "lum"); crop = int(sets.pop("crop", 256)); outdir = sets.pop("out", "/tmp/ens")
-from PIL import Image
-img = (np.asarray(Image.open(name)) if name.endswith(".png") else getattr(data, name)()).astype(np.float32) / 255
-if img.ndim == 2: img = np.repeat(img[..., None], 3, 2) / np.sqrt(3)  # gray: its luminance channel is the image
-h, w = img.shape[:2]; c = crop
-img = img[(h-c)//2:(h-c)//2+c, (w-c)//2:(w-c)//2+c]
-rng = np.random.default_rng(0)
-noisy = img + rng.normal(0, sigma/255, img.shape).astype(np.float32)
-M = OPPONENT.numpy()
-clean_o = np.einsum("kc,hwc->khw", M, img) * 255
-noisy_o = torch.from_numpy(np.einsum("kc,hwc->khw", M, noisy) * 255).float()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "session4"))
+from per_plane import opponent_planes
+img, noisy, clean_o, noisy_o = opponent_planes(name, sigma, crop)
 sl = {"lum": slice(0, 1), "chroma": slice(1, 3), "joint": slice(0, 3)}[part]
 kw = {k: (ast.literal_eval(v) if v[:1] in "0123456789-([.TF" else v) for k, v in sets.items()}
 
