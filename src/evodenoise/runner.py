@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .batch import Job, plan
-from .config import Config, preset_name, resolve_config
+from .config import Config, chunk_rows, preset_name, resolve_config
 from .decode import ImageError, quote
 from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, read_mask, write_image
 from .options import InputError, Options, Settings, UsageError, check_options
@@ -64,7 +64,8 @@ def _oom_message(e: BaseException, ctx: RunContext, config: Config) -> Optional[
         pass
     if not is_oom:
         return None
-    return (f"out of memory on {ctx.device}: lower --set chunk_size=N (now {config.chunk_size})"
+    return (f"out of memory on {ctx.device}: lower --set chunk_size=N (now "
+            f"{chunk_rows(config, torch.device(ctx.device))})"
             f" or --set batch_size=N (now {config.batch_size}), or use a smaller --preset")
 
 

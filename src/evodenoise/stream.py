@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from .config import Config, chunk_rows
-from .evolution import preactivations, unpack
+from .evolution import preactivations
 from .model import Model
 from .patches import band_patches, chunks, fold_rows, patch_weights
 from .train import Fit, estimate
@@ -41,11 +41,10 @@ class Dictionary:
         else:
             uniq, counts = torch.unique(states, dim=0, return_counts=True)
         self.states = uniq[torch.topk(counts, min(size, counts.numel())).indices]  # (K, W)
-        s = unpack(self.states, model.pi.numel())  # (K, H)
         self.a = preactivations(model, self.states, model.constants())  # (K, width_1 + 1)
-        self.mu = model.decoder(s)  # (K, D)
+        self.mu = model.decoder.rest(self.a[:, :-1])  # (K, D)
         self.mu2 = self.mu * self.mu
-        self.prior = model.log_prior(s)  # (K,)
+        self.prior = self.a[:, -1]  # (K,) log p(s_k), the pre-activations' last column
         self.sigma2 = model.sigma2
         # log p(y, s_k) + ‖y‖²/2σ² = y·μ_k/σ² + log p(s_k) − ‖μ_k‖²/2σ²: one addmm per chunk
         self._w = (self.mu / self.sigma2).T.contiguous()  # (D, K)

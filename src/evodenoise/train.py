@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .config import Config, chunk_rows
-from .evolution import EStepOut, draw_noise, evolve, evolve_core, init_states, unpack
+from .evolution import draw_noise, evolve, evolve_core, init_states, unpack
 from .model import PI_MIN, Model, as_rows
 from .patches import chunks
 
@@ -417,10 +417,11 @@ def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config
     est = torch.empty_like(y) if out is None else out
     for c in chunks(y.shape[0], chunk_rows(cfg, y.device)):
         ob = None if obs is None else obs[c]
-        e = EStepOut(states[c], None, None, None if a is None else a[c])
+        s_c, a_c = states[c], None if a is None else a[c]
         for _ in range(cfg.final_sweeps):
-            e = evolve(model, y[c], ob, e.states, cfg, gen, consts, a=e.a, keep=True)
-        states[c] = e.states
+            e = evolve(model, y[c], ob, s_c, cfg, gen, consts, a=a_c, keep=True)
+            s_c, a_c = e.states, e.a
+        states[c] = s_c
         h, q = e.a[..., :-1], e.q  # (B, S, width_1), (B, S)
         if var is None:  # the output layer once per patch, not once per state
             est[c] = model.decoder.mean(h, q)
