@@ -310,7 +310,7 @@ def test_image_smaller_than_patch():
 
 def test_auto_patch_size_follows_the_signal_to_noise_ratio():
     """Patch size 0: the less noise for the image's contrast, the smaller the patch; exact for
-    a given plane and σ; bounded by the image; 8 for masked input without σ."""
+    a given plane and σ; bounded by the image; the inpaint preset's for masked input without σ."""
     from evodenoise.restore import choose_patch_size
     plane = torch.from_numpy(data.camera()[::2, ::2].astype(np.float32))
     sizes = [choose_patch_size(plane, None, s, 256) for s in (5.0, 25.0, 50.0, 200.0)]
@@ -319,7 +319,7 @@ def test_auto_patch_size_follows_the_signal_to_noise_ratio():
     assert choose_patch_size(plane, None, 25.0, 5) <= 5
     noisy = plane + 25 * torch.randn(plane.shape, generator=torch.Generator().manual_seed(0))
     assert choose_patch_size(noisy, None, None, 256) == choose_patch_size(noisy, None, 25.0, 256)
-    assert choose_patch_size(noisy, torch.rand(plane.shape) < 0.5, None, 256) == 8
+    assert choose_patch_size(noisy, torch.rand(plane.shape) < 0.5, None, 256) == 5
 
 
 def test_auto_patch_size_is_reported_and_small_images_fit():

@@ -116,11 +116,11 @@ def choose_patch_size(plane: torch.Tensor, missing: torch.Tensor | None, sigma: 
     decides: a high ratio (little noise for the image's contrast: the luminance of most colour
     photos) wants small patches, whose D values the H latents describe more finely; a low one
     wants large patches, whose many values average the noise (``AUTO_PATCH_SIZES``). Inputs
-    with missing values and no σ keep 8, the size inpainting was tuned with."""
+    with missing values and no σ get the ``inpaint`` preset's size (5)."""
     values = plane if missing is None else plane[~missing]
     if sigma is None:
         if missing is not None:
-            return min(8, limit)
+            return min(get_preset("inpaint").patch_size, limit)
         from skimage.restoration import estimate_sigma
         sigma = max(float(estimate_sigma(plane.cpu().numpy().astype(np.float64))), 1e-3)
     var = float(values.double().var()) if values.numel() > 1 else 0.0
