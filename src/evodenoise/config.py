@@ -244,7 +244,7 @@ PRESET_NOTES: dict[str, str] = {
     "fast": "denoise default (House σ=25: 32.1 dB, about 2 min on 2 CPU cores); patch size "
             "from the image; training is bounded at 65,536 patches, each further megapixel "
             "costs three E-step sweeps",
-    "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 566 s on 1 CPU core)",
+    "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 345 s on 2 CPU cores)",
     "quality": "wider decoder, more states (House σ=25: 32.3 dB, 191 s on 2 CPU cores)",
     "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
                       "(500 epochs: 55 h/megapixel): a GPU preset",
