@@ -33,7 +33,7 @@ bench: setup
 
 # Colour: three photos scikit-image ships (free licences); noise on centre 256x256 crops, masks
 # on centre 128x128 crops (inpainting trains 40 epochs: a quarter of the pixels keeps it to
-# about 40 minutes in all on 2 cores).
+# about 45 minutes in all on 2 cores).
 COLOR_IMAGES := skimage:astronaut skimage:coffee skimage:chelsea
 bench-color: setup
 	$(BIN)/pip install --quiet -e ".[bench]"

@@ -200,7 +200,7 @@ PRESETS: dict[str, Config] = {
     # Inpainting default: the fast model trained longer (missing values need more epochs), with
     # a hidden layer of 128 (House 50 % missing: 37.29 dB vs 36.52 with 64, 1.4x the time) and
     # 5x5 patches (RESULTS.md "Session 6-7": House 50 % 38.06 dB vs 37.38 with 8x8 in 0.77x
-    # the time; colour photos +0.5 to +3.0 dB).
+    # the time; astronaut +3.0 / +0.5 dB at 50 / 80 % missing).
     "inpaint": Config(patch_size=5, hidden=(128,), epochs=40, min_visits=2_112_000,
                       lr_max=5e-3),
     # fast with the two axes that gained PSNR on every task of the ablation (benchmarks/
