@@ -63,7 +63,8 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
         with torch.no_grad():
             lj = model.log_joint(y, unpack(dic.states, h).expand(7, -1, -1), obs)  # (7, K)
             best = torch.topk(lj, s, dim=1).indices
-            seeds, a = dic.seed(y, obs, s)
+            top = dic.top(y, obs, s)
+            seeds, a = dic.states[top.indices], dic.a[top.indices]
             assert torch.equal(seeds, dic.states[best])
             torch.testing.assert_close(  # their extended pre-activations, log-prior last
                 a, torch.cat([model.decoder.first(unpack(seeds, h)),
@@ -72,7 +73,7 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
             mu = model.decoder(unpack(dic.states[best], h))  # (7, S, D)
             mean = torch.einsum("bs,bsd->bd", q, mu)
             var = torch.einsum("bs,bsd->bd", q, mu * mu) - mean ** 2
-        got_mean, got_var = dic.posterior(y, obs, s)
+        got_mean, got_var = dic.posterior(dic.top(y, obs, s))
         torch.testing.assert_close(got_mean, mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got_var, var, rtol=1e-3, atol=1e-5)
 

@@ -57,7 +57,13 @@ class Config:
     on a 512x512 photo, one sweep 0.58 dB below; ``0``: the
     posterior over those states directly, one matrix product per chunk: cheap, but measured
     1.9 dB worse than one sweep on a 512x512 photo, where 4,096 states cannot cover rare
-    textures).
+    textures). Whatever ``fresh_sweeps`` says, a fresh patch that the dictionary explains
+    poorly gets ``poor_fit_sweeps`` sweeps from its dictionary seeds (when they are more):
+    poorly means that its best entry leaves a larger residual than the ``poor_fit_quantile``
+    of the residuals the pool's patches leave under their own best trained state. A rare,
+    saturated colour absent from the dictionary is then found by the sweeps instead of being
+    replaced by the nearest frequent one (a red pot turned brown: 6 dB below the noisy input
+    on a real photo without them). ``0`` turns the rescue off.
 
     ``standardize`` divides the centred data by its standard deviation before training, so the
     decoder's outputs are O(1) and Adam's steps are relative to the image's contrast; off, the
@@ -76,9 +82,10 @@ class Config:
     luminance/chroma basis (white noise keeps its σ, so the likelihood is exact) and trains one
     model on luminance patches and one on the two chroma channels' patches, the latter on
     ``chroma_pool`` times the luminance model's training pool and with ``chroma_sweeps`` as
-    its ``fresh_sweeps`` (0: smooth chroma patches need no sweep: the dictionary's posterior is
-    within 0.01 dB of three sweeps on two 400-512 px photos, for half the chroma model's time,
-    benchmarks/RESULTS.md); ``rgb`` trains one model on
+    its ``fresh_sweeps`` (0: most chroma patches are smooth and need no sweep, the dictionary's
+    posterior is within 0.01 dB of three sweeps on two 400-512 px photos for half the chroma
+    model's time; the few that the dictionary explains poorly still get ``poor_fit_sweeps``);
+    ``rgb`` trains one model on
     RGB patches. Inputs whose mask differs between channels always use ``rgb``.
     """
 
@@ -108,6 +115,8 @@ class Config:
     band_rows: int = 0
     dictionary_size: int = 4096
     fresh_sweeps: int = 3
+    poor_fit_sweeps: int = 3
+    poor_fit_quantile: float = 0.99
     merge: str = "mean"
     standardize: bool = True
     color: str = "opponent"
@@ -141,8 +150,9 @@ class Config:
         _check(self.train_patches >= 1, "train_patches must be >= 1")
         _check(0 < self.chroma_pool <= 1, "chroma_pool must be in (0, 1]")
         _check(self.band_rows >= 0, "band_rows must be >= 0")
-        _check(self.fresh_sweeps >= 0 and self.chroma_sweeps >= 0,
-               "fresh_sweeps and chroma_sweeps must be >= 0")
+        _check(self.fresh_sweeps >= 0 and self.chroma_sweeps >= 0 and self.poor_fit_sweeps >= 0,
+               "fresh_sweeps, chroma_sweeps and poor_fit_sweeps must be >= 0")
+        _check(0 < self.poor_fit_quantile <= 1, "poor_fit_quantile must be in (0, 1]")
         _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")

@@ -11,6 +11,9 @@ and freed: memory is O(band + pool + model), never O(image × S).
   against the whole dictionary is one matrix product, ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖²,
   and with ``fresh_sweeps`` 0 its posterior mean follows from the same scores and the
   dictionary's decoder outputs, computed once; ``fresh_sweeps`` > 0 evolves K_n from there.
+- A fresh patch that the dictionary explains poorly (its best entry's residual above the
+  ``poor_fit_quantile`` of the pool's residuals under their own states: rare content, such
+  as a small region of a saturated colour) is evolved by ``poor_fit_sweeps`` sweeps instead.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from typing import Callable
 import torch
 
 from .config import Config, chunk_rows
-from .evolution import preactivations
+from .evolution import preactivations, unpack
 from .model import Model
-from .patches import band_patches, chunks, fold_rows, patch_weights
+from .patches import band_patches, chunks, fold_rows, gather_patches, patch_weights
 from .train import Fit, estimate
 
 
@@ -51,6 +54,7 @@ class Dictionary:
         self._c = self.prior - self.mu2.sum(1) / (2 * self.sigma2)  # (K,)
         # with a mask: [obs·y, obs] @ [μ/σ²; −μ²/2σ²] (2D, K) sums over observed values only
         self._w_obs = torch.cat([self._w, (self.mu2 / (-2 * self.sigma2)).T])
+        self.poor = None  # residual above which a patch is poorly explained (set_poor_fit)
 
     def scores(self, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         """log p(y, s_k) of patches y (B, D) for every entry k, up to a constant per patch:
@@ -60,20 +64,46 @@ class Dictionary:
             return torch.addmm(self._c, y, self._w)
         return torch.addmm(self.prior, torch.cat([obs * y, obs], 1), self._w_obs)
 
-    def seed(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
-        """For each patch the ``n_states`` entries of highest log-joint: packed (B, S, W), and
-        their extended pre-activations (B, S, width_1 + 1)."""
-        idx = torch.topk(self.scores(y, obs), n_states, dim=1).indices
-        return self.states[idx], self.a[idx]
+    def top(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
+        """For each patch the ``n_states`` entries of highest log-joint: a top-k (values,
+        indices), both (B, S), best first."""
+        return torch.topk(self.scores(y, obs), n_states, dim=1)
 
-    def posterior(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
+    def posterior(self, top):
         """Posterior mean and variance of μ(s) per value, (B, D) each, under the truncated
-        posterior whose set K_n is each patch's ``n_states`` best entries."""
-        top = torch.topk(self.scores(y, obs), n_states, dim=1)
+        posterior whose set K_n is each patch's entries in ``top`` (see :meth:`top`)."""
         q = torch.softmax(top.values, 1)  # (B, S): the constant per patch cancels
         mean = torch.einsum("bs,bsd->bd", q, self.mu[top.indices])
         var = torch.einsum("bs,bsd->bd", q, self.mu2[top.indices]) - mean * mean
         return mean, var
+
+    def residual(self, y: torch.Tensor, obs: torch.Tensor | None, k: torch.Tensor):
+        """Mean squared residual per observed value of patches y (B, D) under entries k (B,):
+        ‖y − μ_k‖²_obs / D_n, (B,)."""
+        return _residual(self.mu[k], y, obs)
+
+    @torch.no_grad()
+    def set_poor_fit(self, fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None,
+                     quantile: float) -> None:
+        """Set ``poor``, the residual above which a patch counts as poorly explained: the
+        ``quantile`` of the residuals that the pool's patches y (M, D) leave under their own
+        best trained state. A patch that no entry explains as well as nearly all trained
+        patches are explained by their own states (a rare colour or object missing from the
+        dictionary) is then swept, not left at the dictionary's best guess."""
+        model = fitted.model
+        res = torch.empty(y.shape[0], device=y.device)
+        for ch in chunks(y.shape[0], 16384):
+            mu = model.decoder(unpack(fitted.states[ch, 0], model.pi.numel(), y.dtype))
+            res[ch] = _residual(mu, y[ch], None if obs is None else obs[ch])
+        self.poor = torch.quantile(res, quantile) if res.numel() else None
+
+
+def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+    """‖y − μ‖²_obs / D_n per row of (B, D) arrays: (B,)."""
+    diff = mu - y
+    if obs is None:
+        return diff.square().mean(1)
+    return (diff.square() * obs).sum(1) / obs.sum(1).clamp(min=1)
 
 
 def band_rows(cfg: Config, width: int, height: int) -> int:
@@ -97,6 +127,7 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
     c, h, w = x.shape
     p = cfg.patch_size
     cols = w - p + 1
+    pool = pool.contiguous()  # searched once per band
     rows = band_rows(cfg, w, h)
     model = fitted.model
     dictionary = None
@@ -115,6 +146,11 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
         else:
             if dictionary is None:
                 dictionary = Dictionary(fitted, cfg.dictionary_size)
+                if cfg.poor_fit_sweeps > cfg.fresh_sweeps:
+                    dictionary.set_poor_fit(
+                        fitted, gather_patches(x, pool, p),
+                        None if observed is None else gather_patches(observed, pool, p),
+                        cfg.poor_fit_quantile)
             trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
             trained[pool[lo:hi] - r0 * cols] = True
             _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, gen, trained)
@@ -143,17 +179,42 @@ def _estimate(model, states, y, obs, var, cfg, gen, rows=None) -> None:
 def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
     """Posterior means of the patches y[rows] that were not trained on, written over y: over
     their S best dictionary states directly (``fresh_sweeps`` 0), or after that many E-step
-    sweeps starting there."""
+    sweeps starting there. A patch the dictionary explains poorly (its best entry leaves a
+    residual above ``dictionary.poor``, see :meth:`Dictionary.set_poor_fit`) gets
+    ``poor_fit_sweeps`` sweeps from there instead, when they are more."""
     part = y[rows]
     ob = None if obs is None else obs[rows]
     mean, v = torch.empty_like(part), torch.empty_like(part)
-    for ch in chunks(part.shape[0], chunk_rows(cfg, part.device)):
+    size = chunk_rows(cfg, part.device)
+    rescue = cfg.poor_fit_sweeps > cfg.fresh_sweeps and dictionary.poor is not None
+    poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device) if rescue else None
+    for ch in chunks(part.shape[0], size):
         och = None if ob is None else ob[ch]
-        if cfg.fresh_sweeps == 0:
-            mean[ch], v[ch] = dictionary.posterior(part[ch], och, cfg.n_states)
-        else:
-            seeds, a = dictionary.seed(part[ch], och, cfg.n_states)
-            estimate(Fit(model, seeds, cfg), part[ch], och,
-                     cfg.replace(final_sweeps=cfg.fresh_sweeps), gen, out=mean[ch], var=v[ch],
-                     a=a)
+        top = dictionary.top(part[ch], och, cfg.n_states)
+        if rescue:
+            poor[ch] = dictionary.residual(part[ch], och, top.indices[:, 0]) > dictionary.poor
+        _sweep_fresh(dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, gen,
+                     mean[ch], v[ch])
+    if rescue:  # the poorly explained patches again, with more sweeps (B' << B: gathered)
+        idx = poor.nonzero()[:, 0]
+        for ch in chunks(idx.numel(), size):
+            sel = idx[ch]
+            och = None if ob is None else ob[sel]
+            top = dictionary.top(part[sel], och, cfg.n_states)
+            m, vv = torch.empty_like(part[sel]), torch.empty_like(part[sel])
+            _sweep_fresh(dictionary, model, part[sel], och, top, cfg.poor_fit_sweeps, cfg, gen,
+                         m, vv)
+            mean[sel], v[sel] = m, vv
     y[rows], var[rows] = mean, v
+
+
+def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, gen, mean, var) -> None:
+    """Posterior mean and variance (into ``mean``, ``var``, (B, D)) of patches y (B, D) whose
+    best dictionary entries are ``top`` (a top-k of :meth:`Dictionary.scores`): over those
+    entries directly (``sweeps`` 0), or after ``sweeps`` E-step sweeps starting there."""
+    if sweeps == 0:
+        mean[:], var[:] = dictionary.posterior(top)
+        return
+    seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
+    estimate(Fit(model, seeds, cfg), y, obs, cfg.replace(final_sweeps=sweeps), gen, out=mean,
+             var=var, a=a)
