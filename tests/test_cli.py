@@ -854,3 +854,31 @@ def test_parse_errors_are_one_line_exit_2(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_one_failing_input_prints_one_line_and_no_summary(tmp_path, engine):
+    """A single bad input: its error line alone (the summary belongs to batches)."""
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    r = run("denoise", "bad.png", "--sigma", "25", *FAST)
+    assert r.exit_code == 1
+    assert len(error_lines(r)) == 1
+    assert "restored" not in r.stderr and "failed" not in r.stderr.replace("error:", "")
+
+
+def test_a_given_sigma_is_honoured_on_16_bit_images_in_a_batch(tmp_path):
+    """8- and 16-bit files in one folder with --sigma 20: σ 20 of 65535 is far below the learned
+    σ's floor (0.5/255), and is honoured, not refused (real engine, tiny images). The σ that
+    ran is reported in the input's own units."""
+    (tmp_path / "in").mkdir()
+    img = RNG.integers(0, 256, (16, 16)).astype(np.uint8)
+    save_png(tmp_path / "in" / "a8.png", img)
+    save_png(tmp_path / "in" / "b16.png", img.astype(np.uint16) * 257)
+    r = run("denoise", "in", "--sigma", "20", "--output-dir", "out", "--json", "--epochs", "1",
+            "--set", "n_latents=8", "--set", "n_states=8", "--set", "n_parents=2",
+            "--set", "n_children=2", "--set", "dictionary_size=8")
+    assert r.exit_code == 0, r.stderr
+    recs = json_lines(r)
+    assert [rec["status"] for rec in recs] == ["ok", "ok"]
+    _, info = read_image(tmp_path / "out" / "b16_denoised.png")
+    assert info.dtype == "uint16"
+    assert [rec.get("sigma") for rec in recs] == [pytest.approx(20, rel=1e-3)] * 2, recs

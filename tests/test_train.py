@@ -235,8 +235,10 @@ def test_sigma_floor():
     y = small_patches(sigma=0.0)  # noiseless smooth-ish data
     torch.manual_seed(0)
     cfg = tiny_cfg(epochs=2, sigma_floor=30.0)
-    fitted = fit(y, None, cfg, gen(0), sigma=1.0)  # below the floor: starts at the floor
-    assert float(fitted.model.sigma2) == pytest.approx(900.0)
+    fitted = fit(y, None, cfg, gen(0), sigma=1.0)  # a fixed σ below the floor is honoured
+    assert float(fitted.model.sigma2) == pytest.approx(1.0)
+    fitted = fit(y, None, cfg.replace(sigma_mode="init"), gen(0), sigma=1.0)  # learned: floored
+    assert all(e["sigma"] >= 30.0 - 1e-4 for e in fitted.log)
     fitted = fit(y, None, cfg.replace(sigma_mode="init"), gen(0))
     assert all(e["sigma"] >= 30.0 - 1e-4 for e in fitted.log)
 

@@ -35,7 +35,8 @@ class Config:
     mini-batches of ``batch_size`` patches, one Adam step each;
     triangular cyclic learning rate between ``lr_min`` and ``lr_max`` with a half cycle of
     ``lr_half_cycle`` epochs (the number of cycles is rounded so that training always ends at
-    a minimum of the cycle). ``sigma_floor`` bounds σ from below (0-255 units).
+    a minimum of the cycle). ``sigma_floor`` bounds a learned σ from below (0-255 units;
+    a σ given and fixed is honoured however small).
     ``sigma_mode`` applies when a σ is given: ``fixed`` keeps σ at the given value,
     ``init`` only starts there and learns it.
 

@@ -171,10 +171,6 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         raise ValueError("image contains NaN or infinite values")
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive number (got {sigma})")
-    if sigma is not None and sigma * SCALE < cfg.sigma_floor:  # would be raised silently
-        raise ValueError(f"sigma {sigma:.3g} is below the model's floor sigma_floor = "
-                         f"{cfg.sigma_floor:g}/255 = {cfg.sigma_floor / SCALE:.3g} (image units); "
-                         f"give a larger sigma, lower sigma_floor, or leave sigma out to learn it")
     chw = img[None] if img.ndim == 2 else np.moveaxis(img, 2, 0)
     c, h, w = chw.shape
     p = cfg.patch_size or min(AUTO_PATCH_SIZES)  # automatic: at least the smallest size

@@ -307,7 +307,7 @@ def run_batch(opts: Options) -> int:
             rep.advance_files()
             if record["status"] == "error" and opts.fail_fast:
                 break
-    if len(jobs) > 1 or counts["error"]:
+    if len(jobs) > 1:  # one input: its own line says it all
         rest = len(jobs) - sum(counts.values())
         summary = f"{counts['ok']} restored, {counts['skipped']} skipped, {counts['error']} failed"
         rep.info(summary + (f", {rest} not started (--fail-fast)" if rest else ""))

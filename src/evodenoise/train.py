@@ -22,6 +22,9 @@ from .model import PI_MIN, Model, as_rows
 from .patches import chunks
 
 
+MIN_SIGMA2 = 1e-12  # a fixed σ² below this (in y's units) is taken as this: no float32 overflow
+
+
 def learning_rate(t: float, cfg: Config) -> float:
     """Triangular cyclic learning rate at (fractional) epoch t.
 
@@ -357,8 +360,9 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         callback: Callable[[dict], None] | None = None) -> Fit:
     """Train on centred patches y (N, D) with observation mask obs (N, D) or None.
 
-    ``sigma`` (in y's units): with ``cfg.sigma_mode == "fixed"`` σ stays there, with ``"init"``
-    training starts there; None learns σ from the data's variance as a start. ``unit``: one
+    ``sigma`` (in y's units): with ``cfg.sigma_mode == "fixed"`` σ stays there (even below
+    ``cfg.sigma_floor``, which bounds only a learned σ), with ``"init"`` training starts there;
+    None learns σ from the data's variance as a start. ``unit``: one
     unit of y in 0–255 units (y may be standardised); ``cfg.sigma_floor`` is converted with it.
     """
     n, d = y.shape
@@ -369,8 +373,12 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         sigma2 = float(var)
     else:
         sigma2 = float(sigma) ** 2
-    model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, max(sigma2, floor2), gen)
     learn_sigma = sigma is None or cfg.sigma_mode == "init"
+    # The floor keeps a learned σ from collapsing; a σ the user fixed is honoured however small
+    # (far below the data's step it only means "change almost nothing"), bounded only where
+    # float32 log-joints would overflow.
+    sigma2 = max(sigma2, floor2) if learn_sigma else max(sigma2, MIN_SIGMA2)
+    model = Model(cfg.n_latents, d, cfg.hidden, cfg.activation, sigma2, gen)
     # E-step batches hold whole mini-batches, so an epoch has exactly ceil(n / batch) steps.
     e_batch = math.ceil(max(cfg.estep_batch, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
     steps = math.ceil(n / cfg.batch_size)
