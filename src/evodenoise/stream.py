@@ -186,7 +186,7 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
     ob = None if obs is None else obs[rows]
     mean, v = torch.empty_like(part), torch.empty_like(part)
     size = chunk_rows(cfg, part.device)
-    rescue = cfg.poor_fit_sweeps > cfg.fresh_sweeps and dictionary.poor is not None
+    rescue = dictionary.poor is not None  # set only when poor_fit_sweeps > fresh_sweeps
     poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device) if rescue else None
     for ch in chunks(part.shape[0], size):
         och = None if ob is None else ob[ch]
