@@ -5,7 +5,7 @@ VENV   ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench bench-color gpu-bench clean
+.PHONY: setup demo test test-all bench bench-color bench-real gpu-bench clean
 
 $(BIN)/evodenoise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,20 +27,24 @@ test-all: setup
 	$(BIN)/pytest -q -m "slow or not slow"
 
 # BM3D (the optional `bench` extra, non-commercial licence) is installed for benchmarks only.
+# Suites are defined in benchmarks/run.py (SUITES); BENCH_ARGS adds or overrides options.
 bench: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py --suite gray $(BENCH_ARGS)
 
 # Colour: three photos scikit-image ships (free licences); noise on centre 256x256 crops, masks
 # on centre 128x128 crops (inpainting trains 40 epochs: a quarter of the pixels keeps it to
 # about 45 minutes in all on 2 cores).
-COLOR_IMAGES := skimage:astronaut skimage:coffee skimage:chelsea
 bench-color: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/run.py --images $(COLOR_IMAGES) --crop 256 \
-		--tasks denoise-15,denoise-25,denoise-50 --threads 2 --name color_denoise $(BENCH_ARGS)
-	$(BIN)/python benchmarks/run.py --images $(COLOR_IMAGES) --crop 128 \
-		--tasks inpaint-50,inpaint-80 --threads 2 --name color_inpaint $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py --suite color $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py --suite inpaint $(BENCH_ARGS)
+
+# Real camera noise: noisy/reference pairs kept outside the repository (never copy them in);
+# no σ is given, evodenoise learns it. Centre 256x256 crops of 15 photos, a few minutes each.
+REAL_DIR ?= ../shared/benchmark/real/camera
+bench-real: setup
+	$(BIN)/python benchmarks/real.py $(REAL_DIR) --crop 256 --threads 2 --name real-camera $(BENCH_ARGS)
 
 # CUDA machine only (fails with one line elsewhere): the cuda tests, then per preset compile time,
 # s/epoch, kernels and syncs per step, peak memory, TFLOP/s and PSNR vs the CPU at equal seed.

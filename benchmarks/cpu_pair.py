@@ -29,7 +29,8 @@ IMAGE = Path(__file__).resolve().parent.parent.parent / "shared/benchmark/images
 def load(name: str, src: str):
     """The package under ``src``/evodenoise imported as ``name``."""
     spec = importlib.util.spec_from_file_location(
-        name, f"{src}/evodenoise/__init__.py", submodule_search_locations=[f"{src}/evodenoise"])
+        name, f"{src}/evodenoise/__init__.py", submodule_search_locations=[f"{src}/evodenoise"]
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
@@ -45,17 +46,24 @@ def main(before: str, after: str, preset: str, rounds: int, epochs: int) -> None
     times = {k: [] for k in versions}
     for r in range(rounds):
         for name, evo in versions.items():
-            crop = img[c0:c0 + 128, c0:c0 + 128]
+            crop = img[c0 : c0 + 128, c0 : c0 + 128]
             noisy = sys.modules[evo.__name__ + ".corrupt"].add_noise(crop, 25 / 255, seed=0)
-            cfg = evo.get_preset(preset).replace(epochs=epochs, min_visits=0, final_sweeps=1,
-                                                 compile="off")
+            cfg = evo.get_preset(preset).replace(
+                epochs=epochs, min_visits=0, final_sweeps=1, compile="off"
+            )
             marks = [time.process_time()]
-            evo.denoise(noisy, 25 / 255, config=cfg, seed=0, callback=lambda e: e["phase"] ==
-                        "train" and marks.append(time.process_time()))
+
+            def mark(entry, marks=marks):
+                if entry["phase"] == "train":
+                    marks.append(time.process_time())
+
+            evo.denoise(noisy, 25 / 255, config=cfg, seed=0, callback=mark)
             d = np.diff(marks)[1:]
             times[name] += list(d)
-            print(f"round {r} {name:6s} {preset} CPU s/epoch: {' '.join(f'{x:.2f}' for x in d)}",
-                  flush=True)
+            print(
+                f"round {r} {name:6s} {preset} CPU s/epoch: {' '.join(f'{x:.2f}' for x in d)}",
+                flush=True,
+            )
     for name, t in times.items():
         print(f"{name:6s} {preset}: min {min(t):.2f}, median {np.median(t):.2f} ({len(t)} epochs)")
 

@@ -43,8 +43,8 @@ def load(path: Path, crop: int | None) -> np.ndarray:
     img = np.asarray(read_image(path)[0], dtype=np.float32)
     if crop:
         h, w = img.shape[:2]
-        t, l = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-        img = img[t:t + crop, l:l + crop]
+        top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        img = img[top : top + crop, left : left + crop]
     return img
 
 
@@ -66,8 +66,9 @@ def run_method(method: str, noisy: np.ndarray, config, seed: int):
     colour = noisy.ndim == 3
     sigma = float(np.mean(estimate_sigma(noisy, channel_axis=-1 if colour else None)))
     if method == "nlm":
-        return denoise_nl_means(noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True,
-                                channel_axis=-1 if colour else None), sigma * 255
+        return denoise_nl_means(
+            noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, channel_axis=-1 if colour else None
+        ), sigma * 255
     if method == "cbm3d":
         import bm3d
 
@@ -80,11 +81,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="folders holding noisy/reference pairs")
     ap.add_argument("--crop", type=int, default=None, help="centre crop to CROP x CROP")
-    ap.add_argument("--methods", default="input,evodenoise",
-                    help="comma separated, from input,evodenoise,cbm3d,nlm")
+    ap.add_argument(
+        "--methods",
+        default="input,evodenoise",
+        help="comma separated, from input,evodenoise,cbm3d,nlm",
+    )
     ap.add_argument("--preset", default=None, help="evodenoise preset (default: the default)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="evodenoise config override (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="evodenoise config override (repeatable)",
+    )
     ap.add_argument("--only", default=None, help="comma separated names: run only these pairs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -111,13 +120,20 @@ def main(argv=None) -> None:
         for method in args.methods.split(","):
             t0 = time.perf_counter()
             est, sigma = run_method(method, noisy, config, args.seed)
-            rec = {"image": name, "method": method, "psnr": round(psnr(est, ref), 3),
-                   "seconds": round(time.perf_counter() - t0, 1),
-                   "sigma": None if sigma is None else round(float(sigma), 2),
-                   "set": args.set, "seed": args.seed, "threads": args.threads}
+            rec = {
+                "image": name,
+                "method": method,
+                "psnr": round(psnr(est, ref), 3),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "sigma": None if sigma is None else round(float(sigma), 2),
+                "set": args.set,
+                "seed": args.seed,
+                "threads": args.threads,
+            }
             if noisy.ndim == 3:
-                rec["channels"] = [round(psnr(est[..., c], ref[..., c]), 2)
-                                   for c in range(noisy.shape[2])]
+                rec["channels"] = [
+                    round(psnr(est[..., c], ref[..., c]), 2) for c in range(noisy.shape[2])
+                ]
             records.append(rec)
             print(json.dumps(rec), flush=True)
         (out / f"{args.name}.json").write_text(json.dumps(records, indent=1))
@@ -131,8 +147,11 @@ def table(records: list[dict]) -> str:
     cell = {(r["image"], r["method"]): r["psnr"] for r in records}
     lines = ["| image | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for im in images:
-        lines.append(f"| {im} | " + " | ".join(f"{cell.get((im, m), float('nan')):.2f}"
-                                               for m in methods) + " |")
+        lines.append(
+            f"| {im} | "
+            + " | ".join(f"{cell.get((im, m), float('nan')):.2f}" for m in methods)
+            + " |"
+        )
     means = [np.mean([cell[(im, m)] for im in images if (im, m) in cell]) for m in methods]
     lines.append("| **mean** | " + " | ".join(f"{v:.2f}" for v in means) + " |")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark evodenoise against its peers with the protocol of DESIGN.md §4.
+"""Benchmark evodenoise against its peers with the protocol of docs/benchmarks.md.
 
 For every image and task the corrupted input is built once (fixed seed per image and task:
 float noise on the 0-255 scale, unclipped; per-value random masks), then every method runs on
@@ -8,9 +8,14 @@ means, scikit-image biharmonic inpainting and BM3D (``bm3d`` package, optional `
 extra; skipped with a note when not installed). Each method runs in a fresh ``spawn``
 subprocess so that its wall time and peak memory are its own.
 
+A named ``--suite`` (``SUITES`` below) sets the images, tasks, crop and threads of a
+standard run; any option given explicitly overrides the suite's value.
+
 Examples::
 
     python benchmarks/run.py --quick
+    python benchmarks/run.py --suite color
+    python benchmarks/run.py --suite gray --images ../shared/benchmark/images --threads 2
     python benchmarks/run.py --images ../shared/benchmark/images --presets fast,quality
     python benchmarks/run.py --images ../shared/benchmark/images --presets paper --device cuda
     python benchmarks/run.py --images ../shared/benchmark/images --ablate --tasks denoise-25
@@ -52,13 +57,14 @@ QUICK_TASKS = ("denoise-25", "inpaint-50")
 QUICK_EPOCHS = 10
 QUICK_CROP = 256
 ALL_METHODS = ("input", "evodenoise", "bm3d", "nlm", "biharmonic")
-METHODS_FOR = {"denoise": ("input", "evodenoise", "bm3d", "nlm"),
-               "inpaint": ("evodenoise", "biharmonic")}
-# Peer settings (DESIGN.md §4); written into every JSON row.
+METHODS_FOR = {
+    "denoise": ("input", "evodenoise", "bm3d", "nlm"),
+    "inpaint": ("evodenoise", "biharmonic"),
+}
+# Peer settings (docs/benchmarks.md); written into every JSON row.
 NLM_PARAMS = dict(h_factor=0.8, patch_size=7, patch_distance=11, fast_mode=True)
-PEER_PRESET = {"input": "-", "bm3d": "np profile", "nlm": "h=0.8σ 7x7 d=11 fast",
-               "biharmonic": "-"}
-# One-at-a-time ablation grid (issue 3 item 4). Values are strings parsed like --set values;
+PEER_PRESET = {"input": "-", "bm3d": "np profile", "nlm": "h=0.8σ 7x7 d=11 fast", "biharmonic": "-"}
+# One-at-a-time ablation grid. Values are strings parsed like --set values;
 # ``sigma`` is a pseudo-key: ``given`` passes the task's σ, ``none`` lets the model learn it.
 # ``x0.5``/``x2`` scale the base value (for hidden: every layer).
 DEFAULT_ABLATION = {
@@ -70,9 +76,27 @@ DEFAULT_ABLATION = {
     "n_states": ["x0.5", "x1", "x2"],
     "hidden": ["x0.5", "x1", "x2"],
 }
+# Named suites: option values of this script, applied as its defaults (options given on the
+# command line win; --quick drops a suite's tasks and crop). `make bench` runs gray,
+# `make bench-color` runs color then inpaint.
+COLOR_IMAGES = ["skimage:astronaut", "skimage:coffee", "skimage:chelsea"]
+SUITES: dict[str, dict] = {
+    # the bundled gray sample; --images ../shared/benchmark/images gives House
+    "gray": dict(
+        images=[str(ROOT / "sample_images" / "camera.png")],
+        tasks=["denoise-15,denoise-25,denoise-50,inpaint-50"],
+    ),
+    # three colour photos scikit-image ships, noise on centre 256x256 crops
+    "color": dict(
+        images=COLOR_IMAGES, crop=256, tasks=["denoise-15,denoise-25,denoise-50"], threads=2
+    ),
+    # the same photos, per-value masks on centre 128x128 crops (inpainting trains 40 epochs)
+    "inpaint": dict(images=COLOR_IMAGES, crop=128, tasks=["inpaint-50,inpaint-80"], threads=2),
+}
 
 
 # ----------------------------------------------------------------------------- images / tasks
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -91,8 +115,10 @@ class Task:
 def parse_task(text: str) -> Task:
     m = re.fullmatch(r"\s*(denoise|inpaint)[-:_ ]?(\d+(?:\.\d+)?)\s*%?\s*", text)
     if not m:
-        raise ValueError(f"bad task {text!r}: expected denoise-SIGMA (8-bit units) or "
-                         f"inpaint-PERCENT, e.g. denoise-25, inpaint-50")
+        raise ValueError(
+            f"bad task {text!r}: expected denoise-SIGMA (8-bit units) or "
+            f"inpaint-PERCENT, e.g. denoise-25, inpaint-50"
+        )
     kind, level = m.group(1), float(m.group(2))
     if kind == "inpaint" and not 0 <= level < 100:
         raise ValueError(f"bad task {text!r}: missing percentage must be in [0, 100)")
@@ -109,7 +135,7 @@ def load_image(path) -> np.ndarray:
     if isinstance(path, str) and path.startswith(SKIMAGE):
         from skimage import data
 
-        arr = np.asarray(getattr(data, path[len(SKIMAGE):])())
+        arr = np.asarray(getattr(data, path[len(SKIMAGE) :])())
         return np.ascontiguousarray(arr / 255.0, dtype=np.float64)
     from evodenoise.imageio import read_image
 
@@ -122,12 +148,14 @@ def find_images(sources: list[str]) -> list:
         p = Path(src)
         if src.startswith(SKIMAGE):
             from skimage import data
-            if not callable(getattr(data, src[len(SKIMAGE):], None)):
-                raise FileNotFoundError(f"scikit-image has no image {src[len(SKIMAGE):]!r}")
+
+            if not callable(getattr(data, src[len(SKIMAGE) :], None)):
+                raise FileNotFoundError(f"scikit-image has no image {src[len(SKIMAGE) :]!r}")
             paths.append(src)
         elif p.is_dir():
-            paths += sorted(q for q in p.iterdir()
-                            if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            paths += sorted(
+                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+            )
         elif p.is_file():
             paths.append(p)
         else:
@@ -139,7 +167,7 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     ch, cw = min(size, h), min(size, w)
     top, left = (h - ch) // 2, (w - cw) // 2
-    return np.ascontiguousarray(img[top:top + ch, left:left + cw])
+    return np.ascontiguousarray(img[top : top + ch, left : left + cw])
 
 
 def corruption_seed(base_seed: int, image_name: str, task: Task) -> int:
@@ -149,7 +177,7 @@ def corruption_seed(base_seed: int, image_name: str, task: Task) -> int:
 
 
 def corrupt(clean01: np.ndarray, task: Task, seed: int):
-    """The protocol (DESIGN.md §4). Returns (input on the [0, 1] scale, mask or None, σ01).
+    """The protocol (docs/benchmarks.md). Returns (input on the [0, 1] scale, mask or None, σ01).
 
     Denoise: noise is added on the 0-255 scale in float, unclipped and unquantised, then the
     result is divided by 255. Inpaint: each value is missing independently with probability
@@ -168,19 +196,13 @@ def corrupt(clean01: np.ndarray, task: Task, seed: int):
 
 # ----------------------------------------------------------------------------- config handling
 
+
 def parse_value(text: str):
     """``--set`` value: a Python literal when it parses as one, else the string."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def coerce(base, key: str, value):
-    """Fit ``value`` to the type of ``base.<key>`` (the library's rule, as for ``--set``)."""
-    from evodenoise.config import _coerce
-
-    return _coerce(key, getattr(base, key), value) if hasattr(base, key) else value
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -208,15 +230,18 @@ def build_config(preset: str, task: Task, channels: int, epochs: int | None, ove
     :func:`evodenoise.config.resolve_config` exactly as the command line settles it."""
     from evodenoise.config import get_preset, preset_name, resolve_config
 
-    name = paper_preset_for(task, channels) if preset == "paper" else (
-        None if preset == "default" else preset)
-    name = preset_name(name, channels=channels, command=task.kind)
-    cfg = resolve_config(name, channels=channels, command=task.kind, epochs=epochs,
-                         overrides=overrides)
+    name = (
+        paper_preset_for(task, channels)
+        if preset == "paper"
+        else (None if preset == "default" else preset)
+    )
+    name = preset_name(name, command=task.kind)
+    cfg = resolve_config(name, command=task.kind, epochs=epochs, overrides=overrides)
     base = get_preset(name).to_dict()
     changes = {k: v for k, v in cfg.to_dict().items() if v != base[k]}
-    label = name + "".join(f" {k}={_fmt(tuple(v) if isinstance(v, list) else v)}"
-                           for k, v in changes.items())
+    label = name + "".join(
+        f" {k}={_fmt(tuple(v) if isinstance(v, list) else v)}" for k, v in changes.items()
+    )
     return cfg, label
 
 
@@ -237,10 +262,13 @@ def ablation_value(base, key: str, text: str):
         if isinstance(cur, int):
             return max(1, round(cur * f))
         return cur * f
-    return coerce(base, key, parse_value(text))
+    from evodenoise.config import _coerce  # the type rule of --set
+
+    return _coerce(key, getattr(base, key), parse_value(text))
 
 
 # ----------------------------------------------------------------------------- method runner
+
 
 def _proc_status_kb(field: str) -> int | None:
     try:
@@ -268,6 +296,7 @@ def _peak_rss_kb() -> int:
     if hwm is not None:
         return hwm
     import resource
+
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
@@ -280,9 +309,11 @@ def _execute(spec: dict) -> dict:
     # Import everything the method needs before the memory baseline.
     if method == "evodenoise":
         import torch
+
         if threads:
             torch.set_num_threads(int(threads))
         from evodenoise import Config, denoise, inpaint
+
         cuda = str(device).startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -294,6 +325,7 @@ def _execute(spec: dict) -> dict:
     elif method == "bm3d":
         import bm3d
     import gc
+
     gc.collect()
     # Baseline: the current RSS with the peak reset to it, so that the peak after the run is
     # this method's own (imports and the input are already in memory). Without the reset
@@ -305,11 +337,15 @@ def _execute(spec: dict) -> dict:
         est = x
     elif method == "nlm":
         s = float(sigma)
-        est = denoise_nl_means(x, h=NLM_PARAMS["h_factor"] * s, sigma=s,
-                               patch_size=NLM_PARAMS["patch_size"],
-                               patch_distance=NLM_PARAMS["patch_distance"],
-                               fast_mode=NLM_PARAMS["fast_mode"],
-                               channel_axis=-1 if x.ndim == 3 else None)
+        est = denoise_nl_means(
+            x,
+            h=NLM_PARAMS["h_factor"] * s,
+            sigma=s,
+            patch_size=NLM_PARAMS["patch_size"],
+            patch_distance=NLM_PARAMS["patch_distance"],
+            fast_mode=NLM_PARAMS["fast_mode"],
+            channel_axis=-1 if x.ndim == 3 else None,
+        )
     elif method == "bm3d":
         fn = bm3d.bm3d_rgb if (x.ndim == 3 and x.shape[-1] == 3) else bm3d.bm3d
         est = fn(x.astype(np.float64), sigma_psd=float(sigma))
@@ -318,22 +354,30 @@ def _execute(spec: dict) -> dict:
         if x.ndim == 2:
             est = inpaint_biharmonic(x.astype(np.float64), mask)
         else:  # per-value masks: each channel has its own missing values
-            est = np.stack([inpaint_biharmonic(np.ascontiguousarray(x[..., c], np.float64),
-                                               np.ascontiguousarray(mask[..., c]))
-                            for c in range(x.shape[-1])], axis=-1)
+            est = np.stack(
+                [
+                    inpaint_biharmonic(
+                        np.ascontiguousarray(x[..., c], np.float64),
+                        np.ascontiguousarray(mask[..., c]),
+                    )
+                    for c in range(x.shape[-1])
+                ],
+                axis=-1,
+            )
     elif method == "evodenoise":
         cfg = Config.from_dict(spec["config"])
         if spec["task"] == "denoise":
             est, res = denoise(x, sigma=sigma, config=cfg, seed=spec["seed"], device=device)
         else:
-            est, res = inpaint(x, mask, sigma=sigma, config=cfg, seed=spec["seed"],
-                               device=device)
+            est, res = inpaint(x, mask, sigma=sigma, config=cfg, seed=spec["seed"], device=device)
         if cuda:
             torch.cuda.synchronize(device)
-        out["extra"].update(engine_seconds=float(res.seconds),
-                            model_sigma_255=float(res.sigma) * 255.0,
-                            epochs_logged=len(res.log or []),
-                            epoch_seconds=[round(e["seconds"], 3) for e in res.log or []])
+        out["extra"].update(
+            engine_seconds=float(res.seconds),
+            model_sigma_255=float(res.sigma) * 255.0,
+            epochs_logged=len(res.log or []),
+            epoch_seconds=[round(e["seconds"], 3) for e in res.log or []],
+        )
         if res.free_energy:
             out["extra"]["final_free_energy"] = float(res.free_energy[-1])
     else:
@@ -368,8 +412,7 @@ def _child(conn, spec: dict) -> None:
     try:
         conn.send(("ok", _execute(spec)))
     except BaseException as exc:  # report everything, including NotImplementedError
-        conn.send(("error", f"{type(exc).__name__}: {exc}".strip(),
-                   traceback.format_exc(limit=4)))
+        conn.send(("error", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc(limit=4)))
     finally:
         conn.close()
 
@@ -411,6 +454,7 @@ def bm3d_available() -> tuple[bool, str]:
     except Exception as exc:  # ImportError or a broken binary
         return False, f"bm3d not importable ({type(exc).__name__}); `pip install -e .[bench]`"
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return True, version("bm3d")
     except PackageNotFoundError:  # pragma: no cover
@@ -419,8 +463,19 @@ def bm3d_available() -> tuple[bool, str]:
 
 # ----------------------------------------------------------------------------- tables
 
-COLUMNS = ("image", "task", "level", "method", "PSNR", "SSIM", "seconds", "peak memory",
-           "device", "preset", "seed")
+COLUMNS = (
+    "image",
+    "task",
+    "level",
+    "method",
+    "PSNR",
+    "SSIM",
+    "seconds",
+    "peak memory",
+    "device",
+    "preset",
+    "seed",
+)
 
 
 def _num(v, fmt: str) -> str:
@@ -440,41 +495,100 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         if r.get("error"):
             note = r["error"].replace("|", "/").splitlines()[0][:120]
-            cells = [r["image"], r["task"], r["level"], r["method"], "–", "–", "–", "–",
-                     r.get("device", "–"), r.get("preset", "–"), str(r.get("seed", "–"))]
+            cells = [
+                r["image"],
+                r["task"],
+                r["level"],
+                r["method"],
+                "–",
+                "–",
+                "–",
+                "–",
+                r.get("device", "–"),
+                r.get("preset", "–"),
+                str(r.get("seed", "–")),
+            ]
             cells[4] = f"skipped: {note}" if r.get("skipped") else f"error: {note}"
         else:
-            cells = [r["image"], r["task"], r["level"], r["method"],
-                     _num(r["psnr"], ".2f"), _num(r["ssim"], ".4f"), _num(r["seconds"], ".2f"),
-                     memory_str(r), r["device"], r["preset"], str(r["seed"])]
+            cells = [
+                r["image"],
+                r["task"],
+                r["level"],
+                r["method"],
+                _num(r["psnr"], ".2f"),
+                _num(r["ssim"], ".4f"),
+                _num(r["seconds"], ".2f"),
+                memory_str(r),
+                r["device"],
+                r["preset"],
+                str(r["seed"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-ABLATION_COLUMNS = ("image", "task", "level", "variant", "PSNR", "ΔPSNR", "SSIM", "seconds",
-                    "peak memory", "device", "preset", "seed")
+ABLATION_COLUMNS = (
+    "image",
+    "task",
+    "level",
+    "variant",
+    "PSNR",
+    "ΔPSNR",
+    "SSIM",
+    "seconds",
+    "peak memory",
+    "device",
+    "preset",
+    "seed",
+)
 
 
 def ablation_table(rows: list[dict]) -> str:
-    base = {(r["image"], r["task"]): r["psnr"] for r in rows
-            if r.get("variant") == "baseline" and not r.get("error")}
+    base = {
+        (r["image"], r["task"]): r["psnr"]
+        for r in rows
+        if r.get("variant") == "baseline" and not r.get("error")
+    }
     lines = ["| " + " | ".join(ABLATION_COLUMNS) + " |", "|" + "---|" * len(ABLATION_COLUMNS)]
     for r in rows:
         if r.get("error"):
-            cells = [r["image"], r["task"], r["level"], r["variant"],
-                     "error: " + r["error"].replace("|", "/").splitlines()[0][:100],
-                     "–", "–", "–", "–", r["device"], r["preset"], str(r["seed"])]
+            cells = [
+                r["image"],
+                r["task"],
+                r["level"],
+                r["variant"],
+                "error: " + r["error"].replace("|", "/").splitlines()[0][:100],
+                "–",
+                "–",
+                "–",
+                "–",
+                r["device"],
+                r["preset"],
+                str(r["seed"]),
+            ]
         else:
             b = base.get((r["image"], r["task"]))
             delta = None if b is None else r["psnr"] - b
-            cells = [r["image"], r["task"], r["level"], r["variant"], _num(r["psnr"], ".2f"),
-                     _num(delta, "+.2f"), _num(r["ssim"], ".4f"), _num(r["seconds"], ".1f"),
-                     memory_str(r), r["device"], r["preset"], str(r["seed"])]
+            cells = [
+                r["image"],
+                r["task"],
+                r["level"],
+                r["variant"],
+                _num(r["psnr"], ".2f"),
+                _num(delta, "+.2f"),
+                _num(r["ssim"], ".4f"),
+                _num(r["seconds"], ".1f"),
+                memory_str(r),
+                r["device"],
+                r["preset"],
+                str(r["seed"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- main loop
+
 
 def score(row: dict, clean01: np.ndarray, out: dict, mask, clip: bool = False) -> None:
     from evodenoise.metrics import psnr, ssim
@@ -487,8 +601,11 @@ def score(row: dict, clean01: np.ndarray, out: dict, mask, clip: bool = False) -
     row["ssim"] = ssim(clean01 * 255.0, est * 255.0, data_range=255.0)
     if mask is not None:  # also the PSNR on the missing values only
         err = (clean01 - est)[mask]
-        row["psnr_missing"] = (float("inf") if not err.size or not np.any(err)
-                               else float(10 * np.log10(1.0 / np.mean(err ** 2))))
+        row["psnr_missing"] = (
+            float("inf")
+            if not err.size or not np.any(err)
+            else float(10 * np.log10(1.0 / np.mean(err**2)))
+        )
 
 
 def resolve_device(device: str) -> str:
@@ -499,10 +616,18 @@ def resolve_device(device: str) -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "-uno"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "-uno"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
     except Exception:  # pragma: no cover
         return None
@@ -510,18 +635,29 @@ def git_commit() -> str | None:
 
 def metadata(args, device: str, bm3d_info: str) -> dict:
     import skimage
-    meta = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "host": platform.node(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "scikit-image": skimage.__version__, "bm3d": bm3d_info,
-            "cpu_count": os.cpu_count(), "device": device, "git": git_commit(),
-            "argv": sys.argv[1:], "isolated": args.isolate,
-            "protocol": "DESIGN.md §4: noise clean255 + σ·N(0,1) float unclipped, "
-                        "per-value masks, seed per (image, task); PSNR/SSIM whole image, "
-                        "8-bit scale (data_range 255)",
-            "estimates_clipped": bool(args.clip)}
+
+    meta = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+        "bm3d": bm3d_info,
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "git": git_commit(),
+        "argv": sys.argv[1:],
+        "suite": args.suite,
+        "isolated": args.isolate,
+        "protocol": "noise clean255 + σ·N(0,1) float unclipped, "
+        "per-value masks, seed per (image, task); PSNR/SSIM whole image, "
+        "8-bit scale (data_range 255)",
+        "estimates_clipped": bool(args.clip),
+    }
     try:
         import torch
+
         meta["torch"] = torch.__version__
         meta["torch_threads"] = torch.get_num_threads()
         if device.startswith("cuda"):
@@ -555,7 +691,7 @@ def run(args) -> dict:
         crop = args.crop or (QUICK_CROP if args.quick else None)
         if crop:
             img = centre_crop(img, crop)
-        loaded.append((p[len(SKIMAGE):] if isinstance(p, str) else p.stem, img))
+        loaded.append((p[len(SKIMAGE) :] if isinstance(p, str) else p.stem, img))
     if args.quick and len(loaded) > 1:  # the smallest image only (ties: first by name)
         loaded = [min(loaded, key=lambda t: t[1].size)]
     epochs = args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else None)
@@ -570,9 +706,15 @@ def run(args) -> dict:
         for task in tasks:
             seed = corruption_seed(args.seed, name, task)
             x, mask, sigma01 = corrupt(clean, task, seed)
-            common = dict(image=name, shape=list(clean.shape), task=task.kind,
-                          level=task.level_str, level_value=task.level, seed=args.seed,
-                          corruption_seed=seed)
+            common = dict(
+                image=name,
+                shape=list(clean.shape),
+                task=task.kind,
+                level=task.level_str,
+                level_value=task.level,
+                seed=args.seed,
+                corruption_seed=seed,
+            )
             jobs = []  # (method, preset label, config or None, variant, sigma passed)
             for method in plan_methods(task, args.methods):
                 if method != "evodenoise":
@@ -582,18 +724,30 @@ def run(args) -> dict:
                     try:
                         cfg, label = build_config(preset, task, channels, epochs, overrides)
                     except Exception as exc:
-                        rows.append(dict(common, method="evodenoise", preset=preset,
-                                         device=device, error=f"config: {exc}"))
+                        rows.append(
+                            dict(
+                                common,
+                                method="evodenoise",
+                                preset=preset,
+                                device=device,
+                                error=f"config: {exc}",
+                            )
+                        )
                         continue
                     if args.ablate:
                         for variant, vcfg, vsigma in ablation_variants(
-                                cfg, task, sigma01, args.vary, args.only_vary):
+                            cfg, task, sigma01, args.vary, args.only_vary
+                        ):
                             jobs.append(("evodenoise", label, vcfg, variant, vsigma))
                     else:
                         jobs.append(("evodenoise", label, cfg, None, sigma01))
             for method, label, cfg, variant, sig in jobs:
-                row = dict(common, method=method, preset=label,
-                           device=device if method == "evodenoise" else "cpu")
+                row = dict(
+                    common,
+                    method=method,
+                    preset=label,
+                    device=device if method == "evodenoise" else "cpu",
+                )
                 if variant is not None:
                     row["variant"] = variant
                 if method == "bm3d" and not has_bm3d:
@@ -604,12 +758,23 @@ def run(args) -> dict:
                 if cfg is not None:
                     row["config"] = cfg.to_dict()
                     row["sigma_given_255"] = None if sig is None else sig * 255.0
-                spec = dict(method=method, task=task.kind, input=x, mask=mask, sigma=sig,
-                            config=row.get("config"), seed=args.seed, device=device,
-                            threads=args.threads)
-                log(f"{name} {task.name} {method}"
+                spec = dict(
+                    method=method,
+                    task=task.kind,
+                    input=x,
+                    mask=mask,
+                    sigma=sig,
+                    config=row.get("config"),
+                    seed=args.seed,
+                    device=device,
+                    threads=args.threads,
+                )
+                log(
+                    f"{name} {task.name} {method}"
                     + (f" [{label}]" if cfg is not None else "")
-                    + (f" {{{variant}}}" if variant else "") + " ...")
+                    + (f" {{{variant}}}" if variant else "")
+                    + " ..."
+                )
                 out = run_method(spec, isolate=args.isolate, timeout=args.timeout)
                 if "error" in out:
                     row["error"] = out["error"]
@@ -617,17 +782,26 @@ def run(args) -> dict:
                 else:
                     score(row, clean, out, mask, clip=args.clip and method != "input")
                     row["clipped"] = args.clip and method != "input"
-                    row.update(seconds=out["seconds"], peak_rss_mb=out.get("peak_rss_mb"),
-                               peak_rss_delta_mb=out.get("peak_rss_delta_mb"),
-                               cuda_peak_mb=out.get("cuda_peak_mb"),
-                               peak_reset=out.get("peak_reset"), **out["extra"])
-                    log(f"  PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
-                        f"{row['seconds']:.2f} s  {memory_str(row)}")
+                    row.update(
+                        seconds=out["seconds"],
+                        peak_rss_mb=out.get("peak_rss_mb"),
+                        peak_rss_delta_mb=out.get("peak_rss_delta_mb"),
+                        cuda_peak_mb=out.get("cuda_peak_mb"),
+                        peak_reset=out.get("peak_reset"),
+                        **out["extra"],
+                    )
+                    log(
+                        f"  PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
+                        f"{row['seconds']:.2f} s  {memory_str(row)}"
+                    )
                     if args.save_images:
-                        save_estimate(out_dir / args.name / "images",
-                                      f"{name}_{task.name}_{method}"
-                                      + (f"_{label}" if cfg is not None else "")
-                                      + (f"_{variant}" if variant else ""), out["estimate"])
+                        save_estimate(
+                            out_dir / args.name / "images",
+                            f"{name}_{task.name}_{method}"
+                            + (f"_{label}" if cfg is not None else "")
+                            + (f"_{variant}" if variant else ""),
+                            out["estimate"],
+                        )
                 (ablation_rows if variant is not None else rows).append(row)
     return {"meta": meta, "rows": rows, "ablation": ablation_rows}
 
@@ -670,6 +844,7 @@ def ablation_variants(base, task: Task, sigma01, vary: list[str], only_vary: boo
 
 def save_estimate(folder: Path, stem: str, est: np.ndarray) -> None:
     from PIL import Image
+
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", stem)
     arr = np.clip(np.rint(est * 255.0), 0, 255).astype(np.uint8)
@@ -703,10 +878,12 @@ def write_outputs(report: dict, out_dir: Path, name: str) -> dict[str, Path]:
         json.dump(_clean_json(report), f, indent=1, default=_json_default)
         f.write("\n")
     meta = report["meta"]
-    header = (f"<!-- {meta['date']} · {meta['host']} · {meta['cpu_count']} CPUs · "
-              f"device {meta['device']}{' (' + meta['gpu'] + ')' if meta.get('gpu') else ''} · "
-              f"git {meta['git']} · torch {meta.get('torch')} · bm3d {meta['bm3d']} · "
-              f"args: {' '.join(meta['argv'])} -->\n")
+    header = (
+        f"<!-- {meta['date']} · {meta['host']} · {meta['cpu_count']} CPUs · "
+        f"device {meta['device']}{' (' + meta['gpu'] + ')' if meta.get('gpu') else ''} · "
+        f"git {meta['git']} · torch {meta.get('torch')} · bm3d {meta['bm3d']} · "
+        f"args: {' '.join(meta['argv'])} -->\n"
+    )
     text = header
     if report["rows"]:
         text += "\n" + markdown_table(report["rows"]) + "\n"
@@ -720,68 +897,139 @@ def write_outputs(report: dict, out_dir: Path, name: str) -> dict[str, Path]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Benchmark evodenoise and its peers (BM3D, NL-means, biharmonic) with the "
-                    "protocol of DESIGN.md §4.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--images", nargs="+", default=[str(ROOT / "sample_images")],
-                   help="image files or folders (non-image files are skipped), or skimage:NAME "
-                        "for an image scikit-image ships (e.g. skimage:astronaut)")
-    p.add_argument("--tasks", nargs="+", default=None,
-                   help="tasks, comma or space separated: denoise-SIGMA (8-bit units), "
-                        f"inpaint-PERCENT; default {','.join(DEFAULT_TASKS)}")
-    p.add_argument("--presets", default="default",
-                   help="evodenoise presets, comma separated; 'default' = each command's "
-                        "default (fast / inpaint), 'paper' = the paper preset of each task")
-    p.add_argument("--methods", default=",".join(ALL_METHODS),
-                   help="methods to run, comma separated, from " + ",".join(ALL_METHODS))
-    p.add_argument("--quick", action="store_true",
-                   help=f"short run: tasks {','.join(QUICK_TASKS)} on the smallest image, "
-                        f"centre-cropped to {QUICK_CROP}x{QUICK_CROP}, {QUICK_EPOCHS} epochs "
-                        f"(explicit --tasks/--epochs/--crop win)")
+        "protocol of docs/benchmarks.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        default=None,
+        help="a named set of images, tasks, crop and threads (SUITES in this file); "
+        "options given explicitly override it",
+    )
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=[str(ROOT / "sample_images")],
+        help="image files or folders (non-image files are skipped), or skimage:NAME "
+        "for an image scikit-image ships (e.g. skimage:astronaut)",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        help="tasks, comma or space separated: denoise-SIGMA (8-bit units), "
+        f"inpaint-PERCENT; default {','.join(DEFAULT_TASKS)}",
+    )
+    p.add_argument(
+        "--presets",
+        default="default",
+        help="evodenoise presets, comma separated; 'default' = each command's "
+        "default (fast / inpaint), 'paper' = the paper preset of each task",
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(ALL_METHODS),
+        help="methods to run, comma separated, from " + ",".join(ALL_METHODS),
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"short run: tasks {','.join(QUICK_TASKS)} on the smallest image, "
+        f"centre-cropped to {QUICK_CROP}x{QUICK_CROP}, {QUICK_EPOCHS} epochs "
+        f"(explicit --tasks/--epochs/--crop win)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the presets' epochs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every evodenoise run (repeatable), "
-                        "e.g. --set selection=best --set hidden=128")
-    p.add_argument("--ablate", action="store_true",
-                   help="ablation: evodenoise baseline plus one-at-a-time variants of each "
-                        "preset (selection, sigma_mode, σ given/learned, merge, epochs, "
-                        "n_states, hidden); peers still run once per input")
-    p.add_argument("--only-vary", action="store_true",
-                   help="with --ablate: vary only the --vary axes, not the default ones")
-    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1|V2",
-                   help="replace or add an ablation axis, e.g. --vary n_latents=x0.5|x2 "
-                        "(x-prefixed values scale the preset's value)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="base seed: corruption seeds derive from (seed, image, task); "
-                        "evodenoise runs with this seed")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every evodenoise run (repeatable), "
+        "e.g. --set selection=best --set hidden=128",
+    )
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="ablation: evodenoise baseline plus one-at-a-time variants of each "
+        "preset (selection, sigma_mode, σ given/learned, merge, epochs, "
+        "n_states, hidden); peers still run once per input",
+    )
+    p.add_argument(
+        "--only-vary",
+        action="store_true",
+        help="with --ablate: vary only the --vary axes, not the default ones",
+    )
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1|V2",
+        help="replace or add an ablation axis, e.g. --vary n_latents=x0.5|x2 "
+        "(x-prefixed values scale the preset's value)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="base seed: corruption seeds derive from (seed, image, task); "
+        "evodenoise runs with this seed",
+    )
     p.add_argument("--device", default="cpu", help="evodenoise device: cpu, cuda, cuda:N, auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each worker")
-    p.add_argument("--crop", type=int, default=None,
-                   help="centre-crop every image to at most CROP x CROP first")
-    p.add_argument("--no-clip", dest="clip", action="store_false",
-                   help="score estimates as returned; by default every method's estimate is "
-                        "clipped to [0, 1] before scoring (evodenoise clips its own output), "
-                        "the 'input' row never is")
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="centre-crop every image to at most CROP x CROP first",
+    )
+    p.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        help="score estimates as returned; by default every method's estimate is "
+        "clipped to [0, 1] before scoring (evodenoise clips its own output), "
+        "the 'input' row never is",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds per method run")
-    p.add_argument("--no-isolate", dest="isolate", action="store_false",
-                   help="run methods in this process (no per-method peak memory on CPU)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
-                   help="output folder for NAME.json and NAME.md")
+    p.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="run methods in this process (no per-method peak memory on CPU)",
+    )
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "results"),
+        help="output folder for NAME.json and NAME.md",
+    )
     p.add_argument("--name", default=None, help="output file stem (default: timestamp)")
-    p.add_argument("--save-images", action="store_true",
-                   help="also save every estimate as an 8-bit PNG under OUT/NAME/images")
+    p.add_argument(
+        "--save-images",
+        action="store_true",
+        help="also save every estimate as an 8-bit PNG under OUT/NAME/images",
+    )
     return p
 
 
 def parse_args(argv=None):
     p = build_parser()
+    first, _ = p.parse_known_args(argv)
+    if first.suite:
+        suite = dict(SUITES[first.suite])
+        if first.quick:  # --quick sets its own tasks and crop
+            suite.pop("tasks", None)
+            suite.pop("crop", None)
+        p.set_defaults(**suite)
     args = p.parse_args(argv)
 
     def split(values):
         return [v for item in values for v in item.split(",") if v.strip()]
 
     try:
-        task_texts = split(args.tasks) if args.tasks else list(
-            QUICK_TASKS if args.quick else DEFAULT_TASKS)
+        task_texts = (
+            split(args.tasks) if args.tasks else list(QUICK_TASKS if args.quick else DEFAULT_TASKS)
+        )
         args.tasks = [parse_task(t) for t in task_texts]
     except ValueError as exc:
         p.error(str(exc))
@@ -797,8 +1045,8 @@ def parse_args(argv=None):
     except ValueError as exc:
         p.error(str(exc))
     if args.name is None:
-        args.name = ("ablation-" if args.ablate else "bench-") + \
-            _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        prefix = "ablation" if args.ablate else (args.suite or "bench")
+        args.name = f"{prefix}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     return args
 
 

@@ -213,3 +213,21 @@ def test_ablation_only_vary_keeps_just_the_given_axes(bench):
                                             only_vary=True))
     assert [v[0] for v in variants] == ["baseline", "selection=uniform", "selection=best"]
     assert [v[1].selection for v in variants] == ["fitness", "uniform", "best"]
+
+
+def test_suites_set_defaults_that_flags_override(bench):
+    args = bench.parse_args(["--suite", "color"])
+    assert args.images == bench.COLOR_IMAGES and args.crop == 256 and args.threads == 2
+    assert [t.name for t in args.tasks] == ["denoise-15", "denoise-25", "denoise-50"]
+    assert args.name.startswith("color-")
+    args = bench.parse_args(["--suite", "inpaint", "--crop", "64", "--tasks", "inpaint-50"])
+    assert args.crop == 64 and [t.name for t in args.tasks] == ["inpaint-50"]
+    assert args.images == bench.COLOR_IMAGES
+    gray = bench.parse_args(["--suite", "gray"])
+    assert [t.name for t in gray.tasks] == list(bench.DEFAULT_TASKS)
+    assert all(Path(p).is_file() for p in gray.images)
+    quick = bench.parse_args(["--suite", "color", "--quick"])  # --quick's tasks and crop win
+    assert [t.name for t in quick.tasks] == list(bench.QUICK_TASKS) and quick.crop is None
+    assert bench.parse_args([]).suite is None
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--suite", "nope"])
