@@ -78,63 +78,7 @@ def mask_png(path: Path, m) -> Path:
     return save_png(path, (np.asarray(m) * 255).astype(np.uint8))
 
 
-class FakeEngine:
-    """Stands in for evodenoise.restore.denoise / inpaint with the same contract."""
-
-    def __init__(self):
-        self.calls: list[dict] = []
-        self.raise_on: dict[str, BaseException] = {}
-
-    def _run(self, kind, image, mask, sigma, config, seed, device, callback):
-        image = np.asarray(image)
-        config = config if isinstance(config, Config) else get_preset(config)
-        self.calls.append(dict(kind=kind, image=image, mask=mask, sigma=sigma, config=config,
-                               seed=seed, device=str(device)))
-        exc = self.raise_on.get(kind) or self.raise_on.get("any")
-        if exc is not None:
-            raise exc
-        p = config.patch_size or 4  # 0: automatic, at least 4x4
-        if image.shape[0] < p or image.shape[1] < p:
-            raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} pixels is smaller "
-                             f"than the {p}x{p} patch")
-        if sigma is not None and not sigma > 0:
-            raise ValueError("sigma must be > 0")
-        if mask is not None and mask.shape not in (image.shape, image.shape[:2]):
-            raise ValueError("mask shape mismatch")
-        s = sigma if sigma is not None else 0.1
-        log = []
-        for e in range(1, config.epochs + 1):
-            info = dict(epoch=e, epochs=config.epochs, free_energy=-100.0 + e, sigma=s,
-                        lr=1e-3, mean_active=0.5)
-            log.append(dict(info))
-            if callback is not None:
-                callback(info)
-        out = np.clip(image, 0, 1).astype(np.float32)
-        fields = RNG.standard_normal((5, p, p) + image.shape[2:]).astype(np.float32)
-        return out, restore.Result(config=config, seed=seed, device=str(device), sigma=s,
-                                   seconds=0.01, free_energy=[x["free_energy"] for x in log],
-                                   log=log, fields=fields)
-
-    def denoise(self, image, sigma=None, *, config="fast", seed=0, device="cpu", mask=None,
-                callback=None):
-        return self._run("denoise", image, mask, sigma, config, seed, device, callback)
-
-    def inpaint(self, image, mask, *, sigma=None, config="fast", seed=0, device="cpu",
-                callback=None):
-        return self._run("inpaint", image, mask, sigma, config, seed, device, callback)
-
-
-@pytest.fixture
-def engine(monkeypatch):
-    fake = FakeEngine()
-    monkeypatch.setattr(restore, "denoise", fake.denoise)
-    monkeypatch.setattr(restore, "inpaint", fake.inpaint)
-    return fake
-
-
-@pytest.fixture(autouse=True)
-def _cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 FAST = ["--device", "cpu", "--epochs", "3"]

@@ -16,8 +16,9 @@ from evodenoise import restore
 from evodenoise.config import get_preset, preset_name, resolve_config
 from evodenoise.options import UsageError, parse_shard, parse_size
 from evodenoise.report import Reporter, progress_fraction
-from test_cli import (FAST, _cwd, assert_one_line_error, engine, gray,  # noqa: F401
-                      json_lines, run)
+from test_cli import FAST, assert_one_line_error, gray, json_lines, run
+
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "evodenoise"
 
@@ -27,7 +28,6 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "evodenoise"
 
 def test_resolve_config_is_the_one_place():
     assert preset_name(None) == "fast" and preset_name(None, command="inpaint") == "inpaint"
-    assert preset_name(None, channels=3) == "fast"
     assert resolve_config(None) == get_preset("fast")
     assert resolve_config(None, command="inpaint") == get_preset("inpaint")
     c = resolve_config("quality", epochs=3, overrides=["hidden=32,16", "lr_max=0.005"])
@@ -101,7 +101,7 @@ def test_parse_size_rejects(text):
         parse_size(text)
 
 
-def test_max_memory_reaches_the_engine_only_when_given(tmp_path, engine, monkeypatch):
+def test_max_memory_reaches_the_engine(tmp_path, engine, monkeypatch):
     seen = {}
     original = engine.denoise
 
@@ -113,7 +113,7 @@ def test_max_memory_reaches_the_engine_only_when_given(tmp_path, engine, monkeyp
     monkeypatch.setattr(restore, "denoise", denoise)
     gray(tmp_path / "a.png")
     assert run("denoise", "a.png", *FAST).exit_code == 0
-    assert "max_memory" not in seen
+    assert seen["max_memory"] is None  # not given: the engine measures what is free
     assert run("denoise", "a.png", "-f", "--max-memory", "1.5G", *FAST).exit_code == 0
     assert seen["max_memory"] == int(1.5 * 2**30)
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -170,7 +170,8 @@ class Result:
     log: list = dataclasses.field(default_factory=list)
     fields: object = None
 
-def denoise(image, sigma=None, *, config, seed, device, mask=None, callback=None):
+def denoise(image, sigma=None, *, config, seed, device, mask=None, callback=None,
+            max_memory=None):
     return np.clip(image, 0, 1), Result(config, seed, str(device), 0.1, 0.0)
 
 fake.Result, fake.denoise = Result, denoise

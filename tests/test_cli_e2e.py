@@ -39,9 +39,7 @@ def smooth(h=H, w=W, c=None):
     return base if c is None else np.stack([base * (0.6 + 0.2 * k) for k in range(c)], -1)
 
 
-@pytest.fixture(autouse=True)
-def _cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def test_denoise_npy_with_reference_json(tmp_path):

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from evodenoise import restore
 from evodenoise.cli import app
 from evodenoise.imageio import ImageError, encode_png16, read_image, read_mask
-from test_cli import FakeEngine
+from conftest import FakeEngine
 
 FUZZ_SEED = int(os.environ.get("EVODENOISE_FUZZ_SEED", "20261125"))
 FUZZ_LONG = int(os.environ.get("EVODENOISE_FUZZ_LONG", "3400"))

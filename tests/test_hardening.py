@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import (FAST, _cwd, assert_one_line_error, engine, files,  # noqa: F401
-                      gray, json_lines, run)
+from test_cli import FAST, assert_one_line_error, files, gray, json_lines, run
+
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
 EXE = [sys.executable, "-m", "evodenoise"]

@@ -13,7 +13,7 @@ import torch
 
 from evodenoise import denoise, get_preset
 from evodenoise.model import Model
-from evodenoise.stream import Dictionary
+from evodenoise.estimate import Dictionary
 from evodenoise.evolution import init_states
 from evodenoise.train import Fit
 

@@ -311,7 +311,7 @@ def test_image_smaller_than_patch():
 def test_auto_patch_size_follows_the_signal_to_noise_ratio():
     """Patch size 0: the less noise for the image's contrast, the smaller the patch; exact for
     a given plane and σ; bounded by the image; the inpaint preset's for masked input without σ."""
-    from evodenoise.restore import choose_patch_size
+    from evodenoise.plan import choose_patch_size
     plane = torch.from_numpy(data.camera()[::2, ::2].astype(np.float32))
     sizes = [choose_patch_size(plane, None, s, 256) for s in (5.0, 25.0, 50.0, 200.0)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] and set(sizes) <= {4, 6, 8}

@@ -13,7 +13,8 @@ from evodenoise.config import get_preset
 from evodenoise.evolution import EStepOut, evolve, init_states, pack, unpack
 from evodenoise.model import PI_MIN, Model
 from evodenoise.patches import extract_patches
-from evodenoise.train import PosteriorStats, estimate, fit, learning_rate
+from evodenoise.estimate import estimate_patches
+from evodenoise.train import PosteriorStats, fit, learning_rate
 
 
 def gen(seed: int) -> torch.Generator:
@@ -260,7 +261,7 @@ def test_estimate_covers_every_patch():
     cfg = tiny_cfg(epochs=2, chunk_size=50)
     torch.manual_seed(0)
     fitted = fit(y, None, cfg, gen(0))
-    est = estimate(fitted, y, None, cfg, gen(1))
+    est = estimate_patches(fitted.model, fitted.states, y, None, cfg, gen(1))
     assert est.shape == y.shape and torch.isfinite(est).all()
     m = fitted.model
     with torch.no_grad():
@@ -276,15 +277,15 @@ def test_estimate_covers_every_patch():
 
 @pytest.mark.parametrize("sweeps", [1, 2])
 def test_estimate_in_place_equals_a_separate_output(sweeps):
-    """estimate(..., out=y) overwrites the patches chunk by chunk and gives the same result."""
+    """estimate_patches(..., out=y) overwrites the patches chunk by chunk and gives the same result."""
     y = small_patches()
     cfg = tiny_cfg(epochs=1, chunk_size=37, final_sweeps=sweeps)
     fitted = fit(y, None, cfg, gen(0))
     states = fitted.states.clone()
-    want = estimate(fitted, y, None, cfg, gen(1))
+    want = estimate_patches(fitted.model, fitted.states, y, None, cfg, gen(1))
     fitted.states.copy_(states)
     y2 = y.clone()
-    got = estimate(fitted, y2, None, cfg, gen(1), out=y2)
+    got = estimate_patches(fitted.model, fitted.states, y2, None, cfg, gen(1), out=y2)
     assert got is y2 and torch.equal(got, want)
 
 
@@ -295,7 +296,7 @@ def test_estimate_final_sweeps():
     fitted = fit(y, None, cfg, gen(0))
     with torch.no_grad():
         f0 = torch.logsumexp(fitted.model.log_joint(y, unpack(fitted.states, 12)), 1)
-    estimate(fitted, y, None, cfg, gen(1))
+    estimate_patches(fitted.model, fitted.states, y, None, cfg, gen(1))
     with torch.no_grad():
         f1 = torch.logsumexp(fitted.model.log_joint(y, unpack(fitted.states, 12)), 1)
     assert (f1 >= f0 - 1e-3).all() and (f1 > f0 + 1e-3).any()
@@ -315,7 +316,7 @@ def test_zero_epochs():
     torch.manual_seed(0)
     fitted = fit(y, None, cfg, gen(0))
     assert fitted.log == []
-    assert torch.isfinite(estimate(fitted, y, None, cfg, gen(0))).all()
+    assert torch.isfinite(estimate_patches(fitted.model, fitted.states, y, None, cfg, gen(0))).all()
 
 
 def _record_schedule(monkeypatch):

@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .config import PRESET_NOTES
+from .config import DEFAULT_PRESETS, PRESET_NOTES
 from .options import Options, UsageError
 
 _EXAMPLES = """\
@@ -243,7 +243,7 @@ _restore_command("denoise", """Remove Gaussian noise from images (zero-shot: the
              "for 16-bit, --data-range for float. Must be > 0. Leave out (or [bold]auto[/bold]) "
              "to learn it; the estimate is reported.",
     "suffix": _SUFFIX_HELP.format("_denoised"),
-    "preset": _preset_help("fast"),
+    "preset": _preset_help(DEFAULT_PRESETS["denoise"]),
 })
 
 _restore_command("inpaint", """Fill in missing pixels/values marked by a mask (zero-shot).
@@ -259,7 +259,7 @@ _restore_command("inpaint", """Fill in missing pixels/values marked by a mask (z
              "then every value is restored, not only the missing ones. Leave out for clean "
              "observed values (σ is learned).",
     "suffix": _SUFFIX_HELP.format("_inpainted"),
-    "preset": _preset_help("inpaint"),
+    "preset": _preset_help(DEFAULT_PRESETS["inpaint"]),
 })
 
 

@@ -181,12 +181,6 @@ class Config:
         return cls().replace(**d)
 
 
-def chunk_rows(cfg: Config, device) -> int:
-    """Patches per chunk of the estimate's sweeps: ``cfg.chunk_size``, or (0) 256 on the CPU
-    and 16,384 on a GPU (``device``: a torch device)."""
-    return cfg.chunk_size or (256 if device.type == "cpu" else 16384)
-
-
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -246,6 +240,7 @@ PRESETS: dict[str, Config] = {
                                      **_PAPER),
 }
 PRESETS["default"] = PRESETS["fast"]
+DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when none is named
 
 # Cost and result of each preset, for --help and the README. CPU: 2 cores of a 2-core AMD EPYC
 # VM, House 256x256 (0.066 megapixels), benchmarks/RESULTS.md; time grows linearly with the
@@ -270,19 +265,15 @@ PRESET_NOTES: dict[str, str] = {
 }
 
 
-def preset_name(preset: str | None = None, *, channels: int = 1,
-                command: str = "denoise") -> str:
+def preset_name(preset: str | None = None, *, command: str = "denoise") -> str:
     """The preset a run uses: ``preset`` itself, or the command's default when it is None
-    (``fast`` for denoising, ``inpaint`` for inpainting; ``channels`` is where a colour
-    default will be chosen)."""
-    if preset is not None:
-        return preset
-    return "inpaint" if command == "inpaint" else "fast"
+    (:data:`DEFAULT_PRESETS`: ``fast`` for denoising, ``inpaint`` for inpainting)."""
+    return DEFAULT_PRESETS[command] if preset is None else preset
 
 
-def resolve_config(preset: str | None = None, *, channels: int = 1, command: str = "denoise",
+def resolve_config(preset: str | None = None, *, command: str = "denoise",
                    epochs: int | None = None, overrides=()) -> Config:
-    """The one place where a run's configuration is settled from what a user asked for.
+    """The configuration a user asked for, before it meets an image (see ``plan.py``).
 
     ``preset`` (None: the command's default, see :func:`preset_name`), then ``overrides``
     (``"KEY=VALUE"`` strings as on the command line, or a mapping of keys to values; strings
@@ -291,7 +282,7 @@ def resolve_config(preset: str | None = None, *, channels: int = 1, command: str
     unless overridden too. Raises ``ValueError`` with one line on an unknown preset or key,
     a malformed value or an invalid combination.
     """
-    cfg = get_preset(preset_name(preset, channels=channels, command=command))
+    cfg = get_preset(preset_name(preset, command=command))
     items = overrides.items() if hasattr(overrides, "items") else map(_split_override, overrides)
     changes = {}
     for key, value in items:

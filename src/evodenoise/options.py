@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import Config, resolve_config
+from .config import Config, preset_name, resolve_config
 
 __all__ = ["InputError", "Options", "Settings", "UsageError", "check_options", "parse_seed",
            "parse_positive", "parse_size", "parse_shard"]
@@ -77,7 +77,8 @@ class Settings:
     seed: int
     max_memory: Optional[int]  # bytes
     shard: Optional[tuple[int, int]]  # (K, N)
-    config: Config  # for a gray input; each input resolves its own (see runner)
+    preset: str  # the preset named, or the command's default
+    config: Config  # the preset with --set and --epochs applied (plan.py settles the rest per image)
 
 
 def check_options(opts: Options) -> Settings:
@@ -94,7 +95,8 @@ def check_options(opts: Options) -> Settings:
         raise UsageError(f"invalid configuration: {e}") from None
     return Settings(sigma=sigma, data_range=data_range, seed=parse_seed(opts.seed),
                     max_memory=None if opts.max_memory is None else parse_size(opts.max_memory),
-                    shard=None if opts.shard is None else parse_shard(opts.shard), config=config)
+                    shard=None if opts.shard is None else parse_shard(opts.shard),
+                    preset=preset_name(opts.preset, command=opts.command), config=config)
 
 
 def parse_sigma(text: Optional[str]) -> Optional[float]:

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .batch import Job, plan
-from .config import Config, chunk_rows, preset_name, resolve_config
+from .config import Config
 from .decode import ImageError, quote
 from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, read_mask, write_image
 from .options import InputError, Options, Settings, UsageError, check_options
@@ -39,12 +39,13 @@ class RunContext:
     reporter: Reporter
 
 
-def _record(job: Job, ctx: RunContext, config: Config, preset: str) -> dict:
+def _record(job: Job, ctx: RunContext) -> dict:
+    config = ctx.settings.config
     return {
         "input": job.source, "output": job.output, "status": None, "error": None,
         "command": ctx.opts.command, "psnr": None, "ssim": None, "psnr_input": None,
         "sigma": None, "sigma_given": ctx.settings.sigma, "data_range": None, "seconds": None,
-        "device": str(ctx.device), "seed": ctx.settings.seed, "preset": preset,
+        "device": str(ctx.device), "seed": ctx.settings.seed, "preset": ctx.settings.preset,
         "config": config.to_dict(), "width": None, "height": None, "channels": None,
         "bit_depth": None, "alpha": None, "mask": job.mask, "missing_fraction": None,
         "reference": job.reference, "epochs": config.epochs, "free_energy": None,
@@ -54,18 +55,17 @@ def _record(job: Job, ctx: RunContext, config: Config, preset: str) -> dict:
 
 def _oom_message(e: BaseException, ctx: RunContext, config: Config) -> Optional[str]:
     is_oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower()
-    try:
-        import torch
+    import torch
 
-        is_oom = is_oom or isinstance(e, torch.cuda.OutOfMemoryError)
-        if is_oom and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover
-        pass
+    from .plan import default_chunk
+
+    is_oom = is_oom or isinstance(e, torch.cuda.OutOfMemoryError)
+    if is_oom and torch.cuda.is_available():
+        torch.cuda.empty_cache()
     if not is_oom:
         return None
-    return (f"out of memory on {ctx.device}: lower --set chunk_size=N (now "
-            f"{chunk_rows(config, torch.device(ctx.device))})"
+    chunk = config.chunk_size or default_chunk(torch.device(ctx.device))
+    return (f"out of memory on {ctx.device}: lower --set chunk_size=N (now {chunk})"
             f" or --set batch_size=N (now {config.batch_size}), or use a smaller --preset")
 
 
@@ -101,7 +101,8 @@ def process(job: Job, ctx: RunContext) -> dict:
     from . import restore
 
     opts, rep, settings = ctx.opts, ctx.reporter, ctx.settings
-    record = _record(job, ctx, settings.config, preset_name(opts.preset, command=opts.command))
+    config = settings.config
+    record = _record(job, ctx)
     t0 = time.perf_counter()
     if job.error is not None:
         raise InputError(job.error)
@@ -112,25 +113,17 @@ def process(job: Job, ctx: RunContext) -> dict:
         rep.warn(w)
     image, info, mask, reference = _load(job, ctx)
     units = info.data_range  # the input's units: σ in = σ / units, σ out = σ01 * units
-    channels = info.channels
-    preset = preset_name(opts.preset, channels=channels, command=opts.command)
-    try:
-        config = resolve_config(opts.preset, channels=channels, command=opts.command,
-                                epochs=opts.epochs, overrides=opts.sets or ())
-    except ValueError as e:
-        raise InputError(f"configuration: {e}") from None
-    record.update(_record(job, ctx, config, preset), data_range=units, width=info.shape[1],
-                  height=info.shape[0], channels=channels,
+    record.update(data_range=units, width=info.shape[1], height=info.shape[0],
+                  channels=info.channels,
                   bit_depth="float" if info.is_float else info.bit_depth, alpha=info.has_alpha,
                   missing_fraction=None if mask is None else float(mask.mean()))
-    rep.debug(f"{quote(job.source)}: {info.describe()}, data range {units:g}, preset {preset}")
+    rep.debug(f"{quote(job.source)}: {info.describe()}, data range {units:g}, "
+              f"preset {settings.preset}")
 
     # ---- restore --------------------------------------------------------------------------
     kwargs = dict(sigma=None if settings.sigma is None else settings.sigma / units,
                   config=config, seed=settings.seed, device=ctx.device,
-                  callback=lambda state: rep.update(state, units))
-    if settings.max_memory is not None:  # only when given: older engines lack the keyword
-        kwargs["max_memory"] = settings.max_memory
+                  callback=lambda state: rep.update(state, units), max_memory=settings.max_memory)
     rep.start_file(job.source if job.source != "-" else "stdin")
     try:
         if opts.command == "inpaint":
@@ -147,11 +140,10 @@ def process(job: Job, ctx: RunContext) -> dict:
     finally:
         rep.end_file()
     restored = np.asarray(restored, dtype=np.float32)
-    ran = getattr(result, "config", None) or config  # the configuration that actually ran
-    sigma_out = None if getattr(result, "sigma", None) is None else float(result.sigma) * units
-    fe = list(getattr(result, "free_energy", []) or [])
-    record.update(sigma=sigma_out, free_energy=fe[-1] if fe else None, config=ran.to_dict(),
-                  epochs=ran.epochs)
+    ran = result.config  # the configuration that actually ran (the plan's)
+    fe = result.free_energy
+    record.update(sigma=float(result.sigma) * units, free_energy=fe[-1] if fe else None,
+                  config=ran.to_dict(), epochs=ran.epochs)
 
     if reference is not None:
         with_input = mask is None and opts.command == "denoise"
@@ -187,23 +179,17 @@ def _save(job: Job, ctx: RunContext, restored, info: ImageInfo, result, record: 
             Path(job.output).parent.mkdir(parents=True, exist_ok=True)
             write_image(job.output, restored, info)
         if job.fields_path is not None:
-            fields = getattr(result, "fields", None)
-            if fields is None:
-                ctx.reporter.warn(f"{quote(job.source)}: the model returned no generative "
-                                  f"fields; {quote(job.fields_path)} not written")
-                record["fields"] = None
-            else:
-                tiled = tile_fields(np.asarray(fields, dtype=np.float32))
-                Path(job.fields_path).parent.mkdir(parents=True, exist_ok=True)
-                write_image(job.fields_path, tiled, ImageInfo(
-                    shape=tiled.shape[:2], channels=1 if tiled.ndim == 2 else tiled.shape[2],
-                    dtype="uint8", data_range=255.0))
+            tiled = tile_fields(np.asarray(result.fields, dtype=np.float32))
+            Path(job.fields_path).parent.mkdir(parents=True, exist_ok=True)
+            write_image(job.fields_path, tiled, ImageInfo(
+                shape=tiled.shape[:2], channels=1 if tiled.ndim == 2 else tiled.shape[2],
+                dtype="uint8", data_range=255.0))
         if job.log_path is not None:
             log = {"input": job.source, "command": opts.command, "seed": record["seed"],
                    "preset": record["preset"], "config": record["config"],
                    "device": record["device"], "data_range": units, "sigma_units": units,
-                   "sigma": record["sigma"], "seconds": getattr(result, "seconds", None),
-                   "epochs": [_in_units(e, units) for e in (getattr(result, "log", None) or [])]}
+                   "sigma": record["sigma"], "seconds": result.seconds,
+                   "epochs": [_in_units(e, units) for e in result.log]}
             Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(job.log_path, (json.dumps(jsonable(log), indent=1) + "\n").encode())
     except ImageError as e:
@@ -249,8 +235,7 @@ def tile_fields(fields: np.ndarray, pad: int = 1) -> np.ndarray:
 def _failed(job: Job, ctx: RunContext, message: str) -> dict:
     if job.source != "-" and not message.startswith(quote(job.source)):
         message = f"{quote(job.source)}: {message}"  # name the input the error is about
-    record = _record(job, ctx, ctx.settings.config,
-                     preset_name(ctx.opts.preset, command=ctx.opts.command))
+    record = _record(job, ctx)
     record.update(status="error", error=message, output=None)
     ctx.reporter.error(message)
     return record
@@ -261,11 +246,14 @@ def run_batch(opts: Options) -> int:
     settings = check_options(opts)
     jobs = plan(opts, settings.shard)
     from .device import resolve_device
+    from .memory import keep_freed_memory
 
     try:
         device = resolve_device(opts.device)
     except ValueError as e:
         raise UsageError(f"--device: {e}") from None
+    if device.type == "cpu":  # a process-wide allocator setting: the CLI's choice, not the library's
+        keep_freed_memory()
     rep = Reporter(quiet=opts.quiet, verbose=opts.verbose)
     if (opts.json or opts.output == "-") and sys.stdout is None:
         rep.error("stdout is closed; nothing was done (give -o FILE, drop --json, or keep "

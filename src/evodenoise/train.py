@@ -1,4 +1,4 @@
-"""Training by evolutionary truncated-posterior EM, and the posterior-mean estimate.
+"""Training by evolutionary truncated-posterior EM.
 
 Per epoch: shuffle the patches; for each E-step batch evolve its states (E-step), then for each
 mini-batch in it one Adam step on the decoder maximising Σ_n logsumexp_{s∈K_n} log p(y_n, s)
@@ -16,10 +16,9 @@ from typing import Callable
 
 import torch
 
-from .config import Config, chunk_rows
-from .evolution import draw_noise, evolve, evolve_core, init_states, unpack
+from .config import Config
+from .evolution import draw_noise, evolve_core, init_states, unpack
 from .model import PI_MIN, Model, as_rows
-from .patches import chunks
 
 
 MIN_SIGMA2 = 1e-12  # a fixed σ² below this (in y's units) is taken as this: no float32 overflow
@@ -404,37 +403,3 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
         if callback is not None:
             callback(entry)
     return result
-
-
-@torch.no_grad()
-def estimate(fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
-             gen: torch.Generator, out: torch.Tensor | None = None,
-             var: torch.Tensor | None = None, a: torch.Tensor | None = None) -> torch.Tensor:
-    """Posterior mean ⟨μ(s)⟩_q of every patch, (N, D), after ``cfg.final_sweeps`` E-step sweeps
-    over all patches under the final parameters, chunk by chunk (``cfg.chunk_size`` patches:
-    bounds memory; a chunk's sweeps follow each other, so each reuses the previous one's
-    first-layer pre-activations, and the mean needs no decoder pass through the first layer).
-
-    ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
-    overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
-    receives the posterior variance of μ(s) per value. ``a`` (N, S, width_1 + 1): the states'
-    extended pre-activations, if known (:func:`evolution.preactivations`).
-    """
-    model, states = fitted.model, fitted.states
-    consts = model.constants()
-    est = torch.empty_like(y) if out is None else out
-    for c in chunks(y.shape[0], chunk_rows(cfg, y.device)):
-        ob = None if obs is None else obs[c]
-        s_c, a_c = states[c], None if a is None else a[c]
-        for _ in range(cfg.final_sweeps):
-            e = evolve(model, y[c], ob, s_c, cfg, gen, consts, a=a_c, keep=True)
-            s_c, a_c = e.states, e.a
-        states[c] = s_c
-        h, q = e.a[..., :-1], e.q  # (B, S, width_1), (B, S)
-        if var is None:  # the output layer once per patch, not once per state
-            est[c] = model.decoder.mean(h, q)
-        else:
-            mu = model.decoder.rest(h)  # (B, S, D)
-            est[c] = torch.einsum("bs,bsd->bd", q, mu)
-            var[c] = torch.einsum("bs,bsd->bd", q, mu * mu) - est[c] ** 2
-    return est

@@ -13,8 +13,9 @@ from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
 from evodenoise.memory import MemoryBudgetError, check_fits, keep_freed_memory
 from evodenoise.model import Model
 from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
-from evodenoise.restore import MIN_RAISED_POOL, OPPONENT, training_epochs
-from evodenoise.stream import Dictionary, estimate_image
+from evodenoise.color import OPPONENT
+from evodenoise.estimate import Dictionary, estimate_image
+from evodenoise.plan import MIN_RAISED_POOL, training_epochs
 from evodenoise.train import Fit, fit
 
 SIGMA = 25 / 255

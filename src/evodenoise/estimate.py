@@ -1,4 +1,8 @@
-"""The streaming estimate: the image rebuilt band by band under a trained model.
+"""The estimate: posterior means of the patches under a trained model, merged into the image.
+
+:func:`estimate_patches` is the estimate of a set of patches with states: ``final_sweeps``
+E-step sweeps under the final parameters, then the posterior mean ⟨μ(s)⟩_q of each patch.
+:func:`estimate_image` streams it over a whole image:
 
 Training keeps states only for its pool of patches (``Config.train_patches``). After training
 the image is estimated one band of patch rows at a time and each band is folded into the output
@@ -23,11 +27,11 @@ from typing import Callable
 
 import torch
 
-from .config import Config, chunk_rows
-from .evolution import preactivations, unpack
+from .config import Config
+from .evolution import evolve, preactivations, unpack
 from .model import Model
 from .patches import band_patches, chunks, fold_rows, gather_patches, patch_weights
-from .train import Fit, estimate
+from .train import Fit
 
 
 class Dictionary:
@@ -106,14 +110,6 @@ def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> to
     return (diff.square() * obs).sum(1) / obs.sum(1).clamp(min=1)
 
 
-def band_rows(cfg: Config, width: int, height: int) -> int:
-    """Patch rows per band: ``cfg.band_rows``, or (0) rows making about 65,536 patches."""
-    rows_total = height - cfg.patch_size + 1
-    if cfg.band_rows:
-        return min(cfg.band_rows, rows_total)
-    return min(rows_total, max(1, 65536 // (width - cfg.patch_size + 1)))
-
-
 @torch.no_grad()
 def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
                    pool: torch.Tensor, cfg: Config, gen: torch.Generator,
@@ -128,7 +124,7 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
     p = cfg.patch_size
     cols = w - p + 1
     pool = pool.contiguous()  # searched once per band
-    rows = band_rows(cfg, w, h)
+    rows = cfg.band_rows or h - p + 1  # planned (plan.py); 0: one band
     model = fitted.model
     dictionary = None
     num = torch.zeros_like(x)
@@ -168,11 +164,11 @@ def _estimate(model, states, y, obs, var, cfg, gen, rows=None) -> None:
     """Posterior means of the trained patches y[rows] (all: None) from their trained states
     after the final sweeps, written over y (and their variances into var)."""
     if rows is None:
-        estimate(Fit(model, states, cfg), y, obs, cfg, gen, out=y, var=var)
+        estimate_patches(model, states, y, obs, cfg, gen, out=y, var=var)
         return
     part, v = y[rows], var[rows]
-    y[rows] = estimate(Fit(model, states, cfg), part, None if obs is None else obs[rows], cfg,
-                       gen, out=part, var=v)
+    ob = None if obs is None else obs[rows]
+    y[rows] = estimate_patches(model, states, part, ob, cfg, gen, out=part, var=v)
     var[rows] = v
 
 
@@ -185,7 +181,7 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
     part = y[rows]
     ob = None if obs is None else obs[rows]
     mean, v = torch.empty_like(part), torch.empty_like(part)
-    size = chunk_rows(cfg, part.device)
+    size = cfg.chunk_size or part.shape[0]  # planned (plan.py); 0: one chunk
     rescue = dictionary.poor is not None  # set only when poor_fit_sweeps > fresh_sweeps
     poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device) if rescue else None
     for ch in chunks(part.shape[0], size):
@@ -216,5 +212,39 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, gen, mean, var) ->
         mean[:], var[:] = dictionary.posterior(top)
         return
     seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
-    estimate(Fit(model, seeds, cfg), y, obs, cfg.replace(final_sweeps=sweeps), gen, out=mean,
-             var=var, a=a)
+    estimate_patches(model, seeds, y, obs, cfg, gen, out=mean, var=var, a=a, sweeps=sweeps)
+
+
+@torch.no_grad()
+def estimate_patches(model: Model, states: torch.Tensor, y: torch.Tensor,
+                     obs: torch.Tensor | None, cfg: Config, gen: torch.Generator,
+                     out: torch.Tensor | None = None, var: torch.Tensor | None = None,
+                     a: torch.Tensor | None = None, sweeps: int | None = None) -> torch.Tensor:
+    """Posterior mean ⟨μ(s)⟩_q of every patch y (N, D), after ``sweeps`` (default
+    ``cfg.final_sweeps``) E-step sweeps from its states (N, S, W) (packed; updated in place)
+    under the final parameters, chunk by chunk (``cfg.chunk_size`` patches, 0: all at once;
+    a chunk's sweeps follow each other, so each reuses the previous one's first-layer
+    pre-activations, and the mean needs no decoder pass through the first layer).
+
+    ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
+    overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
+    receives the posterior variance of μ(s) per value. ``a`` (N, S, width_1 + 1): the states'
+    extended pre-activations, if known (:func:`evolution.preactivations`).
+    """
+    consts = model.constants()
+    est = torch.empty_like(y) if out is None else out
+    for c in chunks(y.shape[0], cfg.chunk_size or y.shape[0]):
+        ob = None if obs is None else obs[c]
+        s_c, a_c = states[c], None if a is None else a[c]
+        for _ in range(cfg.final_sweeps if sweeps is None else sweeps):
+            e = evolve(model, y[c], ob, s_c, cfg, gen, consts, a=a_c, keep=True)
+            s_c, a_c = e.states, e.a
+        states[c] = s_c
+        h, q = e.a[..., :-1], e.q  # (B, S, width_1), (B, S)
+        if var is None:  # the output layer once per patch, not once per state
+            est[c] = model.decoder.mean(h, q)
+        else:
+            mu = model.decoder.rest(h)  # (B, S, D)
+            est[c] = torch.einsum("bs,bsd->bd", q, mu)
+            var[c] = torch.einsum("bs,bsd->bd", q, mu * mu) - est[c] ** 2
+    return est

@@ -1,0 +1,182 @@
+"""The run plan: what a request (config, image, σ, mask, device, memory) turns into, settled once.
+
+:func:`plan_run` is the one place where a run's configuration is resolved against its input:
+the patch size (automatic from the image's signal-to-noise ratio), one model per channel
+group (luminance and chroma for colour), each model's training pool, epochs, E-step chunk and
+estimate bands. Everything downstream reads the :class:`Plan`; nothing re-derives it. No
+random numbers are drawn here, so a plan never changes a run's random stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_PRESETS, Config, get_preset
+from .memory import available_memory, check_fits
+from .patches import count_patches
+
+MIN_RAISED_POOL = 8192  # fewer patches: no epoch raise (see training_epochs)
+BAND_PATCHES = 65536  # patches per band of the estimate when Config.band_rows is 0
+
+# Automatic patch size (Config.patch_size 0): the largest of these whose signal-to-noise ratio
+# bound the plane exceeds (benchmarks/RESULTS.md, decision log: automatic patch size).
+AUTO_PATCH_SIZES = {8: 0.0, 6: 1.3, 4: 2.0}  # patch size: lowest ratio that takes it
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model of a run: the planes it restores and the configuration it runs with."""
+
+    name: str | None  # "luminance" / "chroma"; None: one model over every plane
+    planes: slice  # its planes of the (colour-transformed) image
+    config: Config  # resolved: patch_size, epochs, train_patches (the pool), chunk_size, band_rows
+    n_patches: int  # N, the image's patches
+    work: float  # training plus estimate work, E-step-sweep units (progress across models)
+    train_work: float  # the training part of ``work``
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run will do, decided before it starts."""
+
+    shape: tuple[int, int, int]  # (C, H, W) planes restored (an alpha channel excluded)
+    opponent: bool  # colour: luminance/chroma models in the opponent basis (see color.py)
+    models: tuple[ModelPlan, ...]
+
+    @property
+    def config(self) -> Config:
+        """The configuration reported as the one that ran: the first model's, with the chroma
+        model's pool as the fraction it actually is."""
+        first = self.models[0].config
+        if len(self.models) == 1:
+            return first
+        pool = self.models[1].config.train_patches / max(1, first.train_patches)
+        return first.replace(chroma_pool=pool)
+
+    def shares(self) -> list[tuple[float, float]]:
+        """(start, span) of each model in the run's progress, 0 to 1."""
+        total = sum(m.work for m in self.models)
+        starts = np.cumsum([0.0] + [m.work / total for m in self.models])
+        return [(float(s), float(e - s)) for s, e in zip(starts[:-1], starts[1:])]
+
+
+def plan_run(
+    cfg: Config,
+    x: torch.Tensor,
+    missing: torch.Tensor | None,
+    sigma: float | None,
+    opponent: bool,
+    max_memory: int | None = None,
+) -> Plan:
+    """The plan of a run on planes x (C, H, W) of 0–255 values (in the opponent basis when
+    ``opponent``: luminance first) with ``missing`` (C, H, W) or None and noise σ (0–255
+    units; None: learned). ``max_memory``: bytes the run may use (None: what the device has
+    free); :class:`~evodenoise.memory.MemoryBudgetError` when not even one row of patches fits.
+    """
+    c, h, w = x.shape
+    if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
+        lum_missing = None if missing is None else missing[0]
+        cfg = cfg.replace(patch_size=choose_patch_size(x[0], lum_missing, sigma, min(h, w)))
+    cfg = cfg.replace(chunk_size=cfg.chunk_size or default_chunk(x.device))
+    if opponent:
+        chroma = cfg.replace(
+            train_patches=max(1, round(cfg.train_patches * cfg.chroma_pool)),
+            fresh_sweeps=cfg.chroma_sweeps,
+        )
+        groups = [("luminance", slice(0, 1), cfg), ("chroma", slice(1, 3), chroma)]
+    else:
+        groups = [(None, slice(0, c), cfg)]
+    n = count_patches(h, w, cfg.patch_size)
+    models = []
+    for name, planes, g_cfg in groups:
+        shape = (planes.stop - planes.start, h, w)
+        pool = min(n, g_cfg.train_patches)
+        g_cfg = g_cfg.replace(train_patches=pool, epochs=training_epochs(g_cfg, pool))
+        g_cfg = g_cfg.replace(
+            band_rows=plan_band_rows(g_cfg, shape, missing is not None, x.device, max_memory)
+        )
+        train, est = _work(g_cfg, n)
+        models.append(ModelPlan(name, planes, g_cfg, n, train + est, train))
+    return Plan((c, h, w), opponent, tuple(models))
+
+
+def default_chunk(device: torch.device) -> int:
+    """Patches per chunk of the E-step sweeps when ``Config.chunk_size`` is 0: 256 on the CPU
+    (a chunk's candidates then stay in the caches), 16,384 on a GPU (fewer, larger calls)."""
+    return 256 if torch.device(device).type == "cpu" else 16384
+
+
+def training_epochs(cfg: Config, n_pool: int) -> int:
+    """The epochs a run trains for: the preset's, raised for small images (few patches) so
+    that training makes at least ``cfg.min_visits`` patch visits, at most 2x; images of fewer
+    than ``MIN_RAISED_POOL`` patches (about 92x92 pixels) keep the preset's epochs. Measured
+    with ``fast`` at σ=25 (benchmarks/RESULTS.md): a 128x128 crop gains 0.34 dB from 16 to 32
+    epochs; at 64x64 more epochs help textured crops by 0.2-0.3 dB and cost a flat one 1 dB,
+    and double the time (17 s instead of about 9 on 2 cores)."""
+    if not (cfg.epochs and cfg.min_visits) or n_pool < MIN_RAISED_POOL:
+        return cfg.epochs
+    return min(max(cfg.epochs, math.ceil(cfg.min_visits / n_pool)), 2 * cfg.epochs)
+
+
+def choose_patch_size(
+    plane: torch.Tensor, missing: torch.Tensor | None, sigma: float | None, limit: int
+) -> int:
+    """Patch size for a plane (H, W) of 0–255 values with noise σ (0–255; None: estimated
+    from the plane by scikit-image's wavelet estimator), ``missing`` (H, W) or None.
+
+    The ratio r = sqrt(var(plane) − σ²) / σ of the signal's to the noise's standard deviation
+    decides: a high ratio (little noise for the image's contrast: the luminance of most colour
+    photos) wants small patches, whose D values the H latents describe more finely; a low one
+    wants large patches, whose many values average the noise (``AUTO_PATCH_SIZES``). Inputs
+    with missing values and no σ get the ``inpaint`` preset's size (5)."""
+    values = plane if missing is None else plane[~missing]
+    if sigma is None:
+        if missing is not None:
+            return min(get_preset(DEFAULT_PRESETS["inpaint"]).patch_size, limit)
+        from skimage.restoration import estimate_sigma
+
+        sigma = max(float(estimate_sigma(plane.cpu().numpy().astype(np.float64))), 1e-3)
+    var = float(values.double().var()) if values.numel() > 1 else 0.0
+    ratio = math.sqrt(max(var - sigma**2, 0.0)) / sigma
+    fits = [p for p, low in AUTO_PATCH_SIZES.items() if ratio >= low and p <= limit]
+    return min(fits) if fits else min(AUTO_PATCH_SIZES)
+
+
+def band_rows(cfg: Config, width: int, height: int) -> int:
+    """Patch rows per band as asked: ``cfg.band_rows``, or (0) rows making about
+    ``BAND_PATCHES`` patches; at most the image's patch rows."""
+    rows_total = height - cfg.patch_size + 1
+    if cfg.band_rows:
+        return min(cfg.band_rows, rows_total)
+    return min(rows_total, max(1, BAND_PATCHES // (width - cfg.patch_size + 1)))
+
+
+def plan_band_rows(cfg: Config, shape, masked: bool, device, max_memory) -> int:
+    """Patch rows per band of the streaming estimate for a model of ``cfg`` (pool and chunk
+    settled) on planes of ``shape`` (C, H, W): :func:`band_rows`, halved until the run fits
+    ``max_memory`` bytes (None: the memory available); :class:`MemoryBudgetError` when not
+    even one row does."""
+    c, h, w = shape
+    budget = available_memory(device) if max_memory is None else int(max_memory)
+    cols = w - cfg.patch_size + 1
+    rows = band_rows(cfg, w, h)
+    while True:
+        try:
+            check_fits(cfg, shape, masked, cfg.train_patches, rows * cols, device, budget)
+            return rows
+        except ValueError:
+            if rows == 1:
+                raise
+            rows = max(1, rows // 2)
+
+
+def _work(cfg: Config, n: int) -> tuple[float, float]:
+    """(training, estimate) work of one model's run in E-step-sweep units, for progress: a
+    training visit costs about 1.5 sweeps (the E-step plus its Adam steps), a patch outside
+    the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds."""
+    pool = cfg.train_patches
+    return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + cfg.fresh_sweeps) * (n - pool)
