@@ -53,15 +53,26 @@ class FakeEngine:
     def _run(self, kind, image, mask, sigma, config, seed, device, callback):
         image = np.asarray(image)
         config = config if isinstance(config, Config) else get_preset(config)
-        self.calls.append(dict(kind=kind, image=image, mask=mask, sigma=sigma, config=config,
-                               seed=seed, device=str(device)))
+        self.calls.append(
+            dict(
+                kind=kind,
+                image=image,
+                mask=mask,
+                sigma=sigma,
+                config=config,
+                seed=seed,
+                device=str(device),
+            )
+        )
         exc = self.raise_on.get(kind) or self.raise_on.get("any")
         if exc is not None:
             raise exc
         p = config.patch_size or 4  # 0: automatic, at least 4x4
         if image.shape[0] < p or image.shape[1] < p:
-            raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} pixels is smaller "
-                             f"than the {p}x{p} patch")
+            raise ValueError(
+                f"image of {image.shape[1]}x{image.shape[0]} pixels is smaller "
+                f"than the {p}x{p} patch"
+            )
         if sigma is not None and not sigma > 0:
             raise ValueError("sigma must be > 0")
         if mask is not None and mask.shape not in (image.shape, image.shape[:2]):
@@ -69,29 +80,56 @@ class FakeEngine:
         s = sigma if sigma is not None else 0.1
         log = []
         for e in range(1, config.epochs + 1):
-            info = dict(epoch=e, epochs=config.epochs, free_energy=-100.0 + e, sigma=s,
-                        lr=1e-3, mean_active=0.5)
+            info = dict(
+                epoch=e,
+                epochs=config.epochs,
+                free_energy=-100.0 + e,
+                sigma=s,
+                lr=1e-3,
+                mean_active=0.5,
+            )
             log.append(dict(info))
             if callback is not None:
                 callback(info)
         out = np.clip(image, 0, 1).astype(np.float32)
-        fields = np.random.default_rng(0).standard_normal((5, p, p) + image.shape[2:]).astype(np.float32)
-        return out, restore.Result(config=config, seed=seed, device=str(device), sigma=s,
-                                   seconds=0.01, free_energy=[x["free_energy"] for x in log],
-                                   log=log, fields=fields)
+        fields = (
+            np.random.default_rng(0).standard_normal((5, p, p) + image.shape[2:]).astype(np.float32)
+        )
+        return out, restore.Result(
+            config=config,
+            seed=seed,
+            device=str(device),
+            sigma=s,
+            seconds=0.01,
+            free_energy=[x["free_energy"] for x in log],
+            log=log,
+            fields=fields,
+        )
 
-    def denoise(self, image, sigma=None, *, config="fast", seed=0, device="cpu", mask=None,
-                callback=None, max_memory=None):
+    def denoise(
+        self,
+        image,
+        sigma=None,
+        *,
+        config="fast",
+        seed=0,
+        device="cpu",
+        mask=None,
+        callback=None,
+        max_memory=None,
+    ):
         return self._run("denoise", image, mask, sigma, config, seed, device, callback)
 
-    def inpaint(self, image, mask, *, sigma=None, config="inpaint", seed=0, device="cpu",
-                callback=None, max_memory=None):
+    def inpaint(
+        self,
+        image,
+        mask,
+        *,
+        sigma=None,
+        config="inpaint",
+        seed=0,
+        device="cpu",
+        callback=None,
+        max_memory=None,
+    ):
         return self._run("inpaint", image, mask, sigma, config, seed, device, callback)
-
-
-@pytest.fixture
-def engine(monkeypatch):
-    fake = FakeEngine()
-    monkeypatch.setattr(restore, "denoise", fake.denoise)
-    monkeypatch.setattr(restore, "inpaint", fake.inpaint)
-    return fake

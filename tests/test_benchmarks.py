@@ -67,8 +67,12 @@ def test_corruption_follows_protocol(bench):
 
 def test_overrides_and_presets(bench):
     from evodenoise import get_preset
+
     assert bench.parse_overrides(["hidden=128", "selection=best", "lr_max=0.02"]) == {
-        "hidden": 128, "selection": "best", "lr_max": 0.02}
+        "hidden": 128,
+        "selection": "best",
+        "lr_max": 0.02,
+    }
     with pytest.raises(ValueError):
         bench.parse_overrides(["epochs"])
     task = bench.parse_task("denoise-25")
@@ -85,6 +89,7 @@ def test_overrides_and_presets(bench):
 
 def test_ablation_variants_one_at_a_time(bench):
     from evodenoise import get_preset
+
     base = get_preset("fast")
     task = bench.parse_task("denoise-25")
     variants = list(bench.ablation_variants(base, task, 25 / 255, ["n_latents=x0.5|x2"]))
@@ -98,27 +103,47 @@ def test_ablation_variants_one_at_a_time(bench):
         assert len(changed) == 1 and label.startswith(changed[0] + "=")
     assert f"epochs={base.epochs * 2}" in labels
     assert f"n_latents={base.n_latents // 2}" in labels
-    assert all(f"selection={m}" in labels for m in {"fitness", "uniform", "best"} - {base.selection})
+    assert all(
+        f"selection={m}" in labels for m in {"fitness", "uniform", "best"} - {base.selection}
+    )
     assert "merge=gaussian" in labels
     assert "hidden=" + ",".join(str(2 * h) for h in base.hidden) in labels
-    inpaint = [v[0] for v in bench.ablation_variants(base, bench.parse_task("inpaint-50"),
-                                                      None, [])]
+    inpaint = [
+        v[0] for v in bench.ablation_variants(base, bench.parse_task("inpaint-50"), None, [])
+    ]
     assert not any(v.startswith(("sigma", "sigma_mode")) for v in inpaint)
 
 
 def test_tables(bench):
-    row = dict(image="house", task="denoise", level="σ=25", method="nlm", psnr=30.123,
-               ssim=0.81234, seconds=0.25, peak_rss_delta_mb=3.2, device="cpu", preset="-",
-               seed=0)
+    row = dict(
+        image="house",
+        task="denoise",
+        level="σ=25",
+        method="nlm",
+        psnr=30.123,
+        ssim=0.81234,
+        seconds=0.25,
+        peak_rss_delta_mb=3.2,
+        device="cpu",
+        preset="-",
+        seed=0,
+    )
     skipped = dict(row, method="bm3d", error="bm3d not importable", skipped=True)
     table = bench.markdown_table([row, skipped]).splitlines()
-    assert table[0] == ("| image | task | level | method | PSNR | SSIM | seconds | peak memory "
-                        "| device | preset | seed |")
-    assert table[2] == "| house | denoise | σ=25 | nlm | 30.12 | 0.8123 | 0.25 | 3 MB | cpu | - | 0 |"
+    assert table[0] == (
+        "| image | task | level | method | PSNR | SSIM | seconds | peak memory "
+        "| device | preset | seed |"
+    )
+    assert (
+        table[2] == "| house | denoise | σ=25 | nlm | 30.12 | 0.8123 | 0.25 | 3 MB | cpu | - | 0 |"
+    )
     assert "skipped: bm3d not importable" in table[3]
-    abl = bench.ablation_table([dict(row, method="evodenoise", variant="baseline"),
-                                dict(row, method="evodenoise", variant="merge=gaussian",
-                                     psnr=30.623)])
+    abl = bench.ablation_table(
+        [
+            dict(row, method="evodenoise", variant="baseline"),
+            dict(row, method="evodenoise", variant="merge=gaussian", psnr=30.623),
+        ]
+    )
     assert "| merge=gaussian | 30.62 | +0.50 |" in abl
 
 
@@ -126,7 +151,9 @@ def test_load_image_scales_and_skips(bench, image_dir, tmp_path):
     paths = bench.find_images([str(image_dir)])
     assert [p.name for p in paths] == ["tiny.png", "tinyrgb.png"]
     gray = bench.load_image(paths[0])
-    assert gray.shape == (24, 24) and gray.dtype == np.float64 and 0 <= gray.min() <= gray.max() <= 1
+    assert (
+        gray.shape == (24, 24) and gray.dtype == np.float64 and 0 <= gray.min() <= gray.max() <= 1
+    )
     assert bench.load_image(paths[1]).shape == (24, 24, 3)
     Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "w16.png")
     assert bench.load_image(tmp_path / "w16.png").max() == pytest.approx(1.0)
@@ -137,12 +164,14 @@ def test_peers_in_process(bench):
     clean = np.random.default_rng(0).random((20, 20))
     task = bench.parse_task("denoise-25")
     x, _, s = bench.corrupt(clean, task, 1)
-    out = bench.run_method(dict(method="nlm", task="denoise", input=x, mask=None, sigma=s),
-                           isolate=False)
+    out = bench.run_method(
+        dict(method="nlm", task="denoise", input=x, mask=None, sigma=s), isolate=False
+    )
     assert out["estimate"].shape == clean.shape and out["seconds"] >= 0
     x, mask, _ = bench.corrupt(np.dstack([clean] * 3), bench.parse_task("inpaint-50"), 1)
-    out = bench.run_method(dict(method="biharmonic", task="inpaint", input=x, mask=mask,
-                                sigma=None), isolate=False)
+    out = bench.run_method(
+        dict(method="biharmonic", task="inpaint", input=x, mask=mask, sigma=None), isolate=False
+    )
     est = out["estimate"]
     assert est.shape == (20, 20, 3)
     np.testing.assert_allclose(est[~mask], x[~mask], atol=1e-6)  # observed values kept
@@ -158,13 +187,25 @@ def _run_script(args, tmp_path, timeout=120):
 
 def test_smoke_peers_isolated(image_dir, tmp_path):
     """The whole script on a tiny image, peers only, each method in a spawn subprocess."""
-    proc, report = _run_script(["--images", str(image_dir / "tiny.png"), "--tasks",
-                                "denoise-25,inpaint-50", "--methods",
-                                "input,nlm,bm3d,biharmonic"], tmp_path)
+    proc, report = _run_script(
+        [
+            "--images",
+            str(image_dir / "tiny.png"),
+            "--tasks",
+            "denoise-25,inpaint-50",
+            "--methods",
+            "input,nlm,bm3d,biharmonic",
+        ],
+        tmp_path,
+    )
     rows = report["rows"]
     got = {(r["task"], r["method"]) for r in rows}
-    assert got == {("denoise", "input"), ("denoise", "nlm"), ("denoise", "bm3d"),
-                   ("inpaint", "biharmonic")}
+    assert got == {
+        ("denoise", "input"),
+        ("denoise", "nlm"),
+        ("denoise", "bm3d"),
+        ("inpaint", "biharmonic"),
+    }
     by = {r["method"]: r for r in rows}
     assert by["nlm"]["psnr"] > by["input"]["psnr"] + 3
     assert by["input"]["psnr"] == pytest.approx(20.17, abs=1.5)
@@ -178,9 +219,18 @@ def test_smoke_peers_isolated(image_dir, tmp_path):
     assert "| image | task | level | method | PSNR | SSIM | seconds | peak memory |" in md
     assert "| tiny | denoise | σ=25 | nlm |" in proc.stdout
     # same run again: identical corrupted inputs, identical peer results
-    _, again = _run_script(["--images", str(image_dir / "tiny.png"), "--tasks",
-                            "denoise-25,inpaint-50", "--methods", "input,biharmonic",
-                            "--no-isolate"], tmp_path)
+    _, again = _run_script(
+        [
+            "--images",
+            str(image_dir / "tiny.png"),
+            "--tasks",
+            "denoise-25,inpaint-50",
+            "--methods",
+            "input,biharmonic",
+            "--no-isolate",
+        ],
+        tmp_path,
+    )
     again_by = {r["method"]: r for r in again["rows"]}
     assert again_by["input"]["psnr"] == by["input"]["psnr"]
     assert again_by["biharmonic"]["psnr"] == by["biharmonic"]["psnr"]
@@ -189,11 +239,37 @@ def test_smoke_peers_isolated(image_dir, tmp_path):
 def test_smoke_evodenoise_tiny_config(image_dir, tmp_path):
     """evodenoise through the library API with a tiny config; 'default' picks each task's preset."""
     _, report = _run_script(
-        ["--images", str(image_dir), "--quick", "--methods", "evodenoise", "--no-isolate",
-         "--crop", "12", "--epochs", "1", "--set", "patch_size=4", "--set", "n_latents=8",
-         "--set", "hidden=8", "--set", "n_states=4", "--set", "n_parents=2",
-         "--set", "n_children=2", "--set", "n_generations=1", "--threads", "1"],
-        tmp_path, timeout=180)
+        [
+            "--images",
+            str(image_dir),
+            "--quick",
+            "--methods",
+            "evodenoise",
+            "--no-isolate",
+            "--crop",
+            "12",
+            "--epochs",
+            "1",
+            "--set",
+            "patch_size=4",
+            "--set",
+            "n_latents=8",
+            "--set",
+            "hidden=8",
+            "--set",
+            "n_states=4",
+            "--set",
+            "n_parents=2",
+            "--set",
+            "n_children=2",
+            "--set",
+            "n_generations=1",
+            "--threads",
+            "1",
+        ],
+        tmp_path,
+        timeout=180,
+    )
     rows = report["rows"]
     assert {r["image"] for r in rows} == {"tiny"}  # --quick: the smallest image only
     assert {(r["task"], r["level"]) for r in rows} == {("denoise", "σ=25"), ("inpaint", "50%")}
@@ -207,10 +283,12 @@ def test_smoke_evodenoise_tiny_config(image_dir, tmp_path):
 
 def test_ablation_only_vary_keeps_just_the_given_axes(bench):
     from evodenoise import get_preset
+
     base = get_preset("fast").replace(selection="fitness")
     task = bench.parse_task("denoise-25")
-    variants = list(bench.ablation_variants(base, task, 25 / 255, ["selection=uniform|best"],
-                                            only_vary=True))
+    variants = list(
+        bench.ablation_variants(base, task, 25 / 255, ["selection=uniform|best"], only_vary=True)
+    )
     assert [v[0] for v in variants] == ["baseline", "selection=uniform", "selection=best"]
     assert [v[1].selection for v in variants] == ["fitness", "uniform", "best"]
 

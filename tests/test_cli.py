@@ -20,11 +20,11 @@ import tifffile
 from PIL import Image
 from typer.testing import CliRunner
 
-from evodenoise import restore
 from evodenoise.cli import app
+from evodenoise.config import PRESET_NOTES, PRESETS, get_preset
+from evodenoise.imageio import encode_png16 as _encode_png16
+from evodenoise.imageio import read_image
 from evodenoise.runner import tile_fields
-from evodenoise.config import PRESET_NOTES, PRESETS, Config, get_preset
-from evodenoise.imageio import encode_png16 as _encode_png16, read_image
 
 H, W = 20, 24
 RNG = np.random.default_rng(7)
@@ -65,8 +65,11 @@ def save_png(path: Path, arr, mode=None) -> Path:
     if arr.dtype == np.uint16 and arr.ndim == 3:
         path.write_bytes(_encode_png16(arr))
     else:
-        (Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.tobytes()) if mode
-         else Image.fromarray(arr)).save(path)
+        (
+            Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.tobytes())
+            if mode
+            else Image.fromarray(arr)
+        ).save(path)
     return path
 
 
@@ -93,8 +96,12 @@ def test_version():
 
 
 def test_python_dash_m_version():
-    out = subprocess.run([sys.executable, "-m", "evodenoise", "--version"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "evodenoise", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout.startswith("evodenoise ")
 
 
@@ -144,8 +151,11 @@ def test_sigma_units_8bit_16bit_and_float(tmp_path, engine):
     gray(tmp_path / "g8.png")
     save_png(tmp_path / "g16.png", RNG.integers(0, 65536, (H, W, 3)).astype(np.uint16))
     np.save(tmp_path / "f.npy", RNG.random((H, W)).astype(np.float32) * 4)
-    for name, extra, sent, units in (("g8.png", [], 25 / 255, 255), ("g16.png", [], 25 / 65535, 65535),
-                                     ("f.npy", ["--data-range", "4"], 25 / 4, 4)):
+    for name, extra, sent, units in (
+        ("g8.png", [], 25 / 255, 255),
+        ("g16.png", [], 25 / 65535, 65535),
+        ("f.npy", ["--data-range", "4"], 25 / 4, 4),
+    ):
         r = run("denoise", name, "--sigma", "25", "--json", *extra, *FAST)
         assert r.exit_code == 0, r.stderr
         assert engine.calls[-1]["sigma"] == pytest.approx(sent)
@@ -161,8 +171,20 @@ def test_json_record(tmp_path, engine):
     r = run("denoise", "a.png", "--json", "--seed", "5", "--preset", "quality", *FAST)
     assert r.exit_code == 0
     (rec,) = json_lines(r)
-    for key in ("input", "output", "status", "psnr", "ssim", "sigma", "seconds", "device",
-                "seed", "preset", "config", "error"):
+    for key in (
+        "input",
+        "output",
+        "status",
+        "psnr",
+        "ssim",
+        "sigma",
+        "seconds",
+        "device",
+        "seed",
+        "preset",
+        "config",
+        "error",
+    ):
         assert key in rec
     assert rec["status"] == "ok" and rec["error"] is None and rec["seed"] == 5
     assert rec["preset"] == "quality" and rec["config"]["epochs"] == 3
@@ -182,8 +204,12 @@ def test_reference_psnr_ssim(tmp_path, engine):
     assert r.exit_code == 0, r.stderr
     rec = json_lines(r)[0]
     # the stand-in returns its input, so PSNR is that of noisy vs clean on the 8-bit scale
-    assert rec["psnr"] == pytest.approx(psnr(clean.astype(float), noisy.astype(float), 255), abs=1e-3)
-    assert rec["ssim"] == pytest.approx(ssim(clean.astype(float), noisy.astype(float), 255), abs=1e-4)
+    assert rec["psnr"] == pytest.approx(
+        psnr(clean.astype(float), noisy.astype(float), 255), abs=1e-3
+    )
+    assert rec["ssim"] == pytest.approx(
+        ssim(clean.astype(float), noisy.astype(float), 255), abs=1e-4
+    )
     assert "PSNR" in r.stderr and "SSIM" in r.stderr
 
 
@@ -198,39 +224,61 @@ def test_reference_shape_mismatch_fails_that_input(tmp_path, engine):
 
 def test_overrides_reach_the_engine(tmp_path, engine):
     gray(tmp_path / "a.png")
-    r = run("denoise", "a.png", "--set", "n_states=16", "--set", "hidden=32,16",
-            "--set", "lr_max=0.005", "--set", "selection=best", "--epochs", "2",
-            "--device", "cpu")
+    r = run(
+        "denoise",
+        "a.png",
+        "--set",
+        "n_states=16",
+        "--set",
+        "hidden=32,16",
+        "--set",
+        "lr_max=0.005",
+        "--set",
+        "selection=best",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.stderr
     c = engine.calls[0]["config"]
-    assert (c.n_states, c.hidden, c.lr_max, c.selection, c.epochs) == (16, (32, 16), 0.005, "best", 2)
+    assert (c.n_states, c.hidden, c.lr_max, c.selection, c.epochs) == (
+        16,
+        (32, 16),
+        0.005,
+        "best",
+        2,
+    )
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--set", "nope=1"], "unknown config key"),
-    (["--set", "n_states=abc"], "expected an integer"),
-    (["--set", "lr_max=inf"], "expected a number"),
-    (["--set", "n_states"], "KEY=VALUE"),
-    (["--set", "selection=weird"], "selection must be one of"),
-    (["--epochs", "-1"], "epochs"),
-    (["--seed", "-3"], "--seed"),
-    (["--sigma", "0"], "--sigma"),
-    (["--sigma", "-5"], "--sigma"),
-    (["--sigma", "abc"], "--sigma"),
-    (["--sigma", "nan"], "--sigma"),
-    (["--data-range", "0"], "--data-range"),
-    (["--preset", "nope"], "unknown preset"),
-    (["--device", "tpu"], "unknown device"),
-    (["--format", "jpg"], "--format"),
-    (["-o", "out.jpg"], ".jpg"),
-    (["-q", "-v"], "quiet"),
-    (["--force", "--skip-existing"], "cannot be combined"),
-    (["-o", "x.png", "--output-dir", "d"], "cannot be combined"),
-    (["--mask", "nope.png"], "no such file"),
-    (["--reference", "nope.png"], "no such file"),
-    (["--mask-dir", "nope"], "no such directory"),
-    (["--suffix", "a/b"], "separator"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--set", "nope=1"], "unknown config key"),
+        (["--set", "n_states=abc"], "expected an integer"),
+        (["--set", "lr_max=inf"], "expected a number"),
+        (["--set", "n_states"], "KEY=VALUE"),
+        (["--set", "selection=weird"], "selection must be one of"),
+        (["--epochs", "-1"], "epochs"),
+        (["--seed", "-3"], "--seed"),
+        (["--sigma", "0"], "--sigma"),
+        (["--sigma", "-5"], "--sigma"),
+        (["--sigma", "abc"], "--sigma"),
+        (["--sigma", "nan"], "--sigma"),
+        (["--data-range", "0"], "--data-range"),
+        (["--preset", "nope"], "unknown preset"),
+        (["--device", "tpu"], "unknown device"),
+        (["--format", "jpg"], "--format"),
+        (["-o", "out.jpg"], ".jpg"),
+        (["-q", "-v"], "quiet"),
+        (["--force", "--skip-existing"], "cannot be combined"),
+        (["-o", "x.png", "--output-dir", "d"], "cannot be combined"),
+        (["--mask", "nope.png"], "no such file"),
+        (["--reference", "nope.png"], "no such file"),
+        (["--mask-dir", "nope"], "no such directory"),
+        (["--suffix", "a/b"], "separator"),
+    ],
+)
 def test_usage_errors_exit_2_before_any_work(tmp_path, engine, args, needle):
     gray(tmp_path / "a.png")
     before = files(tmp_path)
@@ -372,8 +420,11 @@ def test_bad_output_equals_input(tmp_path, engine):
     gray(tmp_path / "a.png")
     before = files(tmp_path)
     content = (tmp_path / "a.png").read_bytes()
-    for args in (["-o", "a.png", "--force"], ["-o", "./a.png", "-f"],
-                 ["--suffix", "", "--output-dir", ".", "--force"]):
+    for args in (
+        ["-o", "a.png", "--force"],
+        ["-o", "./a.png", "-f"],
+        ["--suffix", "", "--output-dir", ".", "--force"],
+    ):
         r = run("denoise", "a.png", *args, *FAST)
         assert_one_line_error(r, 2, "overwrite an input")
     (tmp_path / "m.png").write_bytes(b"")
@@ -398,7 +449,9 @@ def test_bad_output_exists_without_force(tmp_path, engine):
 def test_cuda_oom_names_the_setting(tmp_path, engine):
     import torch
 
-    engine.raise_on["any"] = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    engine.raise_on["any"] = torch.cuda.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
     gray(tmp_path / "a.png")
     before = files(tmp_path)
     r = run("denoise", "a.png", "--json", *FAST)
@@ -498,7 +551,12 @@ def test_batch_beside_inputs_rerun_does_not_pick_up_outputs(tmp_path, engine):
     gray(folder / "a.png")
     gray(folder / "b.png")
     assert run("denoise", "in", *FAST).exit_code == 0
-    assert {p.name for p in folder.iterdir()} == {"a.png", "b.png", "a_denoised.png", "b_denoised.png"}
+    assert {p.name for p in folder.iterdir()} == {
+        "a.png",
+        "b.png",
+        "a_denoised.png",
+        "b_denoised.png",
+    }
     r = run("denoise", "in", "--skip-existing", "--json", *FAST)
     assert r.exit_code == 0 and [x["status"] for x in json_lines(r)] == ["skipped", "skipped"]
 
@@ -552,8 +610,13 @@ def test_recursive_mirrors_subfolders_and_skips_hidden_and_masks(tmp_path, engin
     assert files(tmp_path / "out") == {"a_denoised.png"}
     r = run("denoise", "in", "-r", "--output-dir", "out2", "--json", *FAST)
     assert r.exit_code == 0, r.stderr
-    assert files(tmp_path / "out2") == {"a_denoised.png", "sub", "sub/a_denoised.png", "sub/deeper",
-                                        "sub/deeper/c_denoised.png"}
+    assert files(tmp_path / "out2") == {
+        "a_denoised.png",
+        "sub",
+        "sub/a_denoised.png",
+        "sub/deeper",
+        "sub/deeper/c_denoised.png",
+    }
 
 
 def test_suffix_and_format(tmp_path, engine):
@@ -585,7 +648,9 @@ def test_mask_dir_pairs_by_stem(tmp_path, engine):
     recs = {Path(x["input"]).name: x for x in json_lines(r)}
     assert recs["a.png"]["status"] == "ok" and recs["b.png"]["status"] == "ok"
     assert recs["c.png"]["status"] == "error" and "no mask for c" in recs["c.png"]["error"]
-    assert np.array_equal(engine.calls[0]["mask"], ma) and np.array_equal(engine.calls[1]["mask"], mb)
+    assert np.array_equal(engine.calls[0]["mask"], ma) and np.array_equal(
+        engine.calls[1]["mask"], mb
+    )
     assert recs["b.png"]["missing_fraction"] == pytest.approx(mb.mean())
 
 
@@ -615,7 +680,9 @@ def test_denoise_with_mask_and_inpaint_with_sigma(tmp_path, engine):
     assert call["sigma"] == pytest.approx(10 / 255)
     r = run("inpaint", "a.png", "--mask", "m.png", "--sigma", "10", *FAST)
     assert r.exit_code == 0
-    assert engine.calls[-1]["kind"] == "inpaint" and engine.calls[-1]["sigma"] == pytest.approx(10 / 255)
+    assert engine.calls[-1]["kind"] == "inpaint" and engine.calls[-1]["sigma"] == pytest.approx(
+        10 / 255
+    )
 
 
 def test_colour_mask_per_value(tmp_path, engine):
@@ -677,8 +744,17 @@ def test_quiet_and_verbose(tmp_path, engine):
 
 def test_save_fields_and_log(tmp_path, engine):
     gray(tmp_path / "a.png")
-    r = run("denoise", "a.png", "--save-fields", "f/fields.png", "--save-log", "log.json",
-            "--sigma", "20", *FAST)
+    r = run(
+        "denoise",
+        "a.png",
+        "--save-fields",
+        "f/fields.png",
+        "--save-log",
+        "log.json",
+        "--sigma",
+        "20",
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     im = np.asarray(Image.open(tmp_path / "f" / "fields.png"))
     p = get_preset("fast").patch_size
@@ -696,8 +772,16 @@ def test_save_fields_batch_needs_stem(tmp_path, engine):
     gray(tmp_path / "b.png")
     r = run("denoise", "a.png", "b.png", "--save-fields", "fields.png", *FAST)
     assert_one_line_error(r, 2, "{stem}")
-    r = run("denoise", "a.png", "b.png", "--save-fields", "fields_{stem}.png",
-            "--save-log", "log_{stem}.json", *FAST)
+    r = run(
+        "denoise",
+        "a.png",
+        "b.png",
+        "--save-fields",
+        "fields_{stem}.png",
+        "--save-log",
+        "log_{stem}.json",
+        *FAST,
+    )
     assert r.exit_code == 0
     assert {"fields_a.png", "fields_b.png", "log_a.json", "log_b.json"} <= files(tmp_path)
 
@@ -742,8 +826,9 @@ def test_corrupt_missing_writes_mask(tmp_path):
     assert np.all(holes[m] == 0) and np.array_equal(holes[~m], clean[~m])
     rec = json_lines(r)[0]
     assert rec["mask"] == "holes_mask.png" and 0.4 < rec["missing_fraction"] < 0.6
-    r = run("corrupt", "c.png", "--missing", "0.3", "--per-pixel", "-o", "p.png",
-            "--mask-out", "pm.png")
+    r = run(
+        "corrupt", "c.png", "--missing", "0.3", "--per-pixel", "-o", "p.png", "--mask-out", "pm.png"
+    )
     assert np.asarray(Image.open(tmp_path / "pm.png")).shape == (H, W)
 
 
@@ -760,14 +845,17 @@ def test_corrupt_png_warns_about_clipping(tmp_path):
     assert r.exit_code == 0 and "clips" in r.stderr
 
 
-@pytest.mark.parametrize("args,code,needle", [
-    ([], 2, "--sigma"),
-    (["--sigma", "0"], 2, "--sigma"),
-    (["--sigma", "-2"], 2, "--sigma"),
-    (["--missing", "1.5"], 2, "--missing"),
-    (["--missing", "0"], 2, "--missing"),
-    (["--sigma", "5", "-o2", "x.jpg"], 2, ".jpg"),
-])
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        ([], 2, "--sigma"),
+        (["--sigma", "0"], 2, "--sigma"),
+        (["--sigma", "-2"], 2, "--sigma"),
+        (["--missing", "1.5"], 2, "--missing"),
+        (["--missing", "0"], 2, "--missing"),
+        (["--sigma", "5", "-o2", "x.jpg"], 2, ".jpg"),
+    ],
+)
 def test_corrupt_usage_errors(tmp_path, args, code, needle):
     gray(tmp_path / "c.png")
     before = files(tmp_path)
@@ -780,16 +868,27 @@ def test_corrupt_usage_errors(tmp_path, args, code, needle):
 
 def test_corrupt_bad_inputs_and_outputs(tmp_path):
     gray(tmp_path / "c.png")
-    assert_one_line_error(run("corrupt", "nope.png", "--sigma", "5", "-o", "n.npy"), 1, "no such file")
-    assert_one_line_error(run("corrupt", "c.png", "--sigma", "5", "-o", "c.png", "-f"), 2, "overwrite")
+    assert_one_line_error(
+        run("corrupt", "nope.png", "--sigma", "5", "-o", "n.npy"), 1, "no such file"
+    )
+    assert_one_line_error(
+        run("corrupt", "c.png", "--sigma", "5", "-o", "c.png", "-f"), 2, "overwrite"
+    )
     (tmp_path / "n.npy").write_bytes(b"keep")
     assert_one_line_error(run("corrupt", "c.png", "--sigma", "5", "-o", "n.npy"), 1, "exists")
     assert (tmp_path / "n.npy").read_bytes() == b"keep"
     assert run("corrupt", "c.png", "--sigma", "5", "-o", "n.npy", "-f").exit_code == 0
 
 
-@pytest.mark.parametrize("argv", [["denoise", "x.png", "--seed", "abc"], ["denoise"],
-                                  ["denoise", "--bogus", "x.png"], ["frobnicate"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["denoise", "x.png", "--seed", "abc"],
+        ["denoise"],
+        ["denoise", "--bogus", "x.png"],
+        ["frobnicate"],
+    ],
+)
 def test_parse_errors_are_one_line_exit_2(argv, capsys):
     from evodenoise.cli import main
 
@@ -817,9 +916,27 @@ def test_a_given_sigma_is_honoured_on_16_bit_images_in_a_batch(tmp_path):
     img = RNG.integers(0, 256, (16, 16)).astype(np.uint8)
     save_png(tmp_path / "in" / "a8.png", img)
     save_png(tmp_path / "in" / "b16.png", img.astype(np.uint16) * 257)
-    r = run("denoise", "in", "--sigma", "20", "--output-dir", "out", "--json", "--epochs", "1",
-            "--set", "n_latents=8", "--set", "n_states=8", "--set", "n_parents=2",
-            "--set", "n_children=2", "--set", "dictionary_size=8")
+    r = run(
+        "denoise",
+        "in",
+        "--sigma",
+        "20",
+        "--output-dir",
+        "out",
+        "--json",
+        "--epochs",
+        "1",
+        "--set",
+        "n_latents=8",
+        "--set",
+        "n_states=8",
+        "--set",
+        "n_parents=2",
+        "--set",
+        "n_children=2",
+        "--set",
+        "dictionary_size=8",
+    )
     assert r.exit_code == 0, r.stderr
     recs = json_lines(r)
     assert [rec["status"] for rec in recs] == ["ok", "ok"]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import FAST, assert_one_line_error, gray, json_lines, run
 
 from evodenoise import restore
 from evodenoise.config import get_preset, preset_name, resolve_config
 from evodenoise.options import UsageError, parse_shard, parse_size
 from evodenoise.report import Reporter, progress_fraction
-from test_cli import FAST, assert_one_line_error, gray, json_lines, run
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
@@ -34,8 +34,12 @@ def test_resolve_config_is_the_one_place():
     assert (c.epochs, c.min_visits, c.hidden, c.lr_max) == (3, 0, (32, 16), 0.005)
     assert resolve_config(None, overrides={"epochs": 2}).min_visits == 0  # explicit epochs
     assert resolve_config(None, overrides={"hidden": 128, "n_states": 16.0}).hidden == (128,)
-    for bad, needle in ((["nope=1"], "unknown config key"), (["n_states=x"], "an integer"),
-                        (["n_states"], "KEY=VALUE"), (["lr_max=nan"], "a number")):
+    for bad, needle in (
+        (["nope=1"], "unknown config key"),
+        (["n_states=x"], "an integer"),
+        (["n_states"], "KEY=VALUE"),
+        (["lr_max=nan"], "a number"),
+    ):
         with pytest.raises(ValueError, match=needle):
             resolve_config(None, overrides=bad)
     with pytest.raises(ValueError, match="unknown preset"):
@@ -46,7 +50,8 @@ def test_benchmarks_use_the_same_resolver():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "bench_run", SRC.parent.parent / "benchmarks" / "run.py")
+        "bench_run", SRC.parent.parent / "benchmarks" / "run.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench
     spec.loader.exec_module(bench)
@@ -76,6 +81,7 @@ def test_default_preset_per_command_and_reported(tmp_path, engine):
     gray(tmp_path / "a.png")
     (tmp_path / "m.png").write_bytes(b"")
     from test_cli import mask_png
+
     mask_png(tmp_path / "m.png", np.random.default_rng(0).random((20, 24)) < 0.3)
     r = run("inpaint", "a.png", "--mask", "m.png", "--json", "--device", "cpu")
     assert json_lines(r)[0]["preset"] == "inpaint"
@@ -87,15 +93,25 @@ def test_default_preset_per_command_and_reported(tmp_path, engine):
 # ---- --max-memory ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,value", [("4G", 4 * 2**30), ("512M", 512 * 2**20),
-                                        ("1.5GB", int(1.5 * 2**30)), ("2GiB", 2 * 2**30),
-                                        ("1000000", 1000000), ("64k", 65536), ("1 T", 2**40)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("4G", 4 * 2**30),
+        ("512M", 512 * 2**20),
+        ("1.5GB", int(1.5 * 2**30)),
+        ("2GiB", 2 * 2**30),
+        ("1000000", 1000000),
+        ("64k", 65536),
+        ("1 T", 2**40),
+    ],
+)
 def test_parse_size(text, value):
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "G", "-1G", "0", "0.1", "4X", "1e3", "nan", "4 G B",
-                                  "99999999999999999999T"])
+@pytest.mark.parametrize(
+    "text", ["", "G", "-1G", "0", "0.1", "4X", "1e3", "nan", "4 G B", "99999999999999999999T"]
+)
 def test_parse_size_rejects(text):
     with pytest.raises(UsageError):
         parse_size(text)
@@ -117,8 +133,9 @@ def test_max_memory_reaches_the_engine(tmp_path, engine, monkeypatch):
     assert run("denoise", "a.png", "-f", "--max-memory", "1.5G", *FAST).exit_code == 0
     assert seen["max_memory"] == int(1.5 * 2**30)
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert_one_line_error(run("denoise", "a.png", "-f", "--max-memory", "lots", *FAST), 2,
-                          "--max-memory")
+    assert_one_line_error(
+        run("denoise", "a.png", "-f", "--max-memory", "lots", *FAST), 2, "--max-memory"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -189,11 +206,31 @@ def test_shards_in_separate_processes_cover_a_folder_exactly_once(tmp_path):
         gray(folder / n)
     (tmp_path / "driver.py").write_text(_DRIVER)
     n = 4
-    procs = [subprocess.Popen(
-        [sys.executable, str(tmp_path / "driver.py"), "denoise", str(folder), "--output-dir",
-         str(tmp_path / "out"), "--shard", f"{k}/{n}", "--json", "-q", "--device", "cpu",
-         "--epochs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}) for k in range(n)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(tmp_path / "driver.py"),
+                "denoise",
+                str(folder),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--shard",
+                f"{k}/{n}",
+                "--json",
+                "-q",
+                "--device",
+                "cpu",
+                "--epochs",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for k in range(n)
+    ]
     taken = []
     for k, p in enumerate(procs):
         out, err = p.communicate(timeout=300)
@@ -202,8 +239,9 @@ def test_shards_in_separate_processes_cover_a_folder_exactly_once(tmp_path):
         assert mine == names[k::n]  # every N-th of the sorted list, from K
         taken += mine
     assert sorted(taken) == names  # no gap, no overlap
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        sorted(x.replace(".png", "_denoised.png") for x in names)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        x.replace(".png", "_denoised.png") for x in names
+    )
 
 
 # ---- progress ----------------------------------------------------------------------------------
@@ -220,8 +258,17 @@ def test_progress_lines_per_tenth_when_not_a_terminal(capsys):
     rep = Reporter()
     rep.start_file("a.png")
     for i in range(1, 41):
-        rep.update({"phase": "train", "epoch": i, "epochs": 40, "free_energy": -1.0,
-                    "sigma": 0.1, "progress": 0.9 * i / 40}, 255.0)
+        rep.update(
+            {
+                "phase": "train",
+                "epoch": i,
+                "epochs": 40,
+                "free_energy": -1.0,
+                "sigma": 0.1,
+                "progress": 0.9 * i / 40,
+            },
+            255.0,
+        )
     for b in (1, 2):
         rep.update({"phase": "estimate", "band": b, "bands": 2, "progress": 0.9 + 0.05 * b}, 255)
     rep.end_file()

@@ -16,13 +16,31 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evodenoise.cli import app
-from evodenoise.imageio import encode_png16 as _encode_png16, read_image
+from evodenoise.imageio import encode_png16 as _encode_png16
+from evodenoise.imageio import read_image
 
 H, W = 16, 18
 RNG = np.random.default_rng(11)
-TINY = ["--device", "cpu", "--set", "epochs=2", "--set", "n_states=4", "--set", "n_latents=8",
-        "--set", "hidden=8", "--set", "patch_size=3", "--set", "n_parents=2",
-        "--set", "n_children=2", "--set", "n_generations=1"]
+TINY = [
+    "--device",
+    "cpu",
+    "--set",
+    "epochs=2",
+    "--set",
+    "n_states=4",
+    "--set",
+    "n_latents=8",
+    "--set",
+    "hidden=8",
+    "--set",
+    "patch_size=3",
+    "--set",
+    "n_parents=2",
+    "--set",
+    "n_children=2",
+    "--set",
+    "n_generations=1",
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,8 +65,18 @@ def test_denoise_npy_with_reference_json(tmp_path):
     Image.fromarray(clean).save(tmp_path / "clean.png")
     r = run("corrupt", "clean.png", "--sigma", "20", "-o", "noisy.npy", "-q")
     assert r.exit_code == 0, r.stderr
-    r = run("denoise", "noisy.npy", "--sigma", "20", "--reference", "clean.png", "--json",
-            "-o", "out/den.png", *TINY)
+    r = run(
+        "denoise",
+        "noisy.npy",
+        "--sigma",
+        "20",
+        "--reference",
+        "clean.png",
+        "--json",
+        "-o",
+        "out/den.png",
+        *TINY,
+    )
     assert r.exit_code == 0, r.stderr
     (rec,) = [json.loads(x) for x in r.stdout.splitlines()]
     assert rec["status"] == "ok" and rec["device"] == "cpu"
@@ -65,8 +93,18 @@ def test_inpaint_rgba16_keeps_depth_alpha_and_observed_values(tmp_path):
     (tmp_path / "img.png").write_bytes(_encode_png16(np.concatenate([rgb, alpha[..., None]], -1)))
     m = RNG.random((H, W)) < 0.3
     Image.fromarray((m * 255).astype(np.uint8)).save(tmp_path / "m.png")
-    r = run("inpaint", "img.png", "--mask", "m.png", "--json", "--save-fields", "fields.png",
-            "--save-log", "log.json", *TINY)
+    r = run(
+        "inpaint",
+        "img.png",
+        "--mask",
+        "m.png",
+        "--json",
+        "--save-fields",
+        "fields.png",
+        "--save-log",
+        "log.json",
+        *TINY,
+    )
     assert r.exit_code == 0, r.stderr
     out, info = read_image(tmp_path / "img_inpainted.png")
     assert info.dtype == "uint16" and info.has_alpha
@@ -83,13 +121,18 @@ def test_batch_mixed_real_engine(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(np.rint(smooth() * 255).astype(np.uint8)).save(folder / "g.png")
-    Image.fromarray(np.rint(smooth(c=3) * 255).astype(np.uint8)).save(folder / "rgb.jpg", quality=95)
+    Image.fromarray(np.rint(smooth(c=3) * 255).astype(np.uint8)).save(
+        folder / "rgb.jpg", quality=95
+    )
     (folder / "broken.png").write_text("not a png")
     r = run("denoise", "in", "--output-dir", "out", "--json", *TINY)
     assert r.exit_code == 1
     recs = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["status"] for x in recs] == ["error", "ok", "ok"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g_denoised.png", "rgb_denoised.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "g_denoised.png",
+        "rgb_denoised.png",
+    ]
 
 
 def test_image_smaller_than_patch_real_engine(tmp_path):
@@ -107,10 +150,25 @@ def test_make_demo_command(tmp_path):
     """The Makefile's demo line, as a subprocess (minutes on 2 cores)."""
     out = tmp_path / "camera_denoised.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "evodenoise", "denoise", str(REPO / "sample_images" / "camera_noisy25.npy"),
-         "--sigma", "25", "--reference", str(REPO / "sample_images" / "camera.png"),
-         "-o", str(out), "--force", "--json"],
-        capture_output=True, text=True, timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "evodenoise",
+            "denoise",
+            str(REPO / "sample_images" / "camera_noisy25.npy"),
+            "--sigma",
+            "25",
+            "--reference",
+            str(REPO / "sample_images" / "camera.png"),
+            "-o",
+            str(out),
+            "--force",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
     assert rec["psnr"] > 25 and out.exists()
@@ -123,10 +181,20 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig):
     import signal
 
     Image.fromarray(np.rint(smooth() * 255).astype(np.uint8)).save(tmp_path / "g.png")
-    cmd = [sys.executable, "-m", "evodenoise", "denoise", "g.png", "-o", "out/g.png", "-v",
-           *[a if a != "epochs=2" else "epochs=100000" for a in TINY]]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "evodenoise",
+        "denoise",
+        "g.png",
+        "-o",
+        "out/g.png",
+        "-v",
+        *[a if a != "epochs=2" else "epochs=100000" for a in TINY],
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         for line in proc.stderr:  # wait until training runs
             if "epoch 1/" in line:

@@ -74,9 +74,12 @@ def test_mask_fraction_and_type():
 def test_mask_exact_definition_and_determinism():
     expected = np.random.default_rng(11).random((10, 7)) < 0.3
     np.testing.assert_array_equal(random_mask((10, 7), 0.3, seed=11), expected)
-    np.testing.assert_array_equal(random_mask((10, 7), 0.3, seed=11),
-                                  random_mask((10, 7), 0.3, seed=11))
-    assert not np.array_equal(random_mask((32, 32), 0.5, seed=1), random_mask((32, 32), 0.5, seed=2))
+    np.testing.assert_array_equal(
+        random_mask((10, 7), 0.3, seed=11), random_mask((10, 7), 0.3, seed=11)
+    )
+    assert not np.array_equal(
+        random_mask((32, 32), 0.5, seed=1), random_mask((32, 32), 0.5, seed=2)
+    )
     assert not random_mask((8, 8), 0.0).any()
     assert random_mask(5, 0.5).shape == (5,)
 

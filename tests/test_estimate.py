@@ -9,20 +9,31 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 from evodenoise import denoise, get_preset, inpaint
+from evodenoise.color import OPPONENT
+from evodenoise.estimate import Dictionary, estimate_image
 from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
 from evodenoise.memory import MemoryBudgetError, check_fits, keep_freed_memory
 from evodenoise.model import Model
 from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
-from evodenoise.color import OPPONENT
-from evodenoise.estimate import Dictionary, estimate_image
 from evodenoise.plan import MIN_RAISED_POOL, training_epochs
 from evodenoise.train import Fit, fit
 
 SIGMA = 25 / 255
-SMALL = get_preset("fast").replace(patch_size=5, n_latents=16, hidden=(32,), n_states=16,
-                                   n_parents=4, n_children=3, n_generations=2, epochs=20,
-                                   batch_size=8, estep_batch=256, lr_max=0.02, lr_half_cycle=5.0,
-                                   min_visits=0)
+SMALL = get_preset("fast").replace(
+    patch_size=5,
+    n_latents=16,
+    hidden=(32,),
+    n_states=16,
+    n_parents=4,
+    n_children=3,
+    n_generations=2,
+    epochs=20,
+    batch_size=8,
+    estep_batch=256,
+    lr_max=0.02,
+    lr_half_cycle=5.0,
+    min_visits=0,
+)
 
 
 def psnr(clean, x):
@@ -30,7 +41,7 @@ def psnr(clean, x):
 
 
 def noisy_crop(h=48, w=56):
-    clean = (data.camera()[140:140 + h, 170:170 + w] / 255.0).astype(np.float32)
+    clean = (data.camera()[140 : 140 + h, 170 : 170 + w] / 255.0).astype(np.float32)
     rng = np.random.default_rng(0)
     return clean, (clean + SIGMA * rng.standard_normal(clean.shape)).astype(np.float32)
 
@@ -68,12 +79,19 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
             seeds, a = dic.states[top.indices], dic.a[top.indices]
             assert torch.equal(seeds, dic.states[best])
             torch.testing.assert_close(  # their extended pre-activations, log-prior last
-                a, torch.cat([model.decoder.first(unpack(seeds, h)),
-                              model.log_prior(unpack(seeds, h))[..., None]], -1))
+                a,
+                torch.cat(
+                    [
+                        model.decoder.first(unpack(seeds, h)),
+                        model.log_prior(unpack(seeds, h))[..., None],
+                    ],
+                    -1,
+                ),
+            )
             q = torch.softmax(torch.gather(lj, 1, best), 1)
             mu = model.decoder(unpack(dic.states[best], h))  # (7, S, D)
             mean = torch.einsum("bs,bsd->bd", q, mu)
-            var = torch.einsum("bs,bsd->bd", q, mu * mu) - mean ** 2
+            var = torch.einsum("bs,bsd->bd", q, mu * mu) - mean**2
         got_mean, got_var = dic.posterior(dic.top(y, obs, s))
         torch.testing.assert_close(got_mean, mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got_var, var, rtol=1e-3, atol=1e-5)
@@ -101,13 +119,20 @@ def test_fresh_states_under_a_trained_decoder_lose_little():
     x = (x - off) / unit
     cfg = SMALL.replace(dictionary_size=4096)
     pool = torch.arange(44 * 52)
-    fitted = fit(gather_patches(x, pool, 5), None, cfg, torch.Generator().manual_seed(0),
-                 sigma=25 / unit, unit=unit)
+    fitted = fit(
+        gather_patches(x, pool, 5),
+        None,
+        cfg,
+        torch.Generator().manual_seed(0),
+        sigma=25 / unit,
+        unit=unit,
+    )
 
     def run(keep, **kw):
         part = Fit(fitted.model, fitted.states[keep].clone(), cfg)
-        out = estimate_image(part, x, None, pool[keep], cfg.replace(**kw),
-                             torch.Generator().manual_seed(1))
+        out = estimate_image(
+            part, x, None, pool[keep], cfg.replace(**kw), torch.Generator().manual_seed(1)
+        )
         return psnr(clean, ((out * unit + off) / 255).clamp(0, 1)[0].numpy())
 
     full = run(slice(None))
@@ -159,8 +184,12 @@ def test_memory_budget_refuses_before_any_work():
         denoise(noisy, SIGMA, config=SMALL, max_memory=10**6, callback=events.append)
     assert events == []
     with pytest.raises(MemoryBudgetError):
-        inpaint(noisy, np.random.default_rng(0).random(noisy.shape) < 0.5, config=SMALL,
-                max_memory=10**6)
+        inpaint(
+            noisy,
+            np.random.default_rng(0).random(noisy.shape) < 0.5,
+            config=SMALL,
+            max_memory=10**6,
+        )
 
 
 def test_memory_budget_shrinks_bands_before_refusing():
@@ -192,8 +221,8 @@ def test_fold_rows_with_per_value_weights_is_the_weighted_average():
     cols = w - p + 1
     for n in range(est.shape[0]):
         i, j = divmod(n, cols)
-        want_num[:, i:i + p, j:j + p] += (est[n] * wts[n]).reshape(c, p, p)
-        want_den[:, i:i + p, j:j + p] += wts[n].reshape(c, p, p)
+        want_num[:, i : i + p, j : j + p] += (est[n] * wts[n]).reshape(c, p, p)
+        want_den[:, i : i + p, j : j + p] += wts[n].reshape(c, p, p)
     torch.testing.assert_close(num / den, want_num / want_den)
 
 
@@ -206,8 +235,9 @@ def test_variance_merge_denoises():
 
 # --- colour -----------------------------------------------------------------------------------
 
+
 def colour_crop(h=24, w=28):
-    clean = (data.astronaut()[200:200 + h, 220:220 + w] / 255.0).astype(np.float32)
+    clean = (data.astronaut()[200 : 200 + h, 220 : 220 + w] / 255.0).astype(np.float32)
     rng = np.random.default_rng(0)
     return clean, (clean + SIGMA * rng.standard_normal(clean.shape)).astype(np.float32)
 
@@ -232,8 +262,9 @@ def test_colour_uses_a_luminance_and_a_chroma_model():
 
 def test_alpha_passes_through_untouched_and_per_value_masks_use_one_rgb_model():
     clean, noisy = colour_crop()
-    rgba = np.concatenate([noisy, np.linspace(0, 1, 24 * 28, dtype=np.float32)
-                           .reshape(24, 28, 1)], -1)
+    rgba = np.concatenate(
+        [noisy, np.linspace(0, 1, 24 * 28, dtype=np.float32).reshape(24, 28, 1)], -1
+    )
     out, r = denoise(rgba, SIGMA, config=SMALL.replace(epochs=2), seed=0)
     assert np.array_equal(out[..., 3], rgba[..., 3]) and r.fields.shape[-1] == 4
     mask = np.random.default_rng(1).random(clean.shape) < 0.3  # differs between channels
@@ -253,6 +284,7 @@ def test_keep_freed_memory_is_applied_once_on_linux():
     """The allocator policy is set once per process (a bool each time, the same one); on
     glibc Linux it is applied."""
     import sys
+
     first = keep_freed_memory()
     assert keep_freed_memory() is first
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):

@@ -10,10 +10,24 @@ import pytest
 import torch
 
 from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
-from evodenoise.evolution import (_bitflip, _flips, _Population, _prepare, _recombine,
-                                  _select_parents, distinct_bits, duplicate_mask,
-                                  evolve, flip_bits, get_bits, init_states, n_words, pack,
-                                  preactivations, unpack)
+from evodenoise.evolution import (
+    _bitflip,
+    _flips,
+    _Population,
+    _prepare,
+    _recombine,
+    _select_parents,
+    distinct_bits,
+    duplicate_mask,
+    evolve,
+    flip_bits,
+    get_bits,
+    init_states,
+    n_words,
+    pack,
+    preactivations,
+    unpack,
+)
 from evodenoise.model import Model
 
 
@@ -26,6 +40,7 @@ def rows_as_sets(packed: torch.Tensor) -> list[set]:
 
 
 # --- packing ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("h", [1, 7, 63, 64, 65, 130, 512])
 def test_pack_unpack_round_trip(h):
@@ -72,6 +87,7 @@ def test_flip_bits_and_get_bits(h):
 
 # --- de-duplication -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("h", [6, 64, 70, 200])
 def test_duplicate_mask_leaves_one_copy_of_each_distinct_state(h):
     pool = pack(torch.rand(5, h, generator=gen(h)) < 0.5)  # 5 distinct-ish states
@@ -110,6 +126,7 @@ def test_duplicate_mask_no_duplicates():
 
 # --- initial states -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("h,s", [(4, 16), (4, 15), (1, 2), (3, 8), (64, 32), (70, 40), (130, 16)])
 def test_init_states_are_distinct(h, s):
     packed = init_states(9, s, h, gen(h * s), "cpu")
@@ -141,6 +158,7 @@ def test_init_states_chunked_equals_shape():
 def floyd(request, monkeypatch):
     """Both ways of drawing distinct bits: Floyd's loop (the CPU's) and a top-k (a GPU's)."""
     import evodenoise.evolution as evolution_module
+
     monkeypatch.setattr(evolution_module, "FLOYD_ON_CPU", request.param)
 
 
@@ -170,11 +188,17 @@ def test_distinct_bits_roughly_uniform(floyd):
 B, D = 12, 9
 
 
-def setup(h, selection="fitness", mutation="bitflip", *, masked=False, s=8, generations=2,
-          seed=0):
-    cfg = get_preset("fast").replace(n_latents=h, hidden=(8,), n_states=s, n_parents=4,
-                                     n_children=3, n_generations=generations,
-                                     selection=selection, mutation=mutation)
+def setup(h, selection="fitness", mutation="bitflip", *, masked=False, s=8, generations=2, seed=0):
+    cfg = get_preset("fast").replace(
+        n_latents=h,
+        hidden=(8,),
+        n_states=s,
+        n_parents=4,
+        n_children=3,
+        n_generations=generations,
+        selection=selection,
+        mutation=mutation,
+    )
     torch.manual_seed(seed)
     model = Model(h, D, cfg.hidden, cfg.activation, sigma2=4.0)
     with torch.no_grad():
@@ -217,8 +241,12 @@ def test_evolve_never_lowers_free_energy_and_keeps_k_distinct(selection, mutatio
         # the scores returned are those of the returned states under the same parameters
         lj = model.log_joint(y, unpack(out.states, h), obs)
         torch.testing.assert_close(out.log_joint, lj, rtol=1e-5, atol=1e-3)
-        _, sq = model.score(y, obs, model.decoder.first(unpack(out.states, h)),
-                            model.log_prior(unpack(out.states, h)))
+        _, sq = model.score(
+            y,
+            obs,
+            model.decoder.first(unpack(out.states, h)),
+            model.log_prior(unpack(out.states, h)),
+        )
         torch.testing.assert_close(out.sqerr, sq, rtol=1e-5, atol=1e-3)
         torch.testing.assert_close(out.f, torch.logsumexp(out.log_joint, 1))
         torch.testing.assert_close(out.q.sum(1), torch.ones(B))
@@ -263,13 +291,18 @@ def test_evolve_keeps_and_takes_preactivations(mutation, h):
     cfg, model, y, obs, states = setup(h, "fitness", mutation, masked=True)
     consts = model.constants()
     plain = evolve(model, y, obs, states, cfg, gen(7))
-    kept = evolve(model, y, obs, states, cfg, gen(7), a=preactivations(model, states, consts),
-                  keep=True)
+    kept = evolve(
+        model, y, obs, states, cfg, gen(7), a=preactivations(model, states, consts), keep=True
+    )
     assert torch.equal(kept.states, plain.states)
     torch.testing.assert_close(kept.log_joint, plain.log_joint, rtol=1e-5, atol=1e-4)
     s = unpack(kept.states, h)
-    torch.testing.assert_close(kept.a, torch.cat(
-        [model.decoder.first(s), model.log_prior(s)[..., None]], -1), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        kept.a,
+        torch.cat([model.decoder.first(s), model.log_prior(s)[..., None]], -1),
+        rtol=1e-5,
+        atol=1e-4,
+    )
 
 
 def test_evolve_is_seeded():
@@ -288,6 +321,7 @@ def test_evolve_does_not_touch_its_input():
 
 # --- parents and children -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", SELECTIONS)
 def test_select_parents_distinct_per_point(mode):
     lj = torch.randn(20, 10, generator=gen(0)) * 50
@@ -302,8 +336,9 @@ def test_select_parents_distinct_per_point(mode):
 def test_fitness_selection_is_per_data_point():
     """Points whose log-joints are on very different scales each get their own parents: a
     point with tiny log-joints still has its best states picked more often than its worst."""
-    lj = torch.tensor([[-1e6, -1e6 + 5, -1e6 + 10, -1e6 + 20],
-                       [0.0, 5.0, 10.0, 20.0]]).repeat(500, 1)
+    lj = torch.tensor([[-1e6, -1e6 + 5, -1e6 + 10, -1e6 + 20], [0.0, 5.0, 10.0, 20.0]]).repeat(
+        500, 1
+    )
     idx = _select_parents(lj, 1, "fitness", gen(0))[:, 0]
     for r in (0, 1):
         counts = torch.bincount(idx[r::2], minlength=4)
@@ -320,7 +355,8 @@ def population(model, states, y=None, obs=None, lj=None):
     a = unpack(states, h) @ wt + bias
     if lj is None:  # the log-joint less its per-point constant, made whole
         lj = score(a)[0] - 0.5 * torch.log(2 * math.pi * model.sigma2) * (
-            y.shape[1] if obs is None else obs.sum(1, keepdim=True))
+            y.shape[1] if obs is None else obs.sum(1, keepdim=True)
+        )
     return _Population(states, a, lj), wt, bias
 
 
@@ -332,7 +368,7 @@ def split(a):
 def parents_of(h, mutation, seed=0, pop_too=False):
     cfg, model, y, obs, states = setup(h, mutation=mutation, seed=seed)
     if h == 64:  # every other state with bit 63, the sign bit of a one-word state, set
-        states[:, ::2, 0] |= -2**63
+        states[:, ::2, 0] |= -(2**63)
     with torch.no_grad():
         pop, wt, bias = population(model, states, y, obs)
         # the extended pre-activation scores exactly as the model does
@@ -359,7 +395,7 @@ def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
     parents = pop.take(idx)
     par = unpack(parents.states, h)[:, :, None, :].expand(b, p, c, h)
     kid = unpack(ch, h).reshape(b, p, c, h)
-    diff = (kid != par)
+    diff = kid != par
     assert (diff.sum(-1) == 1).all()  # exactly one bit per child
     flipped = diff.float().argmax(-1)  # (B, P, C)
     assert all(len(set(r)) == c for r in flipped.reshape(-1, c).tolist())  # distinct per parent
@@ -398,15 +434,19 @@ def test_crossover_children_mix_two_parents_then_flip_one_bit():
                 # some cut point and partner j != i give the child up to one flipped bit
                 ok = any(
                     (torch.cat([par[bi, i, :cut], par[bi, j, cut:]]) != child).sum() <= 1
-                    for j in range(cfg.n_parents) if j != i for cut in range(1, h))
+                    for j in range(cfg.n_parents)
+                    if j != i
+                    for cut in range(1, h)
+                )
                 assert ok
 
 
 def test_sparseflip_moves_active_count_towards_target():
     """Target H·mean(π) = 2 active latents: dense parents lose bits, empty parents gain."""
     h, c = 64, 50
-    cfg = get_preset("fast").replace(n_latents=h, hidden=(4,), n_states=8, n_parents=2,
-                                     n_children=c, mutation="sparseflip")
+    cfg = get_preset("fast").replace(
+        n_latents=h, hidden=(4,), n_states=8, n_parents=2, n_children=c, mutation="sparseflip"
+    )
     torch.manual_seed(0)
     model = Model(h, 3, (4,), "relu", sigma2=1.0)
     with torch.no_grad():

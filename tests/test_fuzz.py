@@ -25,6 +25,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import tifffile
+from conftest import FakeEngine
 from hypothesis import HealthCheck, event, given, note, seed, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -33,7 +34,6 @@ from typer.testing import CliRunner
 from evodenoise import restore
 from evodenoise.cli import app
 from evodenoise.imageio import ImageError, encode_png16, read_image, read_mask
-from conftest import FakeEngine
 
 FUZZ_SEED = int(os.environ.get("EVODENOISE_FUZZ_SEED", "20261125"))
 FUZZ_LONG = int(os.environ.get("EVODENOISE_FUZZ_LONG", "3400"))
@@ -41,17 +41,44 @@ SHORT = {"cli": 40, "inputs": 25, "loaders": 150, "real": 4}
 
 
 def profile(examples: int):
-    return settings(max_examples=examples, deadline=None, database=None, print_blob=True,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 # ---- files ---------------------------------------------------------------------------------------
 
-NPY_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
-              "float16", "float32", "float64", "longdouble", "complex64", "complex128",
-              "datetime64[s]", "timedelta64[ms]", "U3", "S2", "V4", "object", "f4,i2"]
-SHAPES = st.sampled_from([(1, 1), (1, 40), (40, 1), (2, 3), (3, 2), (10, 10), (9, 12), (16, 16),
-                          (4, 100), (20, 20)])
+NPY_DTYPES = [
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "longdouble",
+    "complex64",
+    "complex128",
+    "datetime64[s]",
+    "timedelta64[ms]",
+    "U3",
+    "S2",
+    "V4",
+    "object",
+    "f4,i2",
+]
+SHAPES = st.sampled_from(
+    [(1, 1), (1, 40), (40, 1), (2, 3), (3, 2), (10, 10), (9, 12), (16, 16), (4, 100), (20, 20)]
+)
 
 
 def _values(draw, shape, dtype):
@@ -67,8 +94,20 @@ def _values(draw, shape, dtype):
     elif dt.kind in "fc":
         info = np.finfo(dt)
         arr = (rng.random(shape) * 255).astype(dt)
-        edges = [0.0, 1.0, 255.0, -1.0, float(info.max), -float(info.max), float(info.tiny),
-                 1e6 * 255, 1e6 * 255 * 1.01, float("nan"), float("inf"), 5e-324]
+        edges = [
+            0.0,
+            1.0,
+            255.0,
+            -1.0,
+            float(info.max),
+            -float(info.max),
+            float(info.tiny),
+            1e6 * 255,
+            1e6 * 255 * 1.01,
+            float("nan"),
+            float("inf"),
+            5e-324,
+        ]
     else:
         return np.zeros(shape, dtype=dt)
     if draw(st.booleans()):
@@ -82,8 +121,9 @@ def _values(draw, shape, dtype):
 @st.composite
 def image_bytes(draw):
     """(bytes, natural extension) of a valid, odd or damaged image."""
-    kind = draw(st.sampled_from(["png8", "png16", "npy", "tif", "multi", "jpeg", "random",
-                                 "empty", "text"]))
+    kind = draw(
+        st.sampled_from(["png8", "png16", "npy", "tif", "multi", "jpeg", "random", "empty", "text"])
+    )
     h, w = draw(SHAPES)
     channels = draw(st.sampled_from([0, 1, 2, 3, 4]))
     shape = (h, w) if channels == 0 else (h, w, channels)
@@ -120,10 +160,10 @@ def image_bytes(draw):
     elif kind == "empty":
         data, ext = b"", ".png"
     else:
-        data, ext = "ceci n'est pas une image\n".encode(), ".png"
+        data, ext = b"ceci n'est pas une image\n", ".png"
     mutation = draw(st.sampled_from(["none", "none", "truncate", "flip", "append"]))
     if data and mutation == "truncate":
-        data = data[:draw(st.integers(0, len(data) - 1))]
+        data = data[: draw(st.integers(0, len(data) - 1))]
     elif data and mutation == "flip":
         b = bytearray(data)
         for _ in range(draw(st.integers(1, 4))):
@@ -150,8 +190,11 @@ def sandbox():
 
 
 def digest(paths) -> dict:
-    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths
-            if Path(p).is_file() and not Path(p).is_symlink()}
+    return {
+        str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest()
+        for p in paths
+        if Path(p).is_file() and not Path(p).is_symlink()
+    }
 
 
 def invoke(argv, real: bool = False):
@@ -171,8 +214,9 @@ def check(result, before: dict, argv) -> list[dict]:
     note(f"exit {result.exit_code}\nstderr:\n{result.stderr}")
     event(f"exit {result.exit_code}")
     assert result.exit_code in (0, 1, 2)
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     assert digest(before) == before, "an input changed"
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
@@ -199,24 +243,61 @@ def check(result, before: dict, argv) -> list[dict]:
 
 # ---- 1. options -----------------------------------------------------------------------------------
 
+
 def mostly(good: list, bad: list):
     """Valid values six times in seven, edge and invalid ones otherwise."""
     return st.one_of(*[st.sampled_from(good)] * 6, st.sampled_from(bad))
 
 
-NUMBER_EDGES = ["0", "-1", "1e-60", "1e-30", "1e39", "1e308", "nan", "inf", "-inf", "abc", "",
-                " 5", "0x10"]
+NUMBER_EDGES = [
+    "0",
+    "-1",
+    "1e-60",
+    "1e-30",
+    "1e39",
+    "1e308",
+    "nan",
+    "inf",
+    "-inf",
+    "abc",
+    "",
+    " 5",
+    "0x10",
+]
 OPTIONS = {
     "--sigma": mostly(["25", "0.5", "auto", "2e2", "1"], NUMBER_EDGES + ["0.1"]),
     "--data-range": mostly(["255", "1", "65535"], NUMBER_EDGES),
-    "--seed": mostly(["0", "1", "7", str(2**63 - 1)],
-                     ["-1", str(2**63), "99999999999999999999", "1.5", "x"]),
-    "--epochs": mostly(["1", "2", "0"], ["-1", "1.5", "x", "1000001", "99999999999999999999999999"]),
-    "--set": mostly(["n_states=4", "hidden=8", "selection=best", "patch_size=4", "epochs=2",
-                     "merge=gaussian", "hidden=8,4"],
-                    ["n_states=0", "n_states=abc", "hidden=", "hidden=8,x", "lr_max=inf",
-                     "selection=nope", "patch_size=100", "nope=1", "novalue", "=3",
-                     "standardize=maybe", "sigma_floor=0"]),
+    "--seed": mostly(
+        ["0", "1", "7", str(2**63 - 1)], ["-1", str(2**63), "99999999999999999999", "1.5", "x"]
+    ),
+    "--epochs": mostly(
+        ["1", "2", "0"], ["-1", "1.5", "x", "1000001", "99999999999999999999999999"]
+    ),
+    "--set": mostly(
+        [
+            "n_states=4",
+            "hidden=8",
+            "selection=best",
+            "patch_size=4",
+            "epochs=2",
+            "merge=gaussian",
+            "hidden=8,4",
+        ],
+        [
+            "n_states=0",
+            "n_states=abc",
+            "hidden=",
+            "hidden=8,x",
+            "lr_max=inf",
+            "selection=nope",
+            "patch_size=100",
+            "nope=1",
+            "novalue",
+            "=3",
+            "standardize=maybe",
+            "sigma_floor=0",
+        ],
+    ),
     "--preset": mostly(["fast", "inpaint", "quality"], ["nope", ""]),
     "--max-memory": mostly(["4G", "1.5GB", "512", "64M"], ["0", "-1", "x", "1e3", ""]),
     "--shard": mostly(["0/1", "0/2", "1/2"], ["2/2", "a", "0/0", "-1/2", ""]),
@@ -232,10 +313,20 @@ OPTIONS = {
     "--missing": mostly(["0.5", "0.1"], NUMBER_EDGES + ["1", "1.5"]),
     "--mask-out": mostly(["mo.png"], ["a.png", "mo.txt", "-"]),
 }
-FLAGS = ["--force", "--skip-existing", "-q", "-v", "--json", "--fail-fast", "--invert-mask",
-         "-r", "--per-pixel"]
-OUT_SITUATIONS = st.sampled_from(["none", "none", "file", "dir", "link_to_input", "dangling",
-                                  "fifo"])
+FLAGS = [
+    "--force",
+    "--skip-existing",
+    "-q",
+    "-v",
+    "--json",
+    "--fail-fast",
+    "--invert-mask",
+    "-r",
+    "--per-pixel",
+]
+OUT_SITUATIONS = st.sampled_from(
+    ["none", "none", "file", "dir", "link_to_input", "dangling", "fifo"]
+)
 
 
 @st.composite
@@ -305,11 +396,18 @@ def test_fuzz_cli_options_long(case):
 @st.composite
 def input_case(draw):
     files = draw(st.lists(image_bytes(), min_size=1, max_size=4))
-    extra = draw(st.lists(st.sampled_from(["--force", "--skip-existing", "-q", "--fail-fast",
-                                           "-r"]), max_size=2, unique=True))
+    extra = draw(
+        st.lists(
+            st.sampled_from(["--force", "--skip-existing", "-q", "--fail-fast", "-r"]),
+            max_size=2,
+            unique=True,
+        )
+    )
     if "--force" in extra and "--skip-existing" in extra:
         extra.remove("--skip-existing")
-    sigma = draw(st.sampled_from([[], ["--sigma", "25"], ["--sigma", "0.1"], ["--data-range", "1"]]))
+    sigma = draw(
+        st.sampled_from([[], ["--sigma", "25"], ["--sigma", "0.1"], ["--data-range", "1"]])
+    )
     return files, extra + sigma, draw(st.booleans())
 
 
@@ -323,12 +421,42 @@ def _check_inputs(case, real: bool = False):
             p.write_bytes(data)
             paths.append(p)
         before = digest(paths)
-        tiny = ["--set", "n_states=4", "--set", "n_latents=8", "--set", "hidden=8",
-                "--set", "n_parents=2", "--set", "n_children=2", "--set", "patch_size=3",
-                "--set", "grad_states=2", "--set", "chunk_size=64"] if real else []
+        tiny = (
+            [
+                "--set",
+                "n_states=4",
+                "--set",
+                "n_latents=8",
+                "--set",
+                "hidden=8",
+                "--set",
+                "n_parents=2",
+                "--set",
+                "n_children=2",
+                "--set",
+                "patch_size=3",
+                "--set",
+                "grad_states=2",
+                "--set",
+                "chunk_size=64",
+            ]
+            if real
+            else []
+        )
         inputs = ["in"] if use_dir else [str(p.relative_to(root)) for p in paths]
-        argv = ["denoise", *inputs, "--output-dir", "out", "--json", "--epochs", "1",
-                "--device", "cpu", *tiny, *extra]
+        argv = [
+            "denoise",
+            *inputs,
+            "--output-dir",
+            "out",
+            "--json",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            *tiny,
+            *extra,
+        ]
         result = invoke(argv, real=real)
         records = check(result, before, argv)
         for r in records:
@@ -379,8 +507,11 @@ def _check_loader(item, shape):
     data, _ = item
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for load in (lambda: read_image(data), lambda: read_image(data, data_range=1.0),
-                     lambda: read_mask(data, shape)):
+        for load in (
+            lambda: read_image(data),
+            lambda: read_image(data, data_range=1.0),
+            lambda: read_mask(data, shape),
+        ):
             try:
                 out = load()
             except ImageError as e:

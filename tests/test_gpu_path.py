@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from test_train import gen, small_patches, tiny_cfg
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import evodenoise.train as train_module
@@ -18,16 +19,29 @@ from evodenoise.evolution import draw_noise, evolve_drawn, init_states, unpack
 from evodenoise.model import Model
 from evodenoise.train import fit, mstep_grads
 
-from test_train import gen, small_patches, tiny_cfg
-
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 # Operators that make the host wait for the device: reading a value (.item(), float(t),
 # bool(t)), data-dependent output shapes (nonzero, unique, boolean-mask indexing,
 # masked_select), and multinomial (synchronises on CUDA).
-SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "nonzero_static",
-            "unique", "_unique", "_unique2", "unique_dim", "unique_consecutive", "masked_select",
-            "multinomial", "allclose", "_assert_async", "repeat_interleave"}
+SYNC_OPS = {
+    "_local_scalar_dense",
+    "item",
+    "is_nonzero",
+    "equal",
+    "nonzero",
+    "nonzero_static",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "masked_select",
+    "multinomial",
+    "allclose",
+    "_assert_async",
+    "repeat_interleave",
+}
 
 
 class NoSync(TorchDispatchMode):
@@ -83,8 +97,15 @@ def test_no_sync_inside_an_epoch(monkeypatch, device, selection, mutation, maske
         obs[:, 0] = 1
         y = y * obs
     # estep_batch 24 of 8: several mini-batches per E-step and a padded last E-batch
-    cfg = tiny_cfg(epochs=2, selection=selection, mutation=mutation, estep_batch=24,
-                   batch_size=8, sigma_mode="init", compile="off")
+    cfg = tiny_cfg(
+        epochs=2,
+        selection=selection,
+        mutation=mutation,
+        estep_batch=24,
+        batch_size=8,
+        sigma_mode="init",
+        compile="off",
+    )
     fitted = fit(y, obs, cfg, torch.Generator(device).manual_seed(0), sigma=20.0)
     assert len(modes) == 2 and all(m.calls > 0 for m in modes)
     assert all(math.isfinite(e["free_energy"]) for e in fitted.log)
@@ -94,6 +115,7 @@ def ops_per_step(monkeypatch, cfg, y, sizes=(128, 256)):
     """Operator calls per Adam step as a GPU runs them (distinct bits by one top-k, not the
     CPU's Floyd loop): the difference of two epochs over ``sizes`` patches."""
     import evodenoise.evolution as evolution_module
+
     counts = {}
     for size in sizes:
         modes = watch_epochs(monkeypatch)
@@ -114,8 +136,12 @@ def test_operator_calls_per_step_do_not_grow_with_batch_size(monkeypatch, per_es
     y = patches()
     per_step = {}
     for bs in (4, 8, 16):
-        cfg = tiny_cfg(batch_size=bs, estep_batch=(per_estep > 1) * per_estep * bs,
-                       n_generations=2, compile="off")
+        cfg = tiny_cfg(
+            batch_size=bs,
+            estep_batch=(per_estep > 1) * per_estep * bs,
+            n_generations=2,
+            compile="off",
+        )
         per_step[bs] = ops_per_step(monkeypatch, cfg, y)
     calls = [c for c, _ in per_step.values()]
     assert max(calls) - min(calls) < 1, per_step
@@ -126,6 +152,7 @@ def test_paper_step_dispatches_at_most_150_operators(monkeypatch):
     call per Adam step, views included, at most 150 (issue 10's target; 691 at first, 249 with
     144 launching before the E-step was reshaped), and the launching calls among them."""
     from evodenoise.config import get_preset
+
     cfg = get_preset("paper-house-25").replace(min_visits=0, compile="off")
     y = small_patches(h=24, w=24, p=8)  # 289 patches
     calls, launches = ops_per_step(monkeypatch, cfg, y, (96, 288))
@@ -135,13 +162,14 @@ def test_paper_step_dispatches_at_most_150_operators(monkeypatch):
 
 # --- analytic M-step -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("hidden,activation", [((8,), "relu"), ((6, 5), "leaky_relu"),
-                                               ((7,), "tanh"), ((), "relu")])
+
+@pytest.mark.parametrize(
+    "hidden,activation", [((8,), "relu"), ((6, 5), "leaky_relu"), ((7,), "tanh"), ((), "relu")]
+)
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
 def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, masked):
     h, d, b, s_ = 10, 9, 6, 7
-    cfg = tiny_cfg(n_latents=h, hidden=hidden, activation=activation, n_states=s_,
-                   grad_states=5)
+    cfg = tiny_cfg(n_latents=h, hidden=hidden, activation=activation, n_states=s_, grad_states=5)
     torch.manual_seed(0)
     model = Model(h, d, hidden, activation, sigma2=2.0, gen=gen(1)).double()
     with torch.no_grad():
@@ -168,6 +196,7 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
 def test_compile_auto():
     from evodenoise.config import get_preset
     from evodenoise.train import use_compile
+
     fast, paper = get_preset("fast"), get_preset("paper-house-25")
     assert use_compile(fast, "cuda") and use_compile(paper, "cuda")
     assert not use_compile(fast, "cpu", 1938)  # E-steps over 256 patches: compiling never pays
@@ -175,16 +204,26 @@ def test_compile_auto():
     assert not use_compile(paper.replace(compile="off"), "cuda")
     assert use_compile(fast.replace(compile="on"), "cpu", 10)
     import shutil
+
     has_cxx = any(shutil.which(c) for c in ("g++", "c++", "clang++"))
     assert use_compile(paper, "cpu", 1938) == has_cxx  # 969,000 Adam steps of exact alternation
 
 
 # --- compiled against eager --------------------------------------------------------------------
 
+
 def estep_inputs(selection, mutation, masked, device="cpu"):
     h = 70 if mutation != "bitflip" else 64
-    cfg = tiny_cfg(n_latents=h, hidden=(16,), n_states=12, n_parents=4, n_children=3,
-                   n_generations=2, selection=selection, mutation=mutation)
+    cfg = tiny_cfg(
+        n_latents=h,
+        hidden=(16,),
+        n_states=12,
+        n_parents=4,
+        n_children=3,
+        n_generations=2,
+        selection=selection,
+        mutation=mutation,
+    )
     torch.manual_seed(0)
     model = Model(h, 16, cfg.hidden, cfg.activation, sigma2=3.0, gen=gen(1)).to(device)
     with torch.no_grad():
@@ -199,8 +238,12 @@ def estep_inputs(selection, mutation, masked, device="cpu"):
     return cfg, model, y, obs, states, noise
 
 
-CASES = [("best", "bitflip", False), ("fitness", "bitflip", True), ("uniform", "sparseflip", False),
-         ("fitness", "crossover", True)]
+CASES = [
+    ("best", "bitflip", False),
+    ("fitness", "bitflip", True),
+    ("uniform", "sparseflip", False),
+    ("fitness", "crossover", True),
+]
 
 
 @pytest.mark.slow
@@ -244,6 +287,7 @@ def test_compiled_fit_equals_eager():
 
 # --- CUDA (skipped without a CUDA device) --------------------------------------------------------
 
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("selection,mutation,masked", CASES)
 def test_cuda_estep_matches_cpu(selection, mutation, masked):
@@ -279,8 +323,12 @@ def test_cuda_epoch_never_synchronises(compile_mode):
 
     train_module._train_epoch = watched
     try:
-        fit(y, None, tiny_cfg(epochs=3, compile=compile_mode),
-            torch.Generator("cuda").manual_seed(0))
+        fit(
+            y,
+            None,
+            tiny_cfg(epochs=3, compile=compile_mode),
+            torch.Generator("cuda").manual_seed(0),
+        )
     finally:
         train_module._train_epoch = orig
     assert len(epochs) == 3

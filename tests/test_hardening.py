@@ -6,6 +6,7 @@ Streams (closed, full, broken stdout) and signals need a real process: those tes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,28 +15,46 @@ import time
 import warnings
 from pathlib import Path
 
-import json
-
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_cli import FAST, assert_one_line_error, files, gray, json_lines, run
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
 EXE = [sys.executable, "-m", "evodenoise"]
-TINY = ["--device", "cpu", "--epochs", "1", "--set", "n_states=4", "--set", "n_latents=8",
-        "--set", "hidden=8", "--set", "n_parents=2", "--set", "n_children=2",
-        "--set", "patch_size=4", "--set", "grad_states=2", "--set", "estep_batch=32",
-        "--set", "chunk_size=64"]
+TINY = [
+    "--device",
+    "cpu",
+    "--epochs",
+    "1",
+    "--set",
+    "n_states=4",
+    "--set",
+    "n_latents=8",
+    "--set",
+    "hidden=8",
+    "--set",
+    "n_parents=2",
+    "--set",
+    "n_children=2",
+    "--set",
+    "patch_size=4",
+    "--set",
+    "grad_states=2",
+    "--set",
+    "estep_batch=32",
+    "--set",
+    "chunk_size=64",
+]
 
 
 def sh(cmd: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run a shell command line (for redirections such as >&- and > /dev/full)."""
-    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
 def assert_clean_failure(p, *needles):
@@ -77,8 +96,14 @@ def test_json_to_closed_stdout(tmp_path):
 
 
 def test_json_to_a_closed_pipe(tmp_path):
-    p = subprocess.Popen([*EXE, "denoise", "nope1.png", "nope2.png", "--json"], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    p = subprocess.Popen(
+        [*EXE, "denoise", "nope1.png", "nope2.png", "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     p.stdout.close()  # the reader is gone before the first line
     err = p.stderr.read()
     p.wait(timeout=180)
@@ -93,8 +118,9 @@ def test_json_to_a_closed_pipe(tmp_path):
 def test_huge_seed_is_a_usage_error(tmp_path, engine, seed):
     gray(tmp_path / "a.png")
     assert_one_line_error(run("denoise", "a.png", "--seed", seed, *FAST), 2, "--seed")
-    assert_one_line_error(run("corrupt", "a.png", "--sigma", "5", "--seed", seed, "-o", "n.npy"),
-                          2, "--seed")
+    assert_one_line_error(
+        run("corrupt", "a.png", "--sigma", "5", "--seed", seed, "-o", "n.npy"), 2, "--seed"
+    )
     assert engine.calls == [] and files(tmp_path) == {"a.png"}
 
 
@@ -139,8 +165,9 @@ def test_multi_frame_inputs_are_refused_alike(tmp_path, engine, fmt):
     assert engine.calls == [] and files(tmp_path) == {f"anim.{fmt}"}
 
 
-@pytest.mark.parametrize("name", ["a\nb.png", "tab\there.png", "ret\rx.png", " lead.png",
-                                  "it's.png"])
+@pytest.mark.parametrize(
+    "name", ["a\nb.png", "tab\there.png", "ret\rx.png", " lead.png", "it's.png"]
+)
 def test_odd_file_names_keep_one_line_errors(tmp_path, engine, name):
     (tmp_path / name).write_bytes(b"not an image")
     r = run("denoise", name, "--json", *FAST)
@@ -193,9 +220,14 @@ def _wait_for(path: Path, p, timeout=120.0) -> None:
 def test_second_signal_during_shutdown_keeps_130(tmp_path, sig):
     gray(tmp_path / "a.png")
     (tmp_path / "driver.py").write_text(_SLOW_SHUTDOWN)
-    p = subprocess.Popen([sys.executable, "driver.py", "denoise", "a.png", "--device", "cpu"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=ENV)
+    p = subprocess.Popen(
+        [sys.executable, "driver.py", "denoise", "a.png", "--device", "cpu"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     _wait_for(tmp_path / "started", p)
     p.send_signal(sig)
     _wait_for(tmp_path / "shutting", p)
@@ -203,5 +235,9 @@ def test_second_signal_during_shutdown_keeps_130(tmp_path, sig):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, (p.returncode, err)
     assert "Traceback" not in err and "interrupted" in err
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.png", "driver.py", "shutting",
-                                                          "started"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == [
+        "a.png",
+        "driver.py",
+        "shutting",
+        "started",
+    ]

@@ -17,8 +17,15 @@ from PIL import Image
 
 from evodenoise import imageio as eio
 from evodenoise.decode import decode
-from evodenoise.imageio import (ImageError, ImageInfo, apply_orientation, encode_image,
-                                read_image, read_mask, write_image)
+from evodenoise.imageio import (
+    ImageError,
+    ImageInfo,
+    apply_orientation,
+    encode_image,
+    read_image,
+    read_mask,
+    write_image,
+)
 
 RNG = np.random.default_rng(1234)
 H, W = 20, 24
@@ -34,8 +41,11 @@ def _u16(*shape):
 
 def _png(arr, mode=None, **save) -> bytes:
     buf = io.BytesIO()
-    im = Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.tobytes()) if mode else \
-        Image.fromarray(arr)
+    im = (
+        Image.frombytes(mode, (arr.shape[1], arr.shape[0]), arr.tobytes())
+        if mode
+        else Image.fromarray(arr)
+    )
     im.save(buf, format="PNG", **save)
     return buf.getvalue()
 
@@ -168,8 +178,12 @@ def _png16_with_filters(arr: np.ndarray, filters) -> bytes:
         return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body))
 
     ctype = {2: 4, 3: 2, 4: 6}[c]
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(bytes(out)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_png16_decoder_handles_all_filters():
@@ -187,8 +201,11 @@ def test_png16_bad_checksum_and_truncation():
         read_image(bytes(data))
 
 
-@pytest.mark.parametrize("arr", [_u8(H, W), _u8(H, W, 3), _u16(H, W), _u16(H, W, 3),
-                                 _u16(H, W, 4)], ids=["g8", "rgb8", "g16", "rgb16", "rgba16"])
+@pytest.mark.parametrize(
+    "arr",
+    [_u8(H, W), _u8(H, W, 3), _u16(H, W), _u16(H, W, 3), _u16(H, W, 4)],
+    ids=["g8", "rgb8", "g16", "rgb16", "rgba16"],
+)
 def test_tiff_integer_roundtrip_keeps_depth(tmp_path, arr):
     p = tmp_path / "in.tif"
     kw = {"photometric": "rgb"} if arr.ndim == 3 else {}
@@ -314,8 +331,12 @@ def test_tiff_orientation_tag(tmp_path):
 
 def test_write_png_bit_depth_follows_info(tmp_path):
     img = RNG.random((H, W)).astype(np.float32)
-    for dtype, dr, expect in (("uint8", 255.0, "L"), ("uint16", 65535.0, "I;16"),
-                              ("float32", 255.0, "L"), ("float32", 4095.0, "I;16")):
+    for dtype, dr, expect in (
+        ("uint8", 255.0, "L"),
+        ("uint16", 65535.0, "I;16"),
+        ("float32", 255.0, "L"),
+        ("float32", 4095.0, "I;16"),
+    ):
         info = ImageInfo(shape=(H, W), channels=1, dtype=dtype, data_range=dr)
         out = tmp_path / f"{dtype}{dr:g}.png"
         write_image(out, img, info)
@@ -505,11 +526,15 @@ def test_mask_npy_bool():
     assert np.array_equal(read_mask(_npy_bytes(m), (H, W)), m)
 
 
-@pytest.mark.parametrize("case,match", [("size", "must match"), ("empty", "nothing"),
-                                        ("all", "every value")])
+@pytest.mark.parametrize(
+    "case,match", [("size", "must match"), ("empty", "nothing"), ("all", "every value")]
+)
 def test_mask_errors(case, match):
-    m = {"size": np.ones((H + 1, W), bool), "empty": np.zeros((H, W), bool),
-         "all": np.ones((H, W), bool)}[case]
+    m = {
+        "size": np.ones((H + 1, W), bool),
+        "empty": np.zeros((H, W), bool),
+        "all": np.ones((H, W), bool),
+    }[case]
     with pytest.raises(ImageError, match=match) as e:
         read_mask(_mask_png(m), (H, W))
     assert "\n" not in str(e.value)
@@ -517,8 +542,18 @@ def test_mask_errors(case, match):
 
 # ---- fuzz -----------------------------------------------------------------------------------
 
-_PREFIXES = [b"", b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"II*\x00",
-             b"MM\x00*", b"\x93NUMPY\x01\x00", b"\xff\xd8\xff", b"GIF89a", b"BM", b"RIFF"]
+_PREFIXES = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+    b"II*\x00",
+    b"MM\x00*",
+    b"\x93NUMPY\x01\x00",
+    b"\xff\xd8\xff",
+    b"GIF89a",
+    b"BM",
+    b"RIFF",
+]
 
 
 def _check_fuzz(data: bytes) -> None:
@@ -536,14 +571,22 @@ def test_fuzz_random_bytes(prefix, body):
     _check_fuzz(prefix + body)
 
 
-_VALID = [_png(_u8(8, 8, 3)), eio.encode_png16(_u16(8, 8, 3)), _npy_bytes(_u8(8, 8)),
-          eio.encode_image(RNG.random((8, 8)).astype(np.float32),
-                           ImageInfo((8, 8), 1, "float32", 255.0), "tiff")]
+_VALID = [
+    _png(_u8(8, 8, 3)),
+    eio.encode_png16(_u16(8, 8, 3)),
+    _npy_bytes(_u8(8, 8)),
+    eio.encode_image(
+        RNG.random((8, 8)).astype(np.float32), ImageInfo((8, 8), 1, "float32", 255.0), "tiff"
+    ),
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.integers(0, len(_VALID) - 1), cut=st.integers(0, 2000),
-       flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)), max_size=4))
+@given(
+    which=st.integers(0, len(_VALID) - 1),
+    cut=st.integers(0, 2000),
+    flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)), max_size=4),
+)
 def test_fuzz_damaged_valid_files(which, cut, flips):
     data = bytearray(_VALID[which])
     for pos, x in flips:

@@ -26,7 +26,8 @@ def test_psnr_8bit_scale_equals_unit_scale():
     noisy = ref * 255 + 25 * rng.standard_normal((512, 512))[:16, :16]
     mse255 = np.mean((noisy - ref * 255) ** 2)
     assert psnr(ref * 255, noisy, data_range=255) == pytest.approx(
-        20 * np.log10(255) - 10 * np.log10(mse255))
+        20 * np.log10(255) - 10 * np.log10(mse255)
+    )
 
 
 def test_psnr_identical_is_inf_and_rgb_whole_image():
@@ -46,8 +47,9 @@ def test_ssim_identical_and_hand_computed_constant_images():
     assert ssim(np.full((16, 16), a), np.full((16, 16), b)) == pytest.approx(expected, rel=1e-6)
     c1_255 = (0.01 * 255) ** 2
     expected255 = (2 * a * b * 255**2 + c1_255) / ((a * a + b * b) * 255**2 + c1_255)
-    assert ssim(np.full((16, 16), a * 255), np.full((16, 16), b * 255),
-                data_range=255) == pytest.approx(expected255, rel=1e-6)
+    assert ssim(
+        np.full((16, 16), a * 255), np.full((16, 16), b * 255), data_range=255
+    ) == pytest.approx(expected255, rel=1e-6)
 
 
 def test_ssim_rgb_is_mean_over_channels():

@@ -30,8 +30,11 @@ def all_states() -> list[tuple[int, ...]]:
 
 def direct_log_joint(m: Model, y: list[float], s: tuple[int, ...], obs: list[int] | None):
     """log p(y, s) with Python floats and loops, straight from the formula."""
-    act = {"relu": lambda v: max(v, 0.0), "tanh": math.tanh,
-           "leaky_relu": lambda v: v if v > 0 else 0.01 * v}[_act_name(m)]
+    act = {
+        "relu": lambda v: max(v, 0.0),
+        "tanh": math.tanh,
+        "leaky_relu": lambda v: v if v > 0 else 0.01 * v,
+    }[_act_name(m)]
     x = [float(v) for v in s]
     layers = list(m.decoder.layers)
     for k, layer in enumerate(layers):
@@ -50,8 +53,9 @@ def direct_log_joint(m: Model, y: list[float], s: tuple[int, ...], obs: list[int
 
 
 def _act_name(m: Model) -> str:
-    return {torch.nn.ReLU: "relu", torch.nn.LeakyReLU: "leaky_relu",
-            torch.nn.Tanh: "tanh"}[type(m.decoder.act)]
+    return {torch.nn.ReLU: "relu", torch.nn.LeakyReLU: "leaky_relu", torch.nn.Tanh: "tanh"}[
+        type(m.decoder.act)
+    ]
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
@@ -75,8 +79,9 @@ def test_log_joint_equals_direct_computation(activation, with_mask):
     assert lj.shape == sqerr.shape == (b, 2**H)
     for n in range(b):
         for k, st in enumerate(all_states()):
-            want, want_sq = direct_log_joint(m, y[n].tolist(), st,
-                                             None if obs is None else obs[n].int().tolist())
+            want, want_sq = direct_log_joint(
+                m, y[n].tolist(), st, None if obs is None else obs[n].int().tolist()
+            )
             assert lj[n, k].item() == pytest.approx(want, rel=1e-12, abs=1e-12)
             assert lj2[n, k].item() == pytest.approx(want, rel=1e-12, abs=1e-12)
             assert sqerr[n, k].item() == pytest.approx(want_sq, rel=1e-12, abs=1e-12)
@@ -88,8 +93,9 @@ def test_log_joint_float32_matches_float64():
     g = torch.Generator().manual_seed(2)
     y = torch.randn(4, D, generator=g, dtype=torch.float64)
     s = torch.tensor(all_states(), dtype=torch.float64).expand(4, -1, -1)
-    torch.testing.assert_close(m32.log_joint(y.float(), s.float()).double(), m64.log_joint(y, s),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        m32.log_joint(y.float(), s.float()).double(), m64.log_joint(y, s), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_missing_values_are_left_out():
@@ -149,8 +155,9 @@ def test_decoder_without_hidden_layer_is_linear():
     torch.testing.assert_close(dec(s)[0], b + w[:, 0] + w[:, 2] + w[:, 3])
 
 
-@pytest.mark.parametrize("hidden,activation", [((), "relu"), ((6,), "relu"),
-                                               ((6, 5), "leaky_relu"), ((6,), "tanh")])
+@pytest.mark.parametrize(
+    "hidden,activation", [((), "relu"), ((6,), "relu"), ((6, 5), "leaky_relu"), ((6,), "tanh")]
+)
 def test_decoder_mean_is_the_weighted_mean_of_the_outputs(hidden, activation):
     """Decoder.mean applies the (affine) output layer once to the q-weighted hidden
     activations: the same as averaging the K outputs, also when q does not sum to 1."""
@@ -160,8 +167,10 @@ def test_decoder_mean_is_the_weighted_mean_of_the_outputs(hidden, activation):
         for layer in dec.layers:
             layer.bias.uniform_(-1, 1, generator=g)
     s = (torch.rand(4, 9, 7, generator=g) < 0.4).double()
-    for q in (torch.softmax(torch.randn(4, 9, generator=g, dtype=torch.float64), 1),
-              torch.rand(4, 9, generator=g, dtype=torch.float64)):
+    for q in (
+        torch.softmax(torch.randn(4, 9, generator=g, dtype=torch.float64), 1),
+        torch.rand(4, 9, generator=g, dtype=torch.float64),
+    ):
         torch.testing.assert_close(dec.mean(dec.first(s), q), torch.einsum("bk,bkd->bd", q, dec(s)))
 
 

@@ -7,8 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evodenoise.patches import (chunks, count_patches, extract_patches, fill_missing,
-                                merge_patches, patch_weights)
+from evodenoise.patches import (
+    chunks,
+    count_patches,
+    extract_patches,
+    fill_missing,
+    merge_patches,
+    patch_weights,
+)
 
 SHAPES = [(1, 7, 9), (3, 7, 9), (1, 13, 8), (3, 11, 16), (1, 8, 8)]
 # every (shape, p) with p in 1, 3, 7, 8 that fits: odd, non-square, gray and colour
@@ -39,8 +45,13 @@ def test_extract_merge_round_trip_float(shape, p, kind):
 
 
 @settings(max_examples=40, deadline=None)
-@given(c=st.sampled_from([1, 3]), h=st.integers(1, 14), w=st.integers(1, 14),
-       p=st.integers(1, 8), seed=st.integers(0, 2**31 - 1))
+@given(
+    c=st.sampled_from([1, 3]),
+    h=st.integers(1, 14),
+    w=st.integers(1, 14),
+    p=st.integers(1, 8),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_round_trip_property(c, h, w, p, seed):
     if p > min(h, w):
         with pytest.raises(ValueError):
@@ -60,7 +71,7 @@ def test_patch_layout_is_channel_row_col_in_raster_order():
     n = 0
     for i in range(h - p + 1):
         for j in range(w - p + 1):
-            assert torch.equal(y[n], img[:, i:i + p, j:j + p].reshape(-1))
+            assert torch.equal(y[n], img[:, i : i + p, j : j + p].reshape(-1))
             n += 1
     assert n == y.shape[0]
 

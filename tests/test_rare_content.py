@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from evodenoise import denoise, get_preset
-from evodenoise.model import Model
 from evodenoise.estimate import Dictionary
 from evodenoise.evolution import init_states
+from evodenoise.model import Model
 from evodenoise.train import Fit
 
 # Luminance trains on every patch, chroma on a quarter of them; a dictionary of 64 states.
@@ -35,19 +35,23 @@ def psnr(a, b):
     return 10 * np.log10(1 / np.mean((a - b) ** 2))
 
 
-@pytest.mark.parametrize("sigma, given, tolerance", [
-    (15, False, 5.0),
-    pytest.param(5, False, 4.0, marks=pytest.mark.slow),
-    pytest.param(25, False, 12.0, marks=pytest.mark.slow),
-    pytest.param(15, True, 6.0, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "sigma, given, tolerance",
+    [
+        (15, False, 5.0),
+        pytest.param(5, False, 4.0, marks=pytest.mark.slow),
+        pytest.param(25, False, 12.0, marks=pytest.mark.slow),
+        pytest.param(15, True, 6.0, marks=pytest.mark.slow),
+    ],
+)
 def test_a_rare_saturated_colour_keeps_its_colour(sigma, given, tolerance):
     """Noise of unknown level (σ learned) or given: the red square's mean colour within a few
     units (0-255) of the clean one, and the image and every channel above the noisy input
     (measured at σ 5/15/25: within 2.3/4.6/10.1 units; without the rescue 83/81/69 off)."""
     clean, box = saturated_square()
     noisy = (clean + np.random.default_rng(1).normal(0, sigma / 255, clean.shape)).astype(
-        np.float32)
+        np.float32
+    )
     out, _ = denoise(noisy, sigma / 255 if given else None, config=RARE, seed=0)
     err = np.abs(out[box].mean((0, 1)) - clean[box].mean((0, 1))) * 255
     assert err.max() < tolerance, err
@@ -78,7 +82,8 @@ def test_a_small_bright_or_dark_object_keeps_its_level(level, sigma):
     box = (slice(30, 38), slice(20, 28))
     clean[box] = level
     noisy = (clean + np.random.default_rng(2).normal(0, sigma / 255, clean.shape)).astype(
-        np.float32)
+        np.float32
+    )
     out, _ = denoise(noisy, None, config="fast", seed=0)
     assert abs(out[box].mean() - level) * 255 < 8
     assert psnr(out, clean) > psnr(noisy, clean)
@@ -95,6 +100,7 @@ def test_poor_fit_threshold_is_the_pools_residual_quantile():
     dic.set_poor_fit(Fit(model, states, RARE), y, None, 0.9)
     with torch.no_grad():
         from evodenoise.evolution import unpack
+
         res = (model.decoder(unpack(states[:, 0], 12)) - y).square().mean(1)
     assert torch.isclose(dic.poor, torch.quantile(res, 0.9))
     assert (res > dic.poor).sum() == 20

@@ -23,14 +23,35 @@ SIGMA = 25 / 255
 # Small, quick configuration that still learns a 40x40 crop in ~20 epochs (many small Adam
 # steps; on standardised data lr_max 0.02 gives +8.8..9.9 dB over noisy, +1.1..1.9 over blur
 # on seeds 0-2).
-SMALL = get_preset("fast").replace(patch_size=5, n_latents=16, hidden=(32,), n_states=16,
-                                   n_parents=4, n_children=3, n_generations=2, epochs=20,
-                                   batch_size=8, estep_batch=256, lr_max=0.02, lr_half_cycle=5.0,
-                                   min_visits=0)
+SMALL = get_preset("fast").replace(
+    patch_size=5,
+    n_latents=16,
+    hidden=(32,),
+    n_states=16,
+    n_parents=4,
+    n_children=3,
+    n_generations=2,
+    epochs=20,
+    batch_size=8,
+    estep_batch=256,
+    lr_max=0.02,
+    lr_half_cycle=5.0,
+    min_visits=0,
+)
 # Tiny configuration for behaviour (not quality) checks: well under a second.
-TINY = get_preset("fast").replace(patch_size=3, n_latents=8, hidden=(8,), n_states=4,
-                                  n_parents=2, n_children=2, n_generations=1, epochs=2,
-                                  batch_size=16, estep_batch=128, min_visits=0)
+TINY = get_preset("fast").replace(
+    patch_size=3,
+    n_latents=8,
+    hidden=(8,),
+    n_states=4,
+    n_parents=2,
+    n_children=2,
+    n_generations=1,
+    epochs=2,
+    batch_size=16,
+    estep_batch=128,
+    min_visits=0,
+)
 
 
 def psnr(clean, x):
@@ -44,7 +65,7 @@ def add_noise(clean, sigma=SIGMA, seed=0):
 
 
 def camera_crop(y0=150, x0=180, h=40, w=40):
-    return (data.camera()[y0:y0 + h, x0:x0 + w] / 255.0).astype(np.float32)
+    return (data.camera()[y0 : y0 + h, x0 : x0 + w] / 255.0).astype(np.float32)
 
 
 def smooth(h=14, w=17, c=None):
@@ -59,17 +80,25 @@ def camera_denoised():
     clean = camera_crop()
     noisy = add_noise(clean)
     epochs = []
-    out, res = denoise(noisy, SIGMA, config=SMALL, seed=0,
-                       callback=lambda e: e["phase"] == "train" and epochs.append(e))
+    out, res = denoise(
+        noisy,
+        SIGMA,
+        config=SMALL,
+        seed=0,
+        callback=lambda e: e["phase"] == "train" and epochs.append(e),
+    )
     return clean, noisy, out, res, epochs
 
 
 # --- quality -------------------------------------------------------------------------------
 
+
 def test_denoise_beats_noisy_input_and_gaussian_blur(camera_denoised):
     clean, noisy, out, _, _ = camera_denoised
     p_noisy, p_out = psnr(clean, noisy), psnr(clean, out)
-    blur = max(psnr(clean, gaussian_filter(noisy, s)) for s in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0))
+    blur = max(
+        psnr(clean, gaussian_filter(noisy, s)) for s in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+    )
     assert p_out >= p_noisy + 5, (p_noisy, p_out)
     assert p_out > blur + 0.3, (blur, p_out)
 
@@ -166,6 +195,7 @@ def test_single_channel_third_axis_kept():
 
 # --- output and result record --------------------------------------------------------------
 
+
 def test_output_shape_dtype_range(camera_denoised):
     clean, noisy, out, _, _ = camera_denoised
     assert out.shape == noisy.shape and out.dtype == np.float32
@@ -178,8 +208,9 @@ def test_result_record(camera_denoised):
     assert isinstance(res, Result)
     # the config that ran: the preset with the pool size, band rows and chunk it settled (a
     # 40x40 image has 36x36 patches, all in the pool, one band)
-    assert res.config == SMALL.replace(train_patches=36 * 36, band_rows=36,
-                                      chunk_size=256)  # and the chunk (0: automatic)
+    assert res.config == SMALL.replace(
+        train_patches=36 * 36, band_rows=36, chunk_size=256
+    )  # and the chunk (0: automatic)
     assert res.seed == 0 and res.device == "cpu"
     assert len(res.free_energy) == SMALL.epochs == len(res.log)
     assert all(np.isfinite(res.free_energy))
@@ -212,6 +243,7 @@ def test_accepts_float64_and_lists():
 
 
 # --- seeds ---------------------------------------------------------------------------------
+
 
 def test_same_seed_same_result():
     """All randomness comes from the run's seeded generator (regression: the decoder was once
@@ -253,8 +285,12 @@ def test_bad_sigma(sigma):
     with pytest.raises(ValueError, match="sigma"):
         denoise(GOOD, sigma, config=TINY)
     with pytest.raises(ValueError, match="sigma"):
-        inpaint(GOOD, np.ones(GOOD.shape, bool) & (np.arange(GOOD.size).reshape(GOOD.shape) < 3),
-                sigma=sigma, config=TINY)
+        inpaint(
+            GOOD,
+            np.ones(GOOD.shape, bool) & (np.arange(GOOD.size).reshape(GOOD.shape) < 3),
+            sigma=sigma,
+            config=TINY,
+        )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -312,6 +348,7 @@ def test_auto_patch_size_follows_the_signal_to_noise_ratio():
     """Patch size 0: the less noise for the image's contrast, the smaller the patch; exact for
     a given plane and σ; bounded by the image; the inpaint preset's for masked input without σ."""
     from evodenoise.plan import choose_patch_size
+
     plane = torch.from_numpy(data.camera()[::2, ::2].astype(np.float32))
     sizes = [choose_patch_size(plane, None, s, 256) for s in (5.0, 25.0, 50.0, 200.0)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] and set(sizes) <= {4, 6, 8}
@@ -340,6 +377,7 @@ def test_unknown_preset():
 
 # --- devices -------------------------------------------------------------------------------
 
+
 def test_torch_device_object_equals_string():
     img = add_noise(smooth(), sigma=0.05)
     a, ra = denoise(img, 0.05, config=TINY, seed=3, device="cpu")
@@ -360,6 +398,7 @@ def test_cuda_matches_cpu_roughly(camera_denoised):
 
 # --- Config --------------------------------------------------------------------------------
 
+
 def test_config_replace_rejects_unknown_key():
     with pytest.raises(ValueError, match="unknown config key"):
         Config().replace(n_latent=4)
@@ -367,17 +406,41 @@ def test_config_replace_rejects_unknown_key():
         Config.from_dict({**Config().to_dict(), "colour": True})
 
 
-@pytest.mark.parametrize("bad", [
-    dict(patch_size=-1), dict(n_latents=0), dict(hidden=(0,)), dict(n_states=0),
-    dict(n_latents=3, n_states=9, n_children=2), dict(n_parents=0), dict(n_children=0),
-    dict(n_generations=-1), dict(n_parents=65), dict(n_latents=4, n_states=8, n_children=5),
-    dict(mutation="crossover", n_parents=1), dict(epochs=-1), dict(batch_size=0),
-    dict(lr_min=0.0), dict(lr_min=0.1, lr_max=0.01), dict(lr_half_cycle=0.0),
-    dict(sigma_floor=0.0), dict(estep_batch=-1), dict(train_patches=0),
-    dict(dictionary_size=1), dict(band_rows=-1), dict(grad_states=-1), dict(final_sweeps=0), dict(chunk_size=-1),
-    dict(selection="roulette"), dict(mutation="gaussian"), dict(activation="gelu"),
-    dict(sigma_mode="learn"), dict(merge="median"),
-], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(patch_size=-1),
+        dict(n_latents=0),
+        dict(hidden=(0,)),
+        dict(n_states=0),
+        dict(n_latents=3, n_states=9, n_children=2),
+        dict(n_parents=0),
+        dict(n_children=0),
+        dict(n_generations=-1),
+        dict(n_parents=65),
+        dict(n_latents=4, n_states=8, n_children=5),
+        dict(mutation="crossover", n_parents=1),
+        dict(epochs=-1),
+        dict(batch_size=0),
+        dict(lr_min=0.0),
+        dict(lr_min=0.1, lr_max=0.01),
+        dict(lr_half_cycle=0.0),
+        dict(sigma_floor=0.0),
+        dict(estep_batch=-1),
+        dict(train_patches=0),
+        dict(dictionary_size=1),
+        dict(band_rows=-1),
+        dict(grad_states=-1),
+        dict(final_sweeps=0),
+        dict(chunk_size=-1),
+        dict(selection="roulette"),
+        dict(mutation="gaussian"),
+        dict(activation="gelu"),
+        dict(sigma_mode="learn"),
+        dict(merge="median"),
+    ],
+    ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()),
+)
 def test_config_rejects_invalid_values(bad):
     with pytest.raises(ValueError):
         Config().replace(**bad)
@@ -406,9 +469,18 @@ def test_config_frozen_and_hidden_normalised():
 
 def test_presets_cover_the_paper_table():
     names = set(PRESETS)
-    assert {"fast", "default", "quality", "paper-house-15", "paper-house-25", "paper-house-50",
-            "paper-barbara-25", "paper-inpaint-house", "paper-inpaint-color-50",
-            "paper-inpaint-color-80"} <= names
+    assert {
+        "fast",
+        "default",
+        "quality",
+        "paper-house-15",
+        "paper-house-25",
+        "paper-house-50",
+        "paper-barbara-25",
+        "paper-inpaint-house",
+        "paper-inpaint-color-50",
+        "paper-inpaint-color-80",
+    } <= names
     h25 = get_preset("paper-house-25")
     assert (h25.patch_size, h25.n_latents, h25.hidden, h25.n_states) == (8, 64, (64,), 200)
     assert (h25.n_parents, h25.n_children, h25.n_generations, h25.lr_max) == (10, 9, 4, 1e-2)
@@ -421,6 +493,7 @@ def test_presets_cover_the_paper_table():
 
 # --- yardstick (slow) ----------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_fast_preset_beats_non_local_means_on_camera_128():
     from skimage.restoration import denoise_nl_means
@@ -428,7 +501,8 @@ def test_fast_preset_beats_non_local_means_on_camera_128():
 
     clean = resize(data.camera() / 255.0, (128, 128), anti_aliasing=True).astype(np.float32)
     noisy = add_noise(clean)
-    nlm = denoise_nl_means(noisy, h=0.8 * SIGMA, sigma=SIGMA, patch_size=7, patch_distance=11,
-                           fast_mode=True)
+    nlm = denoise_nl_means(
+        noisy, h=0.8 * SIGMA, sigma=SIGMA, patch_size=7, patch_distance=11, fast_mode=True
+    )
     out, _ = denoise(noisy, SIGMA, config="fast", seed=0)
     assert psnr(clean, out) > psnr(clean, nlm), (psnr(clean, out), psnr(clean, nlm))

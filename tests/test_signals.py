@@ -21,18 +21,40 @@ from PIL import Image
 
 from evodenoise.imageio import read_image
 
-TINY_LONG = ["--device", "cpu", "--epochs", "400", "--set", "n_states=4", "--set", "n_latents=8",
-             "--set", "hidden=8", "--set", "n_parents=2", "--set", "n_children=2",
-             "--set", "patch_size=4", "--set", "grad_states=2"]
+TINY_LONG = [
+    "--device",
+    "cpu",
+    "--epochs",
+    "400",
+    "--set",
+    "n_states=4",
+    "--set",
+    "n_latents=8",
+    "--set",
+    "hidden=8",
+    "--set",
+    "n_parents=2",
+    "--set",
+    "n_children=2",
+    "--set",
+    "patch_size=4",
+    "--set",
+    "grad_states=2",
+]
 
 
 def _run_and_signal(tmp_path: Path, sig, at_percent: int, times: int):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)).save(
-        tmp_path / "a.png")
-    p = subprocess.Popen([sys.executable, "-m", "evodenoise", "denoise", "a.png", "--sigma", "25",
-                          *TINY_LONG], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+        tmp_path / "a.png"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "evodenoise", "denoise", "a.png", "--sigma", "25", *TINY_LONG],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     lines: list[str] = []
     reached = threading.Event()
 

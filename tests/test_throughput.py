@@ -46,10 +46,23 @@ def test_train_patches_and_grad_states_reduce_the_work(tp):
 
 def test_tiny_run_writes_rows(tp, tmp_path):
     yy, xx = np.mgrid[0:56, 0:56]
-    Image.fromarray((60 + 120 * ((xx // 7 + yy // 7) % 2)).astype(np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray((60 + 120 * ((xx // 7 + yy // 7) % 2)).astype(np.uint8)).save(
+        tmp_path / "a.png"
+    )
     out = tmp_path / "t.json"
-    rc = tp.main(["--image", str(tmp_path / "a.png"), "--presets", "fast", "--epochs", "1",
-                  "--project", "--json", str(out)])
+    rc = tp.main(
+        [
+            "--image",
+            str(tmp_path / "a.png"),
+            "--presets",
+            "fast",
+            "--epochs",
+            "1",
+            "--project",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     row = json.loads(out.read_text())["rows"][0]
     # fast chooses its patch size (4, 6 or 8) from the image
@@ -60,8 +73,13 @@ def test_tiny_run_writes_rows(tp, tmp_path):
 
 def test_project_counts_a_captured_graph_as_one_launch_plus_its_kernels(tp):
     cfg = evodenoise.get_preset("paper-house-25")
-    row = {"epochs_of_preset": 500, "steps": 1938, "flops": 1e12, "launches_per_step": 150,
-           "kernels_per_step": 50}
+    row = {
+        "epochs_of_preset": 500,
+        "steps": 1938,
+        "flops": 1e12,
+        "launches_per_step": 150,
+        "kernels_per_step": 50,
+    }
     out = tp.project(row, cfg)
     assert out["gpu_flop_bound_s"] == pytest.approx(500 * 1e12 / 25e12)
     # exact alternation: one graph and one random draw per 8 steps (8 µs each), 50 kernels of 1 µs
@@ -73,11 +91,16 @@ def test_project_counts_a_captured_graph_as_one_launch_plus_its_kernels(tp):
 
 def test_gpu_bench_fails_in_one_line_without_cuda():
     import subprocess
+
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "needs a CUDA device" in r.stderr

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from evodenoise.config import get_preset
+from evodenoise.estimate import estimate_patches
 from evodenoise.evolution import EStepOut, evolve, init_states, pack, unpack
 from evodenoise.model import PI_MIN, Model
 from evodenoise.patches import extract_patches
-from evodenoise.estimate import estimate_patches
 from evodenoise.train import PosteriorStats, fit, learning_rate
 
 
@@ -23,8 +23,21 @@ def gen(seed: int) -> torch.Generator:
 
 # --- learning rate ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("epochs,half", [(1, 10.0), (7, 3.0), (10, 5.0), (10, 1.5), (20, 10.0),
-                                         (25, 4.0), (40, 10.0), (500, 10.0), (30, 20.0)])
+
+@pytest.mark.parametrize(
+    "epochs,half",
+    [
+        (1, 10.0),
+        (7, 3.0),
+        (10, 5.0),
+        (10, 1.5),
+        (20, 10.0),
+        (25, 4.0),
+        (40, 10.0),
+        (500, 10.0),
+        (30, 20.0),
+    ],
+)
 def test_learning_rate_cycle(epochs, half):
     cfg = get_preset("fast").replace(epochs=epochs, lr_half_cycle=half, lr_min=1e-4, lr_max=2e-2)
     ts = np.linspace(0, epochs, 20001)
@@ -45,7 +58,8 @@ def test_learning_rate_cycle(epochs, half):
     # triangular: rises linearly over the first half cycle
     t1, t2 = 0.1 * length, 0.3 * length
     assert learning_rate(t2, cfg) - learning_rate(t1, cfg) == pytest.approx(
-        (cfg.lr_max - cfg.lr_min) * 2 * (t2 - t1) / length, rel=1e-6)
+        (cfg.lr_max - cfg.lr_min) * 2 * (t2 - t1) / length, rel=1e-6
+    )
 
 
 # --- closed-form π and σ² ------------------------------------------------------------------
@@ -69,8 +83,14 @@ def all_states():
 
 def brute_force(m, y, obs):
     """⟨s⟩ per point and Σ_n ⟨sqerr⟩, Σ_n D_n by enumerating all 2^H states in Python."""
-    w1, b1 = m.decoder.layers[0].weight.double().tolist(), m.decoder.layers[0].bias.double().tolist()
-    w2, b2 = m.decoder.layers[1].weight.double().tolist(), m.decoder.layers[1].bias.double().tolist()
+    w1, b1 = (
+        m.decoder.layers[0].weight.double().tolist(),
+        m.decoder.layers[0].bias.double().tolist(),
+    )
+    w2, b2 = (
+        m.decoder.layers[1].weight.double().tolist(),
+        m.decoder.layers[1].bias.double().tolist(),
+    )
     pi = [min(max(p, PI_MIN), 1 - PI_MIN) for p in m.pi.double().tolist()]
     sigma2 = float(m.sigma2)
     es_all, err_sum, d_sum, f_sum = [], 0.0, 0.0, 0.0
@@ -97,8 +117,9 @@ def brute_force(m, y, obs):
 
 def exact_estep(m, y, obs):
     """K_n = all 8 states, so the truncated posterior is the exact posterior."""
-    cfg = get_preset("fast").replace(n_latents=H3, hidden=(5,), n_states=8, n_parents=2,
-                                     n_children=2, n_generations=0)
+    cfg = get_preset("fast").replace(
+        n_latents=H3, hidden=(5,), n_states=8, n_parents=2, n_children=2, n_generations=0
+    )
     k = pack(torch.tensor(all_states())).expand(len(y), -1, -1).contiguous()
     return evolve(m, y, obs, k, cfg, gen(0))
 
@@ -110,8 +131,10 @@ def test_closed_form_pi_and_sigma2_match_brute_force(masked):
     y = torch.randn(n, D4, generator=gen(1)) * 1.5
     obs = None
     if masked:
-        obs = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 0],
-                            [1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1]], dtype=torch.float32)
+        obs = torch.tensor(
+            [[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1]],
+            dtype=torch.float32,
+        )
     out = exact_estep(m, y, obs)
     stats = PosteriorStats(H3, "cpu")
     # add in two pieces, as the training loop does batch by batch
@@ -168,6 +191,7 @@ def test_closed_form_sigma2_maximises_the_bound_with_q_fixed(masked):
 
 # --- the EM loop ---------------------------------------------------------------------------
 
+
 def small_patches(h=20, w=22, sigma=20.0, seed=0, p=4):
     yy, xx = np.mgrid[0:h, 0:w]
     clean = 128 + 60 * np.sin(xx / 3.0) * np.cos(yy / 4.0) + 40 * (xx + yy > 20)
@@ -178,9 +202,20 @@ def small_patches(h=20, w=22, sigma=20.0, seed=0, p=4):
     return extract_patches(x, p)
 
 
-TINY = dict(patch_size=4, n_latents=12, hidden=(16,), n_states=8, n_parents=3, n_children=3,
-            n_generations=1, batch_size=8, estep_batch=128, lr_max=0.1, lr_half_cycle=3.0,
-            min_visits=0)
+TINY = dict(
+    patch_size=4,
+    n_latents=12,
+    hidden=(16,),
+    n_states=8,
+    n_parents=3,
+    n_children=3,
+    n_generations=1,
+    batch_size=8,
+    estep_batch=128,
+    lr_max=0.1,
+    lr_half_cycle=3.0,
+    min_visits=0,
+)
 
 
 def tiny_cfg(**kw):
@@ -197,8 +232,10 @@ def test_free_energy_increases_over_training():
     assert fe[-1] > fe[0] + 2  # per patch; allow noise in between, compare first vs last
     assert entries == fitted.log
     assert [e["epoch"] for e in entries] == list(range(1, 7))
-    assert all({"epoch", "epochs", "free_energy", "sigma", "mean_active", "lr", "seconds"}
-               <= e.keys() for e in entries)
+    assert all(
+        {"epoch", "epochs", "free_energy", "sigma", "mean_active", "lr", "seconds"} <= e.keys()
+        for e in entries
+    )
     assert fitted.states.shape == (y.shape[0], 8, 1)
     # learned σ ends near the noise level (20) rather than the data's spread
     assert 12 < entries[-1]["sigma"] < 35
@@ -363,6 +400,7 @@ def test_epochs_write_the_new_states_back(monkeypatch, estep_batch):
     """Every trained patch's K_n after an epoch is that epoch's E-step result, not the
     initial draw (each row writes back its own patch; padding rows only the spare row)."""
     import evodenoise.train as train_module
+
     first = []
 
     def recorded(*args, **kwargs):
@@ -372,5 +410,5 @@ def test_epochs_write_the_new_states_back(monkeypatch, estep_batch):
     monkeypatch.setattr(train_module, "init_states", recorded)
     y = small_patches()
     fitted = fit(y, None, tiny_cfg(epochs=1, estep_batch=estep_batch), gen(0))
-    changed = (fitted.states != first[0][:len(y)]).any(-1).any(-1)
+    changed = (fitted.states != first[0][: len(y)]).any(-1).any(-1)
     assert changed.float().mean() > 0.9

@@ -14,26 +14,32 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .decode import Decoded, ImageError, decode, quote
 from .imageio import INPUT_SUFFIXES, output_format, read_image
 from .options import Options, UsageError
 
-__all__ = ["Job", "plan", "expand_inputs", "check_stdout_target", "check_writable_name",
-           "check_not_inputs", "probe_dir"]
+__all__ = [
+    "Job",
+    "plan",
+    "expand_inputs",
+    "check_stdout_target",
+    "check_writable_name",
+    "check_not_inputs",
+    "probe_dir",
+]
 
 
 @dataclass
 class Job:
     source: str  # a path, or "-" for stdin
     stem: str
-    output: Optional[str] = None  # a path, or "-" for stdout
-    mask: Optional[str] = None
-    reference: Optional[str] = None
-    fields_path: Optional[str] = None
-    log_path: Optional[str] = None
-    error: Optional[str] = None  # known before any work (missing file, no mask ...)
+    output: str | None = None  # a path, or "-" for stdout
+    mask: str | None = None
+    reference: str | None = None
+    fields_path: str | None = None
+    log_path: str | None = None
+    error: str | None = None  # known before any work (missing file, no mask ...)
     skip: bool = False
     warnings: list[str] = field(default_factory=list)
     decoded: dict[str, Decoded] = field(default_factory=dict)  # side files decoded by plan
@@ -42,18 +48,19 @@ class Job:
 # ---- checks shared with `corrupt` -----------------------------------------------------------
 
 
-def check_stdout_target(output: Optional[str], json_out: bool) -> None:
+def check_stdout_target(output: str | None, json_out: bool) -> None:
     """``-o -``: not together with --json, never to a terminal."""
     if output != "-":
         return
     if json_out:
         raise UsageError("-o - and --json both use stdout; write the image to a file instead")
     if sys.stdout is not None and sys.stdout.isatty():
-        raise UsageError("refusing to write image data to a terminal; redirect stdout or give "
-                         "-o FILE")
+        raise UsageError(
+            "refusing to write image data to a terminal; redirect stdout or give -o FILE"
+        )
 
 
-def check_writable_name(path: Optional[str], flag: str) -> Optional[str]:
+def check_writable_name(path: str | None, flag: str) -> str | None:
     """The format of an output file name (png, tiff, npy); None for ``-``."""
     if path is None or path == "-":
         return None
@@ -82,8 +89,10 @@ def check_not_inputs(targets, inputs) -> None:
             protected |= _file_keys(p)
     for kind, p in targets:
         if p is not None and p != "-" and _file_keys(p) & protected:
-            raise UsageError(f"{kind} {quote(p)} would overwrite an input; choose another name "
-                             f"(never allowed, even with --force)")
+            raise UsageError(
+                f"{kind} {quote(p)} would overwrite an input; choose another name "
+                f"(never allowed, even with --force)"
+            )
 
 
 def probe_dir(directory: Path, what: str) -> None:
@@ -112,8 +121,9 @@ def _is_image_file(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in INPUT_SUFFIXES and not p.name.startswith(".")
 
 
-def expand_inputs(inputs: list[str], *, recursive: bool, suffix: str,
-                  exclude_dirs: tuple[Path, ...] = ()) -> list[tuple[str, Optional[Path]]]:
+def expand_inputs(
+    inputs: list[str], *, recursive: bool, suffix: str, exclude_dirs: tuple[Path, ...] = ()
+) -> list[tuple[str, Path | None]]:
     """Files and directories to a list of (file, the directory it was found in or None).
 
     Directories give their image files sorted by name (``recursive``: their subfolders too),
@@ -122,7 +132,7 @@ def expand_inputs(inputs: list[str], *, recursive: bool, suffix: str,
     explicitly are always kept; a name that does not exist is kept too (it fails later, as
     one input of the batch).
     """
-    out: list[tuple[str, Optional[Path]]] = []
+    out: list[tuple[str, Path | None]] = []
     excluded = [d.resolve() for d in exclude_dirs]
     for item in inputs:
         p = Path(item)
@@ -148,7 +158,7 @@ def _index_by_stem(directory: Path) -> dict[str, list[Path]]:
     return index
 
 
-def _pair(index: dict[str, list[Path]], stem: str, extra_stems=()) -> tuple[Optional[Path], str]:
+def _pair(index: dict[str, list[Path]], stem: str, extra_stems=()) -> tuple[Path | None, str]:
     for s in (stem, *extra_stems):
         cands = index.get(s, [])
         if len(cands) == 1:
@@ -158,12 +168,14 @@ def _pair(index: dict[str, list[Path]], stem: str, extra_stems=()) -> tuple[Opti
     return None, "not found"
 
 
-def _template(path: Optional[str], stem: str, many: bool, flag: str) -> Optional[str]:
+def _template(path: str | None, stem: str, many: bool, flag: str) -> str | None:
     if path is None:
         return None
     if many and "{stem}" not in path:
-        raise UsageError(f"{flag} with several inputs needs '{{stem}}' in the file name, "
-                         f"e.g. {flag} fields_{{stem}}.png")
+        raise UsageError(
+            f"{flag} with several inputs needs '{{stem}}' in the file name, "
+            f"e.g. {flag} fields_{{stem}}.png"
+        )
     return path.replace("{stem}", stem)
 
 
@@ -175,16 +187,18 @@ def _check_flags(opts: Options, suffix: str, fmt: str) -> None:
         raise UsageError(f"--suffix must not contain a path separator (got {suffix!r})")
     if fmt not in ("png", "tif", "tiff", "npy"):
         raise UsageError(f"--format must be png, tif or npy (got {opts.fmt!r})")
-    for a, b, text in ((opts.output, opts.output_dir, "-o/--output and --output-dir"),
-                       (opts.mask, opts.mask_dir, "--mask and --mask-dir"),
-                       (opts.reference, opts.reference_dir, "--reference and --reference-dir"),
-                       (opts.force or None, opts.skip_existing or None,
-                        "-f/--force and --skip-existing")):
+    for a, b, text in (
+        (opts.output, opts.output_dir, "-o/--output and --output-dir"),
+        (opts.mask, opts.mask_dir, "--mask and --mask-dir"),
+        (opts.reference, opts.reference_dir, "--reference and --reference-dir"),
+        (opts.force or None, opts.skip_existing or None, "-f/--force and --skip-existing"),
+    ):
         if a is not None and b is not None:
             raise UsageError(f"{text} cannot be combined")
     if opts.command == "inpaint" and opts.mask is None and opts.mask_dir is None:
-        raise UsageError("inpaint needs a mask: --mask FILE or --mask-dir DIR "
-                         "(white/non-zero = missing)")
+        raise UsageError(
+            "inpaint needs a mask: --mask FILE or --mask-dir DIR (white/non-zero = missing)"
+        )
     check_stdout_target(opts.output, opts.json)
 
 
@@ -217,14 +231,18 @@ def _find(opts: Options, suffix: str) -> tuple[list, bool]:
         raise UsageError("'-' (stdin) must be the only input")
     out_dir = Path(opts.output_dir) if opts.output_dir is not None else None
     exclude = (out_dir,) if out_dir is not None and out_dir.exists() else ()
-    found = expand_inputs(opts.inputs, recursive=opts.recursive, suffix=suffix,
-                          exclude_dirs=exclude)
+    found = expand_inputs(
+        opts.inputs, recursive=opts.recursive, suffix=suffix, exclude_dirs=exclude
+    )
     if not found:
-        raise UsageError(f"no image files found in {', '.join(map(quote, opts.inputs))} "
-                         f"(looked for {', '.join(INPUT_SUFFIXES)})")
+        raise UsageError(
+            f"no image files found in {', '.join(map(quote, opts.inputs))} "
+            f"(looked for {', '.join(INPUT_SUFFIXES)})"
+        )
     if opts.output is not None and len(found) > 1:
-        raise UsageError(f"-o/--output takes a single input ({len(found)} given); "
-                         f"use --output-dir for several")
+        raise UsageError(
+            f"-o/--output takes a single input ({len(found)} given); use --output-dir for several"
+        )
     if found[0][0] == "-" and opts.output is None:
         raise UsageError("reading from stdin needs -o FILE (or -o - for stdout)")
     check_writable_name(opts.output, "-o")
@@ -236,15 +254,19 @@ def _find(opts: Options, suffix: str) -> tuple[list, bool]:
         try:
             output_format(opts.save_fields)
         except ImageError:
-            raise UsageError(f"--save-fields {quote(opts.save_fields)}: use a .png (or .tif / "
-                             f".npy) file name") from None
+            raise UsageError(
+                f"--save-fields {quote(opts.save_fields)}: use a .png (or .tif / .npy) file name"
+            ) from None
     return found, len(found) > 1
 
 
-def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
+def plan(opts: Options, shard: tuple[int, int] | None = None) -> list[Job]:
     """Every input of this process with its output and side files, checked before any work."""
-    suffix = opts.suffix if opts.suffix is not None else (
-        "_inpainted" if opts.command == "inpaint" else "_denoised")
+    suffix = (
+        opts.suffix
+        if opts.suffix is not None
+        else ("_inpainted" if opts.command == "inpaint" else "_denoised")
+    )
     fmt = opts.fmt.lower().lstrip(".")
     _check_flags(opts, suffix, fmt)
     decoded = _decode_side_files(opts)
@@ -266,21 +288,28 @@ def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
             job.output = opts.output
         else:
             src = Path(source)
-            base = src.parent if output_dir is None else output_dir / (
-                src.parent.relative_to(root) if root is not None else Path())
+            base = (
+                src.parent
+                if output_dir is None
+                else output_dir / (src.parent.relative_to(root) if root is not None else Path())
+            )
             job.output = str(base / f"{stem}{suffix}{ext}")
         job.mask, job.reference = opts.mask, opts.reference
         if mask_index is not None:
             m, why = _pair(mask_index, stem, (f"{stem}_mask",))
             if m is None and job.error is None:
-                job.error = (f"no mask for {quote(stem)} in {quote(opts.mask_dir)} ({why}; "
-                             f"looked for {quote(stem)}.* and {quote(stem)}_mask.*)")
+                job.error = (
+                    f"no mask for {quote(stem)} in {quote(opts.mask_dir)} ({why}; "
+                    f"looked for {quote(stem)}.* and {quote(stem)}_mask.*)"
+                )
             job.mask = None if m is None else str(m)
         if ref_index is not None:
             r, why = _pair(ref_index, stem)
             if r is None:
-                job.warnings.append(f"no reference for {quote(stem)} in "
-                                    f"{quote(opts.reference_dir)} ({why}); PSNR not reported")
+                job.warnings.append(
+                    f"no reference for {quote(stem)} in "
+                    f"{quote(opts.reference_dir)} ({why}); PSNR not reported"
+                )
             job.reference = None if r is None else str(r)
         job.fields_path = _template(opts.save_fields, stem, many, "--save-fields")
         job.log_path = _template(opts.save_log, stem, many, "--save-log")
@@ -295,9 +324,18 @@ def plan(opts: Options, shard: Optional[tuple[int, int]] = None) -> list[Job]:
 
 
 def _check_collisions(jobs: list[Job]) -> None:
-    check_not_inputs([(kind, p) for job in jobs for kind, p in (
-        ("output", job.output), ("--save-fields", job.fields_path), ("--save-log", job.log_path))],
-        [p for job in jobs for p in (job.source, job.mask, job.reference)])
+    check_not_inputs(
+        [
+            (kind, p)
+            for job in jobs
+            for kind, p in (
+                ("output", job.output),
+                ("--save-fields", job.fields_path),
+                ("--save-log", job.log_path),
+            )
+        ],
+        [p for job in jobs for p in (job.source, job.mask, job.reference)],
+    )
     seen: dict[str, str] = {}
     for job in jobs:
         for p in (job.output, job.fields_path, job.log_path):
@@ -305,9 +343,11 @@ def _check_collisions(jobs: list[Job]) -> None:
                 continue
             key = os.path.realpath(p)
             if key in seen:
-                raise UsageError(f"{quote(seen[key])} and {quote(job.source)} would both write "
-                                 f"{quote(p)}; use --output-dir / --suffix / {{stem}} to tell "
-                                 f"them apart")
+                raise UsageError(
+                    f"{quote(seen[key])} and {quote(job.source)} would both write "
+                    f"{quote(p)}; use --output-dir / --suffix / {{stem}} to tell "
+                    f"them apart"
+                )
             seen[key] = job.source
 
 
@@ -315,29 +355,35 @@ def _check_existing(jobs: list[Job], opts: Options) -> None:
     for job in jobs:
         if job.error is not None or job.output == "-":
             continue
-        existing = [p for p in (job.output, job.fields_path, job.log_path)
-                    if p is not None and os.path.lexists(p)]
+        existing = [
+            p
+            for p in (job.output, job.fields_path, job.log_path)
+            if p is not None and os.path.lexists(p)
+        ]
         if os.path.isdir(job.output):
             job.error = f"{quote(job.output)}: output path is a directory"
         elif opts.skip_existing and os.path.lexists(job.output):
             job.skip = True
         elif existing and not opts.force:
-            job.error = (f"{quote(existing[0])} exists (use -f/--force to overwrite, or "
-                         f"--skip-existing)")
+            job.error = (
+                f"{quote(existing[0])} exists (use -f/--force to overwrite, or --skip-existing)"
+            )
 
 
-def _check_directories(jobs: list[Job], opts: Options, output_dir: Optional[Path]) -> None:
+def _check_directories(jobs: list[Job], opts: Options, output_dir: Path | None) -> None:
     if output_dir is not None:
         probe_dir(output_dir, "output directory")
     elif opts.output not in (None, "-"):
         probe_dir(Path(opts.output).parent, "output directory")
     if len(jobs) == 1:
-        for flag, value in (("--save-fields", jobs[0].fields_path),
-                            ("--save-log", jobs[0].log_path)):
+        for flag, value in (
+            ("--save-fields", jobs[0].fields_path),
+            ("--save-log", jobs[0].log_path),
+        ):
             if value is not None:
                 probe_dir(Path(value).parent, f"{flag} directory")
     if output_dir is None and opts.output is None:
-        checked: dict[str, Optional[str]] = {}
+        checked: dict[str, str | None] = {}
         for job in jobs:
             if job.error is not None or job.skip:
                 continue

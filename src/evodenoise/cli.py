@@ -104,105 +104,192 @@ def _panel(title: str):
     return lambda *decls, **kw: typer.Option(*decls, rich_help_panel=title, **kw)
 
 
-_IO, _NOISE, _MODEL, _REPORT = map(_panel, ("Inputs and outputs", "Noise and masks", "Model",
-                                            "Reporting"))
-_Text = Optional[str]
+_IO, _NOISE, _MODEL, _REPORT = map(
+    _panel, ("Inputs and outputs", "Noise and masks", "Model", "Reporting")
+)
+_Text = Optional[str]  # noqa: UP045 (a runtime value Typer reads)
 
 # options of every command
-Force = Annotated[bool, _IO(
-    "--force", "-f", help="Overwrite existing outputs (inputs are never overwritten).")]
-DataRange = Annotated[Optional[float], _NOISE(
-    "--data-range", metavar="R",
-    help="Value of white in float inputs (.npy, float TIFF), and so the unit of --sigma "
-         "for them. \\[default: 255]; integer images use their bit depth.")]
-Seed = Annotated[int, _MODEL(
-    "--seed", help="Random seed, 0 to 2**63-1 (results are reproducible).")]
-JsonOut = Annotated[bool, _REPORT(
-    "--json", help="Print one JSON object per input on stdout (JSON Lines), failures "
-                   "included; human output stays on stderr.")]
+Force = Annotated[
+    bool, _IO("--force", "-f", help="Overwrite existing outputs (inputs are never overwritten).")
+]
+DataRange = Annotated[
+    float | None,
+    _NOISE(
+        "--data-range",
+        metavar="R",
+        help="Value of white in float inputs (.npy, float TIFF), and so the unit of --sigma "
+        "for them. \\[default: 255]; integer images use their bit depth.",
+    ),
+]
+Seed = Annotated[
+    int, _MODEL("--seed", help="Random seed, 0 to 2**63-1 (results are reproducible).")
+]
+JsonOut = Annotated[
+    bool,
+    _REPORT(
+        "--json",
+        help="Print one JSON object per input on stdout (JSON Lines), failures "
+        "included; human output stays on stderr.",
+    ),
+]
 Quiet = Annotated[bool, _REPORT("--quiet", "-q", help="Only print errors.")]
 
 
 def _preset_help(default: str) -> str:
-    return ("Hyperparameter preset. " + "; ".join(
-        f"[bold]{name}[/bold]: {PRESET_NOTES[name]}" for name in PRESET_NOTES)
-        + f". Times grow with the number of pixels. \\[default: {default}]")
+    return (
+        "Hyperparameter preset. "
+        + "; ".join(f"[bold]{name}[/bold]: {PRESET_NOTES[name]}" for name in PRESET_NOTES)
+        + f". Times grow with the number of pixels. \\[default: {default}]"
+    )
 
 
 def _restore_options(
-    inputs: Annotated[list[str], typer.Argument(
-        metavar="INPUT", show_default=False,
-        help="Image files or folders ([bold]-[/bold] reads one image from stdin). Folders give "
-             "their image files sorted by name; earlier outputs (*_denoised.*, *_inpainted.*) "
-             "and *_mask.* files in them are left out.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT",
+            show_default=False,
+            help="Image files or folders ([bold]-[/bold] reads one image from stdin). Folders give "
+            "their image files sorted by name; earlier outputs (*_denoised.*, *_inpainted.*) "
+            "and *_mask.* files in them are left out.",
+        ),
+    ],
     mask: Annotated[_Text, _NOISE("--mask", "-m", metavar="FILE")] = None,
-    mask_dir: Annotated[_Text, _NOISE(
-        "--mask-dir", metavar="DIR",
-        help="Masks paired with the inputs by file stem (STEM.* or STEM_mask.*).")] = None,
-    invert_mask: Annotated[bool, _NOISE(
-        "--invert-mask", help="Mask polarity reversed: black/zero = missing.")] = False,
-    output: Annotated[_Text, _IO(
-        "--output", "-o", metavar="FILE",
-        help="Output file for a single input: .png (8 or 16 bit like the input), .tif (the "
-             "input's bit depth) or .npy (float, input scale). [bold]-[/bold] writes PNG to "
-             "stdout. Parent folders are created.")] = None,
-    output_dir: Annotated[_Text, _IO(
-        "--output-dir", "-O", metavar="DIR",
-        help="Write outputs here (created when missing; subfolders mirrored with --recursive) "
-             "instead of beside each input.")] = None,
+    mask_dir: Annotated[
+        _Text,
+        _NOISE(
+            "--mask-dir",
+            metavar="DIR",
+            help="Masks paired with the inputs by file stem (STEM.* or STEM_mask.*).",
+        ),
+    ] = None,
+    invert_mask: Annotated[
+        bool, _NOISE("--invert-mask", help="Mask polarity reversed: black/zero = missing.")
+    ] = False,
+    output: Annotated[
+        _Text,
+        _IO(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Output file for a single input: .png (8 or 16 bit like the input), .tif (the "
+            "input's bit depth) or .npy (float, input scale). [bold]-[/bold] writes PNG to "
+            "stdout. Parent folders are created.",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        _Text,
+        _IO(
+            "--output-dir",
+            "-O",
+            metavar="DIR",
+            help="Write outputs here (created when missing; subfolders mirrored with --recursive) "
+            "instead of beside each input.",
+        ),
+    ] = None,
     suffix: Annotated[_Text, _IO("--suffix")] = None,
-    fmt: Annotated[str, _IO("--format", metavar="png|tif|npy",
-                                     help="Format of default output names.")] = "png",
+    fmt: Annotated[
+        str, _IO("--format", metavar="png|tif|npy", help="Format of default output names.")
+    ] = "png",
     force: Force = False,
-    skip_existing: Annotated[bool, _IO(
-        "--skip-existing", help="Skip inputs whose output exists (resume a batch).")] = False,
-    recursive: Annotated[bool, _IO(
-        "--recursive", "-r", help="Also take images from subfolders of folder inputs.")] = False,
-    shard: Annotated[_Text, _IO(
-        "--shard", metavar="K/N",
-        help="Process only inputs K, K+N, K+2N ... of the sorted input list (0 <= K < N): N "
-             "processes or job-array tasks with K = 0 ... N-1 split a batch with no overlap "
-             "and no gap.")] = None,
+    skip_existing: Annotated[
+        bool, _IO("--skip-existing", help="Skip inputs whose output exists (resume a batch).")
+    ] = False,
+    recursive: Annotated[
+        bool, _IO("--recursive", "-r", help="Also take images from subfolders of folder inputs.")
+    ] = False,
+    shard: Annotated[
+        _Text,
+        _IO(
+            "--shard",
+            metavar="K/N",
+            help="Process only inputs K, K+N, K+2N ... of the sorted input list (0 <= K < N): N "
+            "processes or job-array tasks with K = 0 ... N-1 split a batch with no overlap "
+            "and no gap.",
+        ),
+    ] = None,
     sigma: Annotated[_Text, _NOISE("--sigma", "-s", metavar="S|auto")] = None,
     data_range: DataRange = None,
-    reference: Annotated[_Text, _REPORT(
-        "--reference", metavar="CLEAN",
-        help="Clean image: report PSNR (dB, peak = the data range, e.g. 255) and SSIM.")] = None,
-    reference_dir: Annotated[_Text, _REPORT(
-        "--reference-dir", metavar="DIR",
-        help="Clean images paired with the inputs by file stem, for PSNR/SSIM in batches.")
+    reference: Annotated[
+        _Text,
+        _REPORT(
+            "--reference",
+            metavar="CLEAN",
+            help="Clean image: report PSNR (dB, peak = the data range, e.g. 255) and SSIM.",
+        ),
+    ] = None,
+    reference_dir: Annotated[
+        _Text,
+        _REPORT(
+            "--reference-dir",
+            metavar="DIR",
+            help="Clean images paired with the inputs by file stem, for PSNR/SSIM in batches.",
+        ),
     ] = None,
     preset: Annotated[_Text, _MODEL("--preset", "-p", metavar="NAME", show_default=False)] = None,
-    epochs: Annotated[Optional[int], _MODEL(
-        "--epochs", "-e", metavar="N",
-        help="Override the preset's number of epochs.")] = None,
-    sets: Annotated[Optional[list[str]], _MODEL(
-        "--set", metavar="KEY=VALUE",
-        help="Override any config field (repeatable), e.g. --set n_states=32 --set "
-             "hidden=128,128 --set chunk_size=1024.")] = None,
+    epochs: Annotated[
+        int | None,
+        _MODEL("--epochs", "-e", metavar="N", help="Override the preset's number of epochs."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        _MODEL(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override any config field (repeatable), e.g. --set n_states=32 --set "
+            "hidden=128,128 --set chunk_size=1024.",
+        ),
+    ] = None,
     seed: Seed = 0,
-    device: Annotated[str, _MODEL(
-        "--device", "-d", metavar="auto|cpu|cuda|cuda:N",
-        help="Compute device; auto = CUDA when available, else CPU.")] = "auto",
-    max_memory: Annotated[_Text, _MODEL(
-        "--max-memory", metavar="SIZE",
-        help="Memory the run may use: bytes or K/M/G/T (powers of 1024), e.g. 4G, 512M, "
-             "1.5GB. \\[default: automatic, from free RAM or GPU memory]")] = None,
+    device: Annotated[
+        str,
+        _MODEL(
+            "--device",
+            "-d",
+            metavar="auto|cpu|cuda|cuda:N",
+            help="Compute device; auto = CUDA when available, else CPU.",
+        ),
+    ] = "auto",
+    max_memory: Annotated[
+        _Text,
+        _MODEL(
+            "--max-memory",
+            metavar="SIZE",
+            help="Memory the run may use: bytes or K/M/G/T (powers of 1024), e.g. 4G, 512M, "
+            "1.5GB. \\[default: automatic, from free RAM or GPU memory]",
+        ),
+    ] = None,
     json: JsonOut = False,
     quiet: Quiet = False,
-    verbose: Annotated[bool, _REPORT(
-        "--verbose", "-v", help="Print details: image info, device, full config.")] = False,
-    fail_fast: Annotated[bool, _REPORT(
-        "--fail-fast",
-        help="Stop at the first failed input (default: go on, exit 1 at the end).")] = False,
-    save_fields: Annotated[_Text, _REPORT(
-        "--save-fields", metavar="FILE.png",
-        help="Write the learned generative fields (decoder output per single active latent) "
-             "as a tiled image. With several inputs use {stem} in the name.")] = None,
-    save_log: Annotated[_Text, _REPORT(
-        "--save-log", metavar="FILE.json",
-        help="Write the per-epoch free energy, σ (input units), mean active latents and "
-             "learning rate. With several inputs use {stem} in the name.")] = None,
+    verbose: Annotated[
+        bool, _REPORT("--verbose", "-v", help="Print details: image info, device, full config.")
+    ] = False,
+    fail_fast: Annotated[
+        bool,
+        _REPORT(
+            "--fail-fast",
+            help="Stop at the first failed input (default: go on, exit 1 at the end).",
+        ),
+    ] = False,
+    save_fields: Annotated[
+        _Text,
+        _REPORT(
+            "--save-fields",
+            metavar="FILE.png",
+            help="Write the learned generative fields (decoder output per single active latent) "
+            "as a tiled image. With several inputs use {stem} in the name.",
+        ),
+    ] = None,
+    save_log: Annotated[
+        _Text,
+        _REPORT(
+            "--save-log",
+            metavar="FILE.json",
+            help="Write the per-epoch free energy, σ (input units), mean active latents and "
+            "learning rate. With several inputs use {stem} in the name.",
+        ),
+    ] = None,
 ) -> None:
     """The signature of `denoise` and `inpaint` (see :func:`_restore_command`)."""
 
@@ -231,39 +318,48 @@ def _restore_command(command: str, doc: str, helps: dict[str, str]) -> None:
 
 _SUFFIX_HELP = "Appended to the input's stem for default output names. \\[default: {}]"
 
-_restore_command("denoise", """Remove Gaussian noise from images (zero-shot: the model learns from each image itself).
+_restore_command(
+    "denoise",
+    """Remove Gaussian noise from images (zero-shot: the model learns from each image itself).
 
     Writes [bold]{stem}_denoised.png[/bold] beside each input unless -o/--output-dir say otherwise; never overwrites without --force and never overwrites an input. Bit depth (8/16) and alpha are kept.
 
     Units: --sigma is in the input's units, 0-255 for 8-bit images. Float inputs (.npy, float TIFF) are on a 0-255 scale unless --data-range says otherwise.
-    """, {
-    "mask": "Also fill missing values (noisy + missing input): mask image of the same size, "
-            "[bold]white/non-zero = missing[/bold], black/zero = observed.",
-    "sigma": "Noise standard deviation in the input's units: 0-255 for 8-bit images, 0-65535 "
-             "for 16-bit, --data-range for float. Must be > 0. Leave out (or [bold]auto[/bold]) "
-             "to learn it; the estimate is reported.",
-    "suffix": _SUFFIX_HELP.format("_denoised"),
-    "preset": _preset_help(DEFAULT_PRESETS["denoise"]),
-})
+    """,
+    {
+        "mask": "Also fill missing values (noisy + missing input): mask image of the same size, "
+        "[bold]white/non-zero = missing[/bold], black/zero = observed.",
+        "sigma": "Noise standard deviation in the input's units: 0-255 for 8-bit images, 0-65535 "
+        "for 16-bit, --data-range for float. Must be > 0. Leave out (or [bold]auto[/bold]) "
+        "to learn it; the estimate is reported.",
+        "suffix": _SUFFIX_HELP.format("_denoised"),
+        "preset": _preset_help(DEFAULT_PRESETS["denoise"]),
+    },
+)
 
-_restore_command("inpaint", """Fill in missing pixels/values marked by a mask (zero-shot).
+_restore_command(
+    "inpaint",
+    """Fill in missing pixels/values marked by a mask (zero-shot).
 
     Mask polarity: [bold]white/non-zero = missing[/bold], black/zero = observed (--invert-mask swaps); the mask must have the image's size.
 
     Writes [bold]{stem}_inpainted.png[/bold] beside each input unless -o/--output-dir say otherwise. Observed values are kept as they are (unless --sigma says they are noisy too).
-    """, {
-    "mask": "Mask image of the same size as the input(s): [bold]white/non-zero = missing[/bold]"
-            ", black/zero = observed (--invert-mask swaps). A colour mask for a colour image "
-            "marks each channel's values.",
-    "sigma": "The observed values are also noisy with this σ (input units: 0-255 for 8-bit); "
-             "then every value is restored, not only the missing ones. Leave out for clean "
-             "observed values (σ is learned).",
-    "suffix": _SUFFIX_HELP.format("_inpainted"),
-    "preset": _preset_help(DEFAULT_PRESETS["inpaint"]),
-})
+    """,
+    {
+        "mask": "Mask image of the same size as the input(s): [bold]white/non-zero = missing[/bold]"
+        ", black/zero = observed (--invert-mask swaps). A colour mask for a colour image "
+        "marks each channel's values.",
+        "sigma": "The observed values are also noisy with this σ (input units: 0-255 for 8-bit); "
+        "then every value is restored, not only the missing ones. Leave out for clean "
+        "observed values (σ is learned).",
+        "suffix": _SUFFIX_HELP.format("_inpainted"),
+        "preset": _preset_help(DEFAULT_PRESETS["inpaint"]),
+    },
+)
 
 
-@app.command(epilog="""\
+@app.command(
+    epilog="""\
 [bold]Examples[/bold]
 
   [dim]# noise exactly as the benchmarks add it (float, unclipped): keep it in .npy[/dim]
@@ -271,27 +367,51 @@ _restore_command("inpaint", """Fill in missing pixels/values marked by a mask (z
 
   [dim]# drop 50 % of the values; writes holes.png and holes_mask.png[/dim]
   evodenoise corrupt clean.png --missing 0.5 -o holes.png
-""")
+"""
+)
 def corrupt(
     clean: Annotated[str, typer.Argument(metavar="CLEAN", help="Clean image to corrupt.")],
-    output: Annotated[str, _IO(
-        "--output", "-o", metavar="OUT",
-        help="Corrupted image: .npy or .tif keep the noise as float, unclipped (the benchmark "
-             "protocol); .png clips and rounds it. [bold]-[/bold] = PNG to stdout.")],
-    sigma: Annotated[Optional[float], _NOISE(
-        "--sigma", "-s", metavar="S",
-        help="Add Gaussian noise of this standard deviation (input units: 0-255 for 8-bit).")
+    output: Annotated[
+        str,
+        _IO(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Corrupted image: .npy or .tif keep the noise as float, unclipped (the benchmark "
+            "protocol); .png clips and rounds it. [bold]-[/bold] = PNG to stdout.",
+        ),
+    ],
+    sigma: Annotated[
+        float | None,
+        _NOISE(
+            "--sigma",
+            "-s",
+            metavar="S",
+            help="Add Gaussian noise of this standard deviation (input units: 0-255 for 8-bit).",
+        ),
     ] = None,
-    missing: Annotated[Optional[float], _NOISE(
-        "--missing", metavar="P",
-        help="Drop each value independently with probability P (0 < P < 1); dropped values "
-             "become 0 and the mask (white = missing) is written too.")] = None,
-    mask_out: Annotated[_Text, _IO(
-        "--mask-out", metavar="FILE",
-        help="Where to write the mask. \\[default: OUT_mask.png]")] = None,
-    per_pixel: Annotated[bool, _NOISE(
-        "--per-pixel",
-        help="Drop whole pixels (all channels together) instead of single values.")] = False,
+    missing: Annotated[
+        float | None,
+        _NOISE(
+            "--missing",
+            metavar="P",
+            help="Drop each value independently with probability P (0 < P < 1); dropped values "
+            "become 0 and the mask (white = missing) is written too.",
+        ),
+    ] = None,
+    mask_out: Annotated[
+        _Text,
+        _IO(
+            "--mask-out", metavar="FILE", help="Where to write the mask. \\[default: OUT_mask.png]"
+        ),
+    ] = None,
+    per_pixel: Annotated[
+        bool,
+        _NOISE(
+            "--per-pixel",
+            help="Drop whole pixels (all channels together) instead of single values.",
+        ),
+    ] = False,
     seed: Seed = 0,
     data_range: DataRange = None,
     force: Force = False,
@@ -301,8 +421,20 @@ def corrupt(
     """Make test inputs: add noise and/or drop values with the benchmark protocol."""
     from .corrupt_cmd import run_corrupt
 
-    _guarded(run_corrupt, clean, output, sigma, missing, mask_out, per_pixel, seed, data_range,
-             force, json_out, quiet)
+    _guarded(
+        run_corrupt,
+        clean,
+        output,
+        sigma,
+        missing,
+        mask_out,
+        per_pixel,
+        seed,
+        data_range,
+        force,
+        json_out,
+        quiet,
+    )
 
 
 def _version_callback(value: bool) -> None:
@@ -313,9 +445,16 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option(
-        "--version", "-V", callback=_version_callback, is_eager=True,
-        help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Zero-shot image denoising and inpainting with an evolutionary binary-latent VAE.
 
@@ -332,7 +471,7 @@ def _on_signal(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console entry point (``evodenoise``)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -131,16 +131,25 @@ class Config:
         _check(self.n_latents >= 1, "n_latents must be >= 1")
         _check(all(h >= 1 for h in self.hidden), "hidden layer widths must be >= 1")
         _check(self.n_states >= 1, "n_states must be >= 1")
-        _check(self.n_latents >= 63 or self.n_states <= 2**self.n_latents,
-               "n_states must not exceed 2**n_latents")
-        _check(self.n_parents >= 1 and self.n_children >= 1 and self.n_generations >= 0,
-               "n_parents and n_children must be >= 1, n_generations >= 0")
-        _check(self.n_parents <= self.n_states,
-               "n_parents must not exceed n_states (parents are drawn without replacement)")
-        _check(self.mutation != "bitflip" or self.n_children <= self.n_latents,
-               "bitflip needs n_children <= n_latents (distinct bits per parent)")
-        _check(self.mutation != "crossover" or self.n_parents >= 2,
-               "crossover needs n_parents >= 2")
+        _check(
+            self.n_latents >= 63 or self.n_states <= 2**self.n_latents,
+            "n_states must not exceed 2**n_latents",
+        )
+        _check(
+            self.n_parents >= 1 and self.n_children >= 1 and self.n_generations >= 0,
+            "n_parents and n_children must be >= 1, n_generations >= 0",
+        )
+        _check(
+            self.n_parents <= self.n_states,
+            "n_parents must not exceed n_states (parents are drawn without replacement)",
+        )
+        _check(
+            self.mutation != "bitflip" or self.n_children <= self.n_latents,
+            "bitflip needs n_children <= n_latents (distinct bits per parent)",
+        )
+        _check(
+            self.mutation != "crossover" or self.n_parents >= 2, "crossover needs n_parents >= 2"
+        )
         _check(0 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 0 and {MAX_EPOCHS}")
         _check(self.min_visits >= 0, "min_visits must be >= 0")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
@@ -151,20 +160,30 @@ class Config:
         _check(self.train_patches >= 1, "train_patches must be >= 1")
         _check(0 < self.chroma_pool <= 1, "chroma_pool must be in (0, 1]")
         _check(self.band_rows >= 0, "band_rows must be >= 0")
-        _check(self.fresh_sweeps >= 0 and self.chroma_sweeps >= 0 and self.poor_fit_sweeps >= 0,
-               "fresh_sweeps, chroma_sweeps and poor_fit_sweeps must be >= 0")
+        _check(
+            self.fresh_sweeps >= 0 and self.chroma_sweeps >= 0 and self.poor_fit_sweeps >= 0,
+            "fresh_sweeps, chroma_sweeps and poor_fit_sweeps must be >= 0",
+        )
         _check(0 < self.poor_fit_quantile <= 1, "poor_fit_quantile must be in (0, 1]")
         _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")
         _check(self.chunk_size >= 0, "chunk_size must be >= 0 (0: automatic)")
-        for name, allowed in (("selection", SELECTIONS), ("mutation", MUTATIONS),
-                              ("activation", ACTIVATIONS), ("sigma_mode", SIGMA_MODES),
-                              ("merge", MERGES), ("color", COLORS), ("compile", COMPILES)):
-            _check(getattr(self, name) in allowed,
-                   f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        for name, allowed in (
+            ("selection", SELECTIONS),
+            ("mutation", MUTATIONS),
+            ("activation", ACTIVATIONS),
+            ("sigma_mode", SIGMA_MODES),
+            ("merge", MERGES),
+            ("color", COLORS),
+            ("compile", COMPILES),
+        ):
+            _check(
+                getattr(self, name) in allowed,
+                f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})",
+            )
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         """A copy with ``changes`` applied; unknown keys raise ``ValueError``."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -177,7 +196,7 @@ class Config:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         return cls().replace(**d)
 
 
@@ -192,8 +211,17 @@ def _check(ok: bool, message: str) -> None:
 # House σ=25 after 20 epochs 31.79 dB (reference 31.6) against 30.94 dB with per-point
 # fitness-proportional selection (``--set selection=fitness``, the paper's definition);
 # sigma is learned (the paper does not give it to the model; with --sigma it only starts there).
-_PAPER = dict(batch_size=32, lr_min=1e-4, epochs=500, lr_half_cycle=10.0, sigma_mode="init",
-              estep_batch=0, grad_states=0, standardize=False, selection="best")
+_PAPER = dict(
+    batch_size=32,
+    lr_min=1e-4,
+    epochs=500,
+    lr_half_cycle=10.0,
+    sigma_mode="init",
+    estep_batch=0,
+    grad_states=0,
+    standardize=False,
+    selection="best",
+)
 
 PRESETS: dict[str, Config] = {
     # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
@@ -206,38 +234,104 @@ PRESETS: dict[str, Config] = {
     # a hidden layer of 128 (House 50 % missing: 37.29 dB vs 36.52 with 64, 1.4x the time) and
     # 5x5 patches (RESULTS.md "Session 6-7": House 50 % 38.06 dB vs 37.38 with 8x8 in 0.77x
     # the time; astronaut +3.0 / +0.5 dB at 50 / 80 % missing).
-    "inpaint": Config(patch_size=5, hidden=(128,), epochs=40, min_visits=2_112_000,
-                      lr_max=5e-3),
+    "inpaint": Config(patch_size=5, hidden=(128,), epochs=40, min_visits=2_112_000, lr_max=5e-3),
     # fast with the two axes that gained PSNR on every task of the ablation (benchmarks/
     # RESULTS.md): a hidden layer of 128 and S = 128 states; about 1.8x fast's time. H = 32
     # as in fast: +0.08 dB mean over four planes against H = 64 (RESULTS.md "Session 6").
-    "quality": Config(patch_size=0, n_latents=32, hidden=(128,), n_states=128,
-                      min_visits=470_000),
+    "quality": Config(patch_size=0, n_latents=32, hidden=(128,), n_states=128, min_visits=470_000),
     # Exact settings of the paper's table (DESIGN.md §1).
-    "paper-house-15": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
-                             n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
-    "paper-house-25": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
-                             n_children=9, n_generations=4, lr_max=1e-2, **_PAPER),
-    "paper-house-50": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64, n_parents=5,
-                             n_children=4, n_generations=1, lr_max=5e-2, **_PAPER),
+    "paper-house-15": Config(
+        patch_size=8,
+        n_latents=64,
+        hidden=(64,),
+        n_states=200,
+        n_parents=10,
+        n_children=9,
+        n_generations=4,
+        lr_max=1e-2,
+        **_PAPER,
+    ),
+    "paper-house-25": Config(
+        patch_size=8,
+        n_latents=64,
+        hidden=(64,),
+        n_states=200,
+        n_parents=10,
+        n_children=9,
+        n_generations=4,
+        lr_max=1e-2,
+        **_PAPER,
+    ),
+    "paper-house-50": Config(
+        patch_size=12,
+        n_latents=512,
+        hidden=(512,),
+        n_states=64,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=5e-2,
+        **_PAPER,
+    ),
     # The paper's House settings with E-steps over 8 mini-batches at once (estep_batch 256): on
     # a GPU a step then costs its M-step plus an eighth of an E-step, not a whole E-step of
     # launches (benchmarks/RESULTS.md: PSNR against exact alternation).
-    "gpu-house-25": Config(patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10,
-                           n_children=9, n_generations=4, lr_max=1e-2,
-                           **{**_PAPER, "estep_batch": 256}),
-    "paper-barbara-25": Config(patch_size=8, n_latents=50, hidden=(500, 500),
-                               activation="leaky_relu", n_states=100, n_parents=5, n_children=4,
-                               n_generations=1, lr_max=1e-3, **_PAPER),
-    "paper-inpaint-house": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64,
-                                  n_parents=5, n_children=4, n_generations=1, lr_max=1e-2,
-                                  **_PAPER),
-    "paper-inpaint-color-50": Config(patch_size=5, n_latents=512, hidden=(512,), n_states=32,
-                                     n_parents=5, n_children=4, n_generations=1, lr_max=1.25e-3,
-                                     **_PAPER),
-    "paper-inpaint-color-80": Config(patch_size=12, n_latents=512, hidden=(512,), n_states=64,
-                                     n_parents=5, n_children=4, n_generations=1, lr_max=1e-3,
-                                     **_PAPER),
+    "gpu-house-25": Config(
+        patch_size=8,
+        n_latents=64,
+        hidden=(64,),
+        n_states=200,
+        n_parents=10,
+        n_children=9,
+        n_generations=4,
+        lr_max=1e-2,
+        **{**_PAPER, "estep_batch": 256},
+    ),
+    "paper-barbara-25": Config(
+        patch_size=8,
+        n_latents=50,
+        hidden=(500, 500),
+        activation="leaky_relu",
+        n_states=100,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1e-3,
+        **_PAPER,
+    ),
+    "paper-inpaint-house": Config(
+        patch_size=12,
+        n_latents=512,
+        hidden=(512,),
+        n_states=64,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1e-2,
+        **_PAPER,
+    ),
+    "paper-inpaint-color-50": Config(
+        patch_size=5,
+        n_latents=512,
+        hidden=(512,),
+        n_states=32,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1.25e-3,
+        **_PAPER,
+    ),
+    "paper-inpaint-color-80": Config(
+        patch_size=12,
+        n_latents=512,
+        hidden=(512,),
+        n_states=64,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1e-3,
+        **_PAPER,
+    ),
 }
 PRESETS["default"] = PRESETS["fast"]
 DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when none is named
@@ -248,16 +342,16 @@ DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when n
 # projects it from the measured work per epoch.
 PRESET_NOTES: dict[str, str] = {
     "fast": "denoise default (House σ=25: 32.3 dB, 93 s on 2 CPU cores); patch size "
-            "from the image; training is bounded at 65,536 patches, each further megapixel "
-            "costs three E-step sweeps",
+    "from the image; training is bounded at 65,536 patches, each further megapixel "
+    "costs three E-step sweeps",
     "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 345 s on 2 CPU cores)",
     "quality": "wider decoder, more states (House σ=25: 32.3 dB, 191 s on 2 CPU cores)",
     "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
-                      "(500 epochs: 55 h/megapixel): a GPU preset",
+    "(500 epochs: 55 h/megapixel): a GPU preset",
     "paper-house-25": "as paper-house-15",
     "paper-house-50": "the paper's settings (12x12, H=512): a GPU preset",
     "gpu-house-25": "paper-house-25 with E-steps over 8 mini-batches (estep_batch 256): "
-                    "fewer launches per step on a GPU",
+    "fewer launches per step on a GPU",
     "paper-barbara-25": "the paper's settings: a GPU preset",
     "paper-inpaint-house": "the paper's settings: a GPU preset",
     "paper-inpaint-color-50": "the paper's settings: a GPU preset",
@@ -271,8 +365,9 @@ def preset_name(preset: str | None = None, *, command: str = "denoise") -> str:
     return DEFAULT_PRESETS[command] if preset is None else preset
 
 
-def resolve_config(preset: str | None = None, *, command: str = "denoise",
-                   epochs: int | None = None, overrides=()) -> Config:
+def resolve_config(
+    preset: str | None = None, *, command: str = "denoise", epochs: int | None = None, overrides=()
+) -> Config:
     """The configuration a user asked for, before it meets an image (see ``plan.py``).
 
     ``preset`` (None: the command's default, see :func:`preset_name`), then ``overrides``
@@ -308,8 +403,12 @@ def _split_override(item: str) -> tuple[str, str]:
     return key, value
 
 
-_KINDS = {bool: "true or false", int: "an integer", float: "a number",
-          tuple: "comma-separated integers"}
+_KINDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    tuple: "comma-separated integers",
+}
 
 
 def _coerce(key: str, default, value):
@@ -318,7 +417,9 @@ def _coerce(key: str, default, value):
         if isinstance(value, str):
             return _parse(default, value.strip())
         if isinstance(default, tuple):
-            return (int(value),) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+            return (
+                (int(value),) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+            )
         if isinstance(default, bool):
             return bool(value)
         if isinstance(default, int) and isinstance(value, float) and value.is_integer():
@@ -327,7 +428,9 @@ def _coerce(key: str, default, value):
             return float(value)
         return value
     except (TypeError, ValueError):
-        raise ValueError(f"{key}={value}: expected {_KINDS.get(type(default), 'a value')}") from None
+        raise ValueError(
+            f"{key}={value}: expected {_KINDS.get(type(default), 'a value')}"
+        ) from None
 
 
 def _parse(default, text: str):

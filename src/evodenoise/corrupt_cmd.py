@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -48,18 +47,39 @@ def _check(clean: str, output: str, sigma, missing, mask_out, seed, data_range, 
     return out_fmt, mask_out, targets
 
 
-def run_corrupt(clean: str, output: str, sigma: Optional[float], missing: Optional[float],
-                mask_out: Optional[str], per_pixel: bool, seed: int, data_range: Optional[float],
-                force: bool, json_out: bool, quiet: bool) -> int:
+def run_corrupt(
+    clean: str,
+    output: str,
+    sigma: float | None,
+    missing: float | None,
+    mask_out: str | None,
+    per_pixel: bool,
+    seed: int,
+    data_range: float | None,
+    force: bool,
+    json_out: bool,
+    quiet: bool,
+) -> int:
     """The whole of ``corrupt``; returns the exit code."""
     from .corrupt import add_noise, random_mask
 
     rep = Reporter(quiet=quiet)
-    out_fmt, mask_out, targets = _check(clean, output, sigma, missing, mask_out, seed,
-                                        data_range, json_out)
-    record = {"input": clean, "output": output, "mask": mask_out, "status": "ok", "error": None,
-              "sigma": sigma, "missing": missing, "seed": seed, "missing_fraction": None,
-              "psnr": None, "data_range": None}
+    out_fmt, mask_out, targets = _check(
+        clean, output, sigma, missing, mask_out, seed, data_range, json_out
+    )
+    record = {
+        "input": clean,
+        "output": output,
+        "mask": mask_out,
+        "status": "ok",
+        "error": None,
+        "sigma": sigma,
+        "missing": missing,
+        "seed": seed,
+        "missing_fraction": None,
+        "psnr": None,
+        "data_range": None,
+    }
     mask = None
     try:
         existing = [p for p in targets if os.path.lexists(p)]
@@ -83,8 +103,10 @@ def run_corrupt(clean: str, output: str, sigma: Optional[float], missing: Option
             data = encode_image(out01, replace(info, dtype="float32"), out_fmt, clip=False)
         else:
             if sigma is not None:
-                rep.warn("PNG output clips and rounds the noise; use .npy or .tif to keep it "
-                         "exactly as the benchmark protocol adds it")
+                rep.warn(
+                    "PNG output clips and rounds the noise; use .npy or .tif to keep it "
+                    "exactly as the benchmark protocol adds it"
+                )
             data = encode_image(out01, info, "png")
         if sigma is not None and mask is None:
             from .metrics import psnr
@@ -95,9 +117,16 @@ def run_corrupt(clean: str, output: str, sigma: Optional[float], missing: Option
         else:
             atomic_write_bytes(output, data)
         if mask is not None:
-            write_image(mask_out, mask.astype(np.float32), ImageInfo(
-                shape=info.shape, channels=1 if mask.ndim == 2 else mask.shape[2],
-                dtype="uint8", data_range=255.0))
+            write_image(
+                mask_out,
+                mask.astype(np.float32),
+                ImageInfo(
+                    shape=info.shape,
+                    channels=1 if mask.ndim == 2 else mask.shape[2],
+                    dtype="uint8",
+                    data_range=255.0,
+                ),
+            )
     except InputError as e:
         record.update(status="error", error=str(e))
         rep.error(str(e))
@@ -111,8 +140,9 @@ def run_corrupt(clean: str, output: str, sigma: Optional[float], missing: Option
         if record["psnr"] is not None:
             parts.append(f"PSNR {record['psnr']:.2f} dB")
         if mask is not None:
-            parts.append(f"{100 * record['missing_fraction']:.1f} % missing, mask -> "
-                         f"{quote(mask_out)}")
+            parts.append(
+                f"{100 * record['missing_fraction']:.1f} % missing, mask -> {quote(mask_out)}"
+            )
         rep.info("  ".join(parts))
     if json_out:
         try:

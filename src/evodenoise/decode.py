@@ -56,8 +56,10 @@ def quote(name) -> str:
 
 
 def _multi_frame(count: int, what: str) -> ImageError:
-    return ImageError(f"{what} holds {count} images (multi-page or animated); only single "
-                      f"images are supported: save the frame you want on its own")
+    return ImageError(
+        f"{what} holds {count} images (multi-page or animated); only single "
+        f"images are supported: save the frame you want on its own"
+    )
 
 
 class Decoded(NamedTuple):
@@ -163,8 +165,11 @@ def _decode_tiff_inner(data: bytes):
         photometric = int(getattr(page, "photometric", 1))
         # MINISBLACK (1) and RGB (2) with plain sample types go through tifffile; palette,
         # white-is-zero, CMYK, YCbCr, bilevel ... are left to Pillow.
-        if photometric not in (1, 2) or page.bitspersample not in (8, 16, 32, 64) \
-                or int(getattr(page, "planarconfig", 1)) not in (1, 2):
+        if (
+            photometric not in (1, 2)
+            or page.bitspersample not in (8, 16, 32, 64)
+            or int(getattr(page, "planarconfig", 1)) not in (1, 2)
+        ):
             return _decode_pillow(data)
         arr = series.asarray()
         axes = series.axes
@@ -201,8 +206,9 @@ def _decode_pillow_inner(data: bytes):
     try:
         im = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
-        raise ImageError("not an image file (or an unsupported format; "
-                         "use PNG, JPEG, TIFF or .npy)") from None
+        raise ImageError(
+            "not an image file (or an unsupported format; use PNG, JPEG, TIFF or .npy)"
+        ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageError(one_line(e)) from None
     fmt = (im.format or "unknown").lower()
@@ -225,8 +231,11 @@ def _decode_pillow_inner(data: bytes):
         arr = np.asarray(im)
         if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
             arr = arr[..., [0, 3]] if has_transparency else arr[..., 0]
-        return apply_orientation(np.ascontiguousarray(arr), orientation), \
-            {"format": fmt, "orientation": orientation, "alpha": has_transparency}
+        return apply_orientation(np.ascontiguousarray(arr), orientation), {
+            "format": fmt,
+            "orientation": orientation,
+            "alpha": has_transparency,
+        }
     elif mode in ("La",):
         im = im.convert("LA")
     elif mode in ("RGBa",):
@@ -250,8 +259,11 @@ def _decode_pillow_inner(data: bytes):
         arr = np.asarray(im).astype(np.float32)
     else:
         raise ImageError(f"unsupported image mode {mode}")
-    return apply_orientation(np.ascontiguousarray(arr), orientation), \
-        {"format": fmt, "orientation": orientation, "alpha": alpha}
+    return apply_orientation(np.ascontiguousarray(arr), orientation), {
+        "format": fmt,
+        "orientation": orientation,
+        "alpha": alpha,
+    }
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -272,8 +284,6 @@ def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     elif orientation == 8:
         arr = np.rot90(arr, 1)
     return np.ascontiguousarray(arr)
-
-
 
 
 # ---- 16-bit colour PNG (Pillow reads these as 8-bit, losing precision) ----------------------
@@ -327,5 +337,6 @@ def encode_png16(arr: np.ndarray) -> bytes:
     import imagecodecs
 
     arr = np.ascontiguousarray(arr, dtype=np.uint16)
-    return bytes(imagecodecs.png_encode(arr, level=1, strategy=3,
-                                        filter=imagecodecs.PNG.FILTER.SUB))
+    return bytes(
+        imagecodecs.png_encode(arr, level=1, strategy=3, filter=imagecodecs.PNG.FILTER.SUB)
+    )

@@ -35,15 +35,19 @@ def resolve_device(spec="auto"):
         raise ValueError(f"unknown device {spec!r} (use {DEVICE_CHOICES})")
     if not _cuda_available(torch):
         build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU found"
-        raise ValueError(f"device {text!r} requested but CUDA is not available ({build}); "
-                         f"use --device cpu or auto")
+        raise ValueError(
+            f"device {text!r} requested but CUDA is not available ({build}); "
+            f"use --device cpu or auto"
+        )
     if m.group(1) is None:
         return torch.device("cuda")
     index = int(m.group(1))
     count = torch.cuda.device_count()
     if index >= count:
-        raise ValueError(f"device {text!r} requested but only {count} CUDA device(s) exist "
-                         f"(cuda:0 ... cuda:{count - 1})")
+        raise ValueError(
+            f"device {text!r} requested but only {count} CUDA device(s) exist "
+            f"(cuda:0 ... cuda:{count - 1})"
+        )
     return torch.device("cuda", index)
 
 

@@ -23,7 +23,7 @@ and freed: memory is O(band + pool + model), never O(image × S).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -87,8 +87,9 @@ class Dictionary:
         return _residual(self.mu[k], y, obs)
 
     @torch.no_grad()
-    def set_poor_fit(self, fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None,
-                     quantile: float) -> None:
+    def set_poor_fit(
+        self, fitted: Fit, y: torch.Tensor, obs: torch.Tensor | None, quantile: float
+    ) -> None:
         """Set ``poor``, the residual above which a patch counts as poorly explained: the
         ``quantile`` of the residuals that the pool's patches y (M, D) leave under their own
         best trained state. A patch that no entry explains as well as nearly all trained
@@ -111,9 +112,15 @@ def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> to
 
 
 @torch.no_grad()
-def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
-                   pool: torch.Tensor, cfg: Config, gen: torch.Generator,
-                   callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def estimate_image(
+    fitted: Fit,
+    x: torch.Tensor,
+    observed: torch.Tensor | None,
+    pool: torch.Tensor,
+    cfg: Config,
+    gen: torch.Generator,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """The merged posterior-mean estimate (C, H, W) of the image x (C, H, W).
 
     ``observed`` (C, H, W) is 1 where a value is observed (None: all are); ``pool`` (M,) the
@@ -144,9 +151,11 @@ def estimate_image(fitted: Fit, x: torch.Tensor, observed: torch.Tensor | None,
                 dictionary = Dictionary(fitted, cfg.dictionary_size)
                 if cfg.poor_fit_sweeps > cfg.fresh_sweeps:
                     dictionary.set_poor_fit(
-                        fitted, gather_patches(x, pool, p),
+                        fitted,
+                        gather_patches(x, pool, p),
                         None if observed is None else gather_patches(observed, pool, p),
-                        cfg.poor_fit_quantile)
+                        cfg.poor_fit_quantile,
+                    )
             trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
             trained[pool[lo:hi] - r0 * cols] = True
             _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, gen, trained)
@@ -189,8 +198,9 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
         top = dictionary.top(part[ch], och, cfg.n_states)
         if rescue:
             poor[ch] = dictionary.residual(part[ch], och, top.indices[:, 0]) > dictionary.poor
-        _sweep_fresh(dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, gen,
-                     mean[ch], v[ch])
+        _sweep_fresh(
+            dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, gen, mean[ch], v[ch]
+        )
     if rescue:  # the poorly explained patches again, with more sweeps (B' << B: gathered)
         idx = poor.nonzero()[:, 0]
         for ch in chunks(idx.numel(), size):
@@ -198,8 +208,9 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
             och = None if ob is None else ob[sel]
             top = dictionary.top(part[sel], och, cfg.n_states)
             m, vv = torch.empty_like(part[sel]), torch.empty_like(part[sel])
-            _sweep_fresh(dictionary, model, part[sel], och, top, cfg.poor_fit_sweeps, cfg, gen,
-                         m, vv)
+            _sweep_fresh(
+                dictionary, model, part[sel], och, top, cfg.poor_fit_sweeps, cfg, gen, m, vv
+            )
             mean[sel], v[sel] = m, vv
     y[rows], var[rows] = mean, v
 
@@ -216,10 +227,18 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, gen, mean, var) ->
 
 
 @torch.no_grad()
-def estimate_patches(model: Model, states: torch.Tensor, y: torch.Tensor,
-                     obs: torch.Tensor | None, cfg: Config, gen: torch.Generator,
-                     out: torch.Tensor | None = None, var: torch.Tensor | None = None,
-                     a: torch.Tensor | None = None, sweeps: int | None = None) -> torch.Tensor:
+def estimate_patches(
+    model: Model,
+    states: torch.Tensor,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    cfg: Config,
+    gen: torch.Generator,
+    out: torch.Tensor | None = None,
+    var: torch.Tensor | None = None,
+    a: torch.Tensor | None = None,
+    sweeps: int | None = None,
+) -> torch.Tensor:
     """Posterior mean ⟨μ(s)⟩_q of every patch y (N, D), after ``sweeps`` (default
     ``cfg.final_sweeps``) E-step sweeps from its states (N, S, W) (packed; updated in place)
     under the final parameters, chunk by chunk (``cfg.chunk_size`` patches, 0: all at once;

@@ -81,8 +81,10 @@ def unpack(packed: torch.Tensor, n_latents: int, dtype=torch.float32) -> torch.T
     """Packed (..., W) int64 -> states (..., H) of ``dtype``: one word against its H one-bit
     masks, more words by shifts of each byte."""
     if packed.shape[-1] == 1:
-        masks = _cached(("masks", n_latents, str(packed.device)),
-                        lambda: 1 << torch.arange(n_latents, device=packed.device))
+        masks = _cached(
+            ("masks", n_latents, str(packed.device)),
+            lambda: 1 << torch.arange(n_latents, device=packed.device),
+        )
         return ((packed & masks) != 0).to(dtype)
     by = packed.contiguous().view(torch.uint8)  # (..., W·8)
     bits = (by.unsqueeze(-1) >> _arange(8, packed.device, torch.uint8)) & 1  # (..., W·8, 8)
@@ -127,8 +129,9 @@ def duplicate_mask(packed: torch.Tensor) -> torch.Tensor:
     return dup_sorted.scatter(1, order, dup_sorted)  # back to the original order
 
 
-def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator, device,
-                chunk: int = 4096) -> torch.Tensor:
+def init_states(
+    n: int, n_states: int, n_latents: int, gen: torch.Generator, device, chunk: int = 4096
+) -> torch.Tensor:
     """S distinct random sparse states for each of n points: packed (n, S, W).
 
     Each state starts with up to two active latents at random positions (one when they
@@ -148,7 +151,7 @@ def init_states(n: int, n_states: int, n_latents: int, gen: torch.Generator, dev
             p = min(0.5, 2 * p)
             k = int(dup.sum())
             part[dup] = pack(torch.rand(k, n_latents, generator=gen, device=device) < p)
-        out[c:c + m] = part
+        out[c : c + m] = part
     return out
 
 
@@ -183,7 +186,7 @@ class _Population:
     a: torch.Tensor
     lj: torch.Tensor
 
-    def take(self, idx: torch.Tensor) -> "_Population":
+    def take(self, idx: torch.Tensor) -> _Population:
         """The members idx (B, K) (states and a; lj is left empty)."""
         b = _rows(idx.shape[0], idx.device)
         return _Population(self.states[b, idx], self.a[b, idx], None)
@@ -251,14 +254,23 @@ def _flips(wt: torch.Tensor, bits: torch.Tensor, w: int):
     g, b, p, c = bits.shape
     bits = bits.view(g, b, p * c)
     h = wt.shape[0]
-    sign = _cached(("sign", h, w, str(wt.device), wt.dtype), lambda: torch.where(
-        (_arange(h, wt.device) == WORD - 1) & (w == 1), 1.0, -1.0).to(wt.dtype)[:, None])
+    sign = _cached(
+        ("sign", h, w, str(wt.device), wt.dtype),
+        lambda: torch.where((_arange(h, wt.device) == WORD - 1) & (w == 1), 1.0, -1.0).to(wt.dtype)[
+            :, None
+        ],
+    )
     rows = torch.nn.functional.embedding(bits, wt * sign)  # (wt · sign)[bits], a fast gather
     return _bit_masks(bits, w).unbind(0), rows.unbind(0)
 
 
-def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, rows: torch.Tensor,
-             out: torch.Tensor | None = None):
+def _bitflip(
+    pop: _Population,
+    idx: torch.Tensor,
+    masks: torch.Tensor,
+    rows: torch.Tensor,
+    out: torch.Tensor | None = None,
+):
     """Children of the members idx (B, P·C) of ``pop`` (each parent repeated C times), each
     flipping the bit of its mask (B, P·C, W), built packed: a child's extended pre-activation
     (log-prior included) is its parent's plus or minus its row of :func:`_flips`, so no child is
@@ -270,15 +282,19 @@ def _bitflip(pop: _Population, idx: torch.Tensor, masks: torch.Tensor, rows: tor
         was_set = children < par
     else:
         was_set = (par & masks).any(-1, keepdim=True)  # (B, P·C, 1)
-    plus, minus = _cached(("pm", str(rows.device), rows.dtype), lambda: (
-        torch.ones((), device=rows.device, dtype=rows.dtype),
-        -torch.ones((), device=rows.device, dtype=rows.dtype)))
-    return children, torch.addcmul(pop.a[b, idx], rows, torch.where(was_set, plus, minus),
-                                   out=out)
+    plus, minus = _cached(
+        ("pm", str(rows.device), rows.dtype),
+        lambda: (
+            torch.ones((), device=rows.device, dtype=rows.dtype),
+            -torch.ones((), device=rows.device, dtype=rows.dtype),
+        ),
+    )
+    return children, torch.addcmul(pop.a[b, idx], rows, torch.where(was_set, plus, minus), out=out)
 
 
-def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor,
-               cfg: Config, u):
+def _recombine(
+    model: Model, par: _Population, wt: torch.Tensor, bias: torch.Tensor, cfg: Config, u
+):
     """Children by ``sparseflip`` or ``crossover`` (on unpacked parents): same returns as
     :func:`_bitflip`. ``u``: noise (B, P·C·H) (sparseflip) or (B, 3·P·C) (crossover), or a
     generator."""
@@ -293,8 +309,9 @@ def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Ten
         r = _uniform(u, (b, 3, p, c), dev).reshape(b, 3, p, c)
         off = 1 + (r[:, 0] * (p - 1)).long().clamp(max=p - 2)  # uniform in [1, P)
         partner = (_arange(p, dev)[None, :, None] + off) % p
-        mates = torch.gather(par_bits[:, None].expand(b, p, p, h), 2,
-                             partner[..., None].expand(b, p, c, h))  # (B, P, C, H)
+        mates = torch.gather(
+            par_bits[:, None].expand(b, p, p, h), 2, partner[..., None].expand(b, p, c, h)
+        )  # (B, P, C, H)
         cut = 1 + (r[:, 1, ..., None] * (max(h, 2) - 1)).long()  # uniform in [1, H)
         head = _arange(h, dev) < cut
         children = torch.where(head, par_bits[:, :, None, :], mates)
@@ -306,9 +323,10 @@ def _recombine(model: Model, par: _Population, wt: torch.Tensor, bias: torch.Ten
         target = h * model.pi.mean()
         active = par_bits.sum(-1, keepdim=True)  # (B, P, 1)
         n_off = ((1 - target + active) / 2).clamp(0, 1)  # expected 1->0 flips
-        n_on = ((1 + target - active) / 2).clamp(0, 1)   # expected 0->1 flips
-        prob = torch.where(par_bits > 0, n_off / active.clamp(min=1),
-                           n_on / (h - active).clamp(min=1))
+        n_on = ((1 + target - active) / 2).clamp(0, 1)  # expected 0->1 flips
+        prob = torch.where(
+            par_bits > 0, n_off / active.clamp(min=1), n_on / (h - active).clamp(min=1)
+        )
         flips = _uniform(u, (b, p, c, h), dev) < prob[:, :, None, :]
         children = torch.where(flips, 1 - par_bits[:, :, None, :], par_bits[:, :, None, :])
     children = children.flatten(1, 2)
@@ -354,8 +372,9 @@ def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     return wt, bias, score
 
 
-def draw_noise(cfg: Config, b: int, device, gen: torch.Generator,
-               out: torch.Tensor | None = None) -> torch.Tensor | None:
+def draw_noise(
+    cfg: Config, b: int, device, gen: torch.Generator, out: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """All uniform random numbers of one E-step on b points, (G, B, R), drawn in one call (the
     E-step itself then draws nothing: the same numbers give the same result compiled or not).
     Per generation: parent selection (max(S, P·C), unless ``best``), then the mutation."""
@@ -377,9 +396,17 @@ def _mut_width(cfg: Config) -> int:
 
 
 @torch.no_grad()
-def evolve(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-           cfg: Config, gen: torch.Generator, consts=None, a: torch.Tensor | None = None,
-           keep: bool = False) -> EStepOut:
+def evolve(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    states: torch.Tensor,
+    cfg: Config,
+    gen: torch.Generator,
+    consts=None,
+    a: torch.Tensor | None = None,
+    keep: bool = False,
+) -> EStepOut:
     """One evolutionary E-step for a batch: y (B, D), obs (B, D) or None, states (B, S, W).
     ``consts``: :meth:`Model.constants` when the caller already has them. ``a``: the states'
     extended pre-activations (B, S, width_1 + 1) when the caller has them under the current
@@ -391,21 +418,40 @@ def evolve(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torc
     return EStepOut(*evolve_drawn(model, y, obs, states, noise, consts, cfg, a, keep))
 
 
-def evolve_drawn(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-                 noise: torch.Tensor | None, consts, cfg: Config, a=None, keep: bool = False):
+def evolve_drawn(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    states: torch.Tensor,
+    noise: torch.Tensor | None,
+    consts,
+    cfg: Config,
+    a=None,
+    keep: bool = False,
+):
     """:func:`evolve` on noise from :func:`draw_noise`: (states (B, S, W), log-joints and
     squared errors (B, S), with ``keep`` also the states' pre-activations). Static shapes, no
     host sync, no random draw: compilable whole."""
-    new, lj, norm, *kept = evolve_core(model, y, obs, states, noise, consts, cfg, norms=True,
-                                       a=a, keep=keep)
+    new, lj, norm, *kept = evolve_core(
+        model, y, obs, states, noise, consts, cfg, norms=True, a=a, keep=keep
+    )
     half_log, inv2s2 = consts[2], consts[3]
     d = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
     return new, lj - half_log * d, norm.square() / inv2s2, *kept
 
 
-def evolve_core(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-                noise: torch.Tensor | None, consts, cfg: Config, norms: bool = False,
-                a: torch.Tensor | None = None, keep: bool = False):
+def evolve_core(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    states: torch.Tensor,
+    noise: torch.Tensor | None,
+    consts,
+    cfg: Config,
+    norms: bool = False,
+    a: torch.Tensor | None = None,
+    keep: bool = False,
+):
     """:func:`evolve_drawn` as training uses it (y, obs may come as (B, 1, D)): (states
     (B, S, W), log-joints less their
     per-point constant −(D_n/2) log 2πσ² (B, S), and with ``norms`` the scaled residual norms
@@ -428,18 +474,21 @@ def evolve_core(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
         u_mut = noise[..., n_sel:] if n_sel else noise
         bits = distinct_bits((g_all, b, p), cfg.n_latents, c, u_mut)
         flips = zip(*_flips(wt, bits, states.shape[-1]))
-        rep = _cached(("rep", p, c, str(y.device)),
-                      lambda: torch.arange(p * c, device=y.device) // c)
+        rep = _cached(
+            ("rep", p, c, str(y.device)), lambda: torch.arange(p * c, device=y.device) // c
+        )
     for u in noise.unbind(0) if g_all else ():
-        u_sel = u[:, :pop.lj.shape[1]] if n_sel else None
+        u_sel = u[:, : pop.lj.shape[1]] if n_sel else None
         idx = _select_parents(pop.lj, p, cfg.selection, u_sel)  # (B, P)
         if cfg.mutation == "bitflip":
             idx = torch.index_select(idx, 1, rep)  # (B, P·C): parent of each child
-            ch_states, ch_a = _bitflip(pop, idx, *next(flips),
-                                       out=blocks[len(cand_lj) - 1] if keep else None)
+            ch_states, ch_a = _bitflip(
+                pop, idx, *next(flips), out=blocks[len(cand_lj) - 1] if keep else None
+            )
         else:
-            ch_states, ch_a = _recombine(model, pop.take(idx), wt, bias, cfg,
-                                         u[:, n_sel:] if n_sel else u)
+            ch_states, ch_a = _recombine(
+                model, pop.take(idx), wt, bias, cfg, u[:, n_sel:] if n_sel else u
+            )
             if keep:
                 blocks[len(cand_lj) - 1].copy_(ch_a)
         ch_lj, ch_norm = score(ch_a)

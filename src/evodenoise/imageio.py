@@ -176,8 +176,10 @@ def read_mask(source, image_shape, *, invert: bool = False) -> np.ndarray:
     image_shape = tuple(int(s) for s in image_shape)
     h, w = image_shape[:2]
     if mask.shape[:2] != (h, w):
-        raise ImageError(f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                         f"{w}x{h} (width x height); they must match")
+        raise ImageError(
+            f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{w}x{h} (width x height); they must match"
+        )
     if mask.ndim == 3:
         img_c = image_shape[2] if len(image_shape) == 3 else 1
         if mask.shape[2] != img_c:
@@ -189,11 +191,15 @@ def read_mask(source, image_shape, *, invert: bool = False) -> np.ndarray:
     if invert:
         mask = ~mask
     if not mask.any():
-        raise ImageError(f"{name}: mask marks nothing as missing (white/non-zero = missing; "
-                         f"use --invert-mask for the opposite polarity)")
+        raise ImageError(
+            f"{name}: mask marks nothing as missing (white/non-zero = missing; "
+            f"use --invert-mask for the opposite polarity)"
+        )
     if mask.all():
-        raise ImageError(f"{name}: mask marks every value as missing; nothing to restore from "
-                         f"(white/non-zero = missing)")
+        raise ImageError(
+            f"{name}: mask marks every value as missing; nothing to restore from "
+            f"(white/non-zero = missing)"
+        )
     return mask
 
 
@@ -214,8 +220,9 @@ def _to_unit_scale(raw, meta, name, data_range):
             color = color[..., 0]
             channel_axis = c == 1
     else:
-        raise ImageError(f"{name}: unsupported image shape {tuple(raw.shape)} "
-                         f"(need H x W or H x W x 1/2/3/4)")
+        raise ImageError(
+            f"{name}: unsupported image shape {tuple(raw.shape)} (need H x W or H x W x 1/2/3/4)"
+        )
     if color.shape[0] < 1 or color.shape[1] < 1:
         raise ImageError(f"{name}: image has no pixels (shape {tuple(raw.shape)})")
     kind = raw.dtype.kind
@@ -231,8 +238,10 @@ def _to_unit_scale(raw, meta, name, data_range):
             raise ImageError(f"{name}: contains {bad} NaN or infinite value(s)")
         peak = float(np.max(np.abs(color), initial=0.0))  # float64 max is finite here
         if peak > MAX_FLOAT_RANGE * scale:
-            raise ImageError(f"{name}: values up to {peak:.3g} are more than {MAX_FLOAT_RANGE:g}"
-                             f" times the data range {scale:g} (wrong --data-range?)")
+            raise ImageError(
+                f"{name}: values up to {peak:.3g} are more than {MAX_FLOAT_RANGE:g}"
+                f" times the data range {scale:g} (wrong --data-range?)"
+            )
     else:
         raise ImageError(f"{name}: unsupported value type {raw.dtype}")
     if dtype == "float32":  # float input: scale in float64, then store as float32
@@ -242,11 +251,17 @@ def _to_unit_scale(raw, meta, name, data_range):
         image /= np.float32(scale)
     if alpha is not None:
         alpha = alpha.astype(np.float32) if dtype == "float32" else alpha.copy()
-    info = ImageInfo(shape=(int(color.shape[0]), int(color.shape[1])),
-                     channels=1 if color.ndim == 2 else int(color.shape[2]), dtype=dtype,
-                     data_range=float(scale), format=meta.get("format", "unknown"),
-                     channel_axis=channel_axis, orientation=int(meta.get("orientation", 1)),
-                     source=name, alpha=alpha)
+    info = ImageInfo(
+        shape=(int(color.shape[0]), int(color.shape[1])),
+        channels=1 if color.ndim == 2 else int(color.shape[2]),
+        dtype=dtype,
+        data_range=float(scale),
+        format=meta.get("format", "unknown"),
+        channel_axis=channel_axis,
+        orientation=int(meta.get("orientation", 1)),
+        source=name,
+        alpha=alpha,
+    )
     return np.ascontiguousarray(image), info
 
 
@@ -259,13 +274,16 @@ def output_format(path) -> str:
     suffix = Path(os.fspath(path)).suffix.lower()
     fmt = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}.get(suffix)
     if fmt is None:
-        raise ImageError(f"{os.fspath(path)}: cannot write {suffix or 'files without a suffix'}"
-                         f" (use .png, .tif or .npy)")
+        raise ImageError(
+            f"{os.fspath(path)}: cannot write {suffix or 'files without a suffix'}"
+            f" (use .png, .tif or .npy)"
+        )
     return fmt
 
 
-def encode_image(array: np.ndarray, info: ImageInfo, fmt: str = "png", *,
-                 clip: bool = True) -> bytes:
+def encode_image(
+    array: np.ndarray, info: ImageInfo, fmt: str = "png", *, clip: bool = True
+) -> bytes:
     """Encode ``array`` ([0, 1] scale, the shape :func:`read_image` returned) like ``info``.
 
     ``fmt``: ``png`` (8-bit, or 16-bit for 16-bit input or float input with a data range
@@ -302,8 +320,13 @@ def encode_image(array: np.ndarray, info: ImageInfo, fmt: str = "png", *,
     if info.channels == 1 and info.channel_axis and fmt != "png":
         values = values[..., None]
     if info.alpha is not None:
-        values = np.concatenate([values if values.ndim == 3 else values[..., None],
-                                 _convert_alpha(info, store)[..., None]], axis=2)
+        values = np.concatenate(
+            [
+                values if values.ndim == 3 else values[..., None],
+                _convert_alpha(info, store)[..., None],
+            ],
+            axis=2,
+        )
 
     if fmt == "npy":
         buf = io.BytesIO()

@@ -63,7 +63,8 @@ def keep_freed_memory() -> bool:
             libc = ctypes.CDLL("libc.so.6")
             m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameters
             ok = bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
-                libc.mallopt(m_trim_threshold, 2**30))
+                libc.mallopt(m_trim_threshold, 2**30)
+            )
         except (OSError, AttributeError):
             ok = False
     _KEPT.append(ok)
@@ -84,19 +85,36 @@ def _working_set(cfg: Config, d: int) -> int:
     return rows * (3 * cand * width + cfg.dictionary_size) * FLOAT
 
 
-def estimate_bytes(cfg: Config, shape: tuple[int, int, int], masked: bool, n_pool: int,
-                   band_patches: int, device: torch.device) -> int:
+def estimate_bytes(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    masked: bool,
+    n_pool: int,
+    band_patches: int,
+    device: torch.device,
+) -> int:
     """Peak bytes of a run on an image of ``shape`` (C, H, W)."""
     c, h, w = shape
-    d = c * cfg.patch_size ** 2
+    d = c * cfg.patch_size**2
     image = c * h * w * FLOAT * 6  # input, its copy on the device, sums, weights, output ×2
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
-    return (runtime + image + (n_pool + band_patches) * _per_patch(cfg, d, masked)
-            + _working_set(cfg, d))
+    return (
+        runtime
+        + image
+        + (n_pool + band_patches) * _per_patch(cfg, d, masked)
+        + _working_set(cfg, d)
+    )
 
 
-def check_fits(cfg: Config, shape: tuple[int, int, int], masked: bool, n_pool: int,
-               band_patches: int, device: torch.device, budget: int | None) -> int:
+def check_fits(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    masked: bool,
+    n_pool: int,
+    band_patches: int,
+    device: torch.device,
+    budget: int | None,
+) -> int:
     """The estimated peak bytes; :class:`MemoryBudgetError` if they exceed ``budget``."""
     need = estimate_bytes(cfg, shape, masked, n_pool, band_patches, device)
     if budget is not None and need > budget:
@@ -106,7 +124,8 @@ def check_fits(cfg: Config, shape: tuple[int, int, int], masked: bool, n_pool: i
         raise MemoryBudgetError(
             f"this {w}x{h} image needs about {_gb(need)} of memory but {_gb(budget)} "
             f"{'is free' if budget else 'is allowed'} on {device.type}; at most about "
-            f"{fits / 1e6:.1f} megapixels fit (free memory, or raise --max-memory)")
+            f"{fits / 1e6:.1f} megapixels fit (free memory, or raise --max-memory)"
+        )
     return need
 
 

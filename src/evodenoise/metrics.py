@@ -44,5 +44,6 @@ def ssim(reference, estimate, data_range: float = 1.0) -> float:
     """
     reference, estimate = _check(reference, estimate, data_range)
     channel_axis = -1 if reference.ndim == 3 else None
-    return float(structural_similarity(reference, estimate, data_range=data_range,
-                                       channel_axis=channel_axis))
+    return float(
+        structural_similarity(reference, estimate, data_range=data_range, channel_axis=channel_axis)
+    )

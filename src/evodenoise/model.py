@@ -16,6 +16,7 @@ from torch import nn
 
 PI_MIN = 1e-5
 
+
 def as_rows(t: torch.Tensor) -> torch.Tensor:
     """Per-point data (B, D) as (B, 1, D), to broadcast against (B, K, D) (a view); data already
     (B, 1, D) as it is (the training loop gathers it so, one call fewer per use)."""
@@ -40,14 +41,22 @@ class Decoder(nn.Module):
     column h (see :meth:`first` and :meth:`rest`).
     """
 
-    def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str,
-                 gen: torch.Generator | None = None):
+    def __init__(
+        self,
+        n_latents: int,
+        n_out: int,
+        hidden: tuple[int, ...],
+        activation: str,
+        gen: torch.Generator | None = None,
+    ):
         super().__init__()
         widths = [n_latents, *hidden, n_out]
         device = torch.device("cpu") if gen is None else gen.device
         # skip_init: no default initialisation, which would draw from torch's global generator.
-        self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b, device=device)
-                                    for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(
+            nn.utils.skip_init(nn.Linear, a, b, device=device)
+            for a, b in zip(widths[:-1], widths[1:])
+        )
         self.act = _ACTIVATIONS[activation]()
         self.activation = activation
         with torch.no_grad():  # Xavier-uniform weights from the run's generator, zero biases
@@ -108,8 +117,10 @@ class Decoder(nn.Module):
             return lambda a: torch.addcmul(ys, a[..., :-1], scale)
         out = self.layers[-1]
         yb = as_rows((out.bias - y) * scale)  # (B, 1, D)
-        mid = [nn.functional.pad(layer.weight, (0, 1)) if i == 0 else layer.weight
-               for i, layer in enumerate(self.layers[1:-1])]
+        mid = [
+            nn.functional.pad(layer.weight, (0, 1)) if i == 0 else layer.weight
+            for i, layer in enumerate(self.layers[1:-1])
+        ]
         wo = out.weight * scale
         wo = (wo if mid else nn.functional.pad(wo, (0, 1))).T.expand(y.shape[0], -1, -1)
 
@@ -160,8 +171,15 @@ class Decoder(nn.Module):
 class Model(nn.Module):
     """Decoder plus the closed-form parameters π (per latent) and σ² (scalar)."""
 
-    def __init__(self, n_latents: int, n_out: int, hidden: tuple[int, ...], activation: str,
-                 sigma2: float, gen: torch.Generator | None = None):
+    def __init__(
+        self,
+        n_latents: int,
+        n_out: int,
+        hidden: tuple[int, ...],
+        activation: str,
+        sigma2: float,
+        gen: torch.Generator | None = None,
+    ):
         super().__init__()
         self.decoder = Decoder(n_latents, n_out, hidden, activation, gen)
         device = self.decoder.layers[0].weight.device
@@ -178,8 +196,13 @@ class Model(nn.Module):
         Σ_h log(1 − π_h) (1,), ½ log(2πσ²), 1 / (2σ²) and its square root."""
         logit, base = self.prior_terms()
         inv2s2 = 0.5 / self.sigma2
-        return (logit.unsqueeze(1), base.reshape(1), 0.5 * torch.log(2 * math.pi * self.sigma2),
-                inv2s2, inv2s2.sqrt())
+        return (
+            logit.unsqueeze(1),
+            base.reshape(1),
+            0.5 * torch.log(2 * math.pi * self.sigma2),
+            inv2s2,
+            inv2s2.sqrt(),
+        )
 
     def log_prior(self, s: torch.Tensor) -> torch.Tensor:
         """Σ_h log p(s_h): (..., H) -> (...)."""

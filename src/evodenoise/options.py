@@ -10,14 +10,22 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 from .config import Config, preset_name, resolve_config
 
-__all__ = ["InputError", "Options", "Settings", "UsageError", "check_options", "parse_seed",
-           "parse_positive", "parse_size", "parse_shard"]
+__all__ = [
+    "InputError",
+    "Options",
+    "Settings",
+    "UsageError",
+    "check_options",
+    "parse_seed",
+    "parse_positive",
+    "parse_size",
+    "parse_shard",
+]
 
 #: Largest seed: the run's torch generator takes a signed 64-bit seed.
 MAX_SEED = 2**63 - 1
@@ -39,46 +47,48 @@ class Options:
 
     command: str
     inputs: list[str]
-    output: Optional[str] = None
-    output_dir: Optional[str] = None
-    suffix: Optional[str] = None
+    output: str | None = None
+    output_dir: str | None = None
+    suffix: str | None = None
     fmt: str = "png"
     force: bool = False
     skip_existing: bool = False
     recursive: bool = False
-    shard: Optional[str] = None
-    sigma: Optional[str] = None
-    data_range: Optional[float] = None
-    mask: Optional[str] = None
-    mask_dir: Optional[str] = None
+    shard: str | None = None
+    sigma: str | None = None
+    data_range: float | None = None
+    mask: str | None = None
+    mask_dir: str | None = None
     invert_mask: bool = False
-    reference: Optional[str] = None
-    reference_dir: Optional[str] = None
-    preset: Optional[str] = None
-    epochs: Optional[int] = None
-    sets: Optional[list[str]] = None
+    reference: str | None = None
+    reference_dir: str | None = None
+    preset: str | None = None
+    epochs: int | None = None
+    sets: list[str] | None = None
     seed: int = 0
     device: str = "auto"
-    max_memory: Optional[str] = None
+    max_memory: str | None = None
     json: bool = False
     quiet: bool = False
     verbose: bool = False
     fail_fast: bool = False
-    save_fields: Optional[str] = None
-    save_log: Optional[str] = None
+    save_fields: str | None = None
+    save_log: str | None = None
 
 
 @dataclass(frozen=True)
 class Settings:
     """The checked values of :class:`Options` (σ in input units, None = learn it)."""
 
-    sigma: Optional[float]
-    data_range: Optional[float]
+    sigma: float | None
+    data_range: float | None
     seed: int
-    max_memory: Optional[int]  # bytes
-    shard: Optional[tuple[int, int]]  # (K, N)
+    max_memory: int | None  # bytes
+    shard: tuple[int, int] | None  # (K, N)
     preset: str  # the preset named, or the command's default
-    config: Config  # the preset with --set and --epochs applied (plan.py settles the rest per image)
+    config: (
+        Config  # the preset with --set and --epochs applied (plan.py settles the rest per image)
+    )
 
 
 def check_options(opts: Options) -> Settings:
@@ -86,20 +96,27 @@ def check_options(opts: Options) -> Settings:
     if opts.quiet and opts.verbose:
         raise UsageError("-q/--quiet and -v/--verbose cannot be combined")
     sigma = parse_sigma(opts.sigma)
-    data_range = None if opts.data_range is None else parse_positive(
-        "--data-range", opts.data_range)
+    data_range = (
+        None if opts.data_range is None else parse_positive("--data-range", opts.data_range)
+    )
     try:
-        config = resolve_config(opts.preset, command=opts.command, epochs=opts.epochs,
-                                overrides=opts.sets or ())
+        config = resolve_config(
+            opts.preset, command=opts.command, epochs=opts.epochs, overrides=opts.sets or ()
+        )
     except ValueError as e:
         raise UsageError(f"invalid configuration: {e}") from None
-    return Settings(sigma=sigma, data_range=data_range, seed=parse_seed(opts.seed),
-                    max_memory=None if opts.max_memory is None else parse_size(opts.max_memory),
-                    shard=None if opts.shard is None else parse_shard(opts.shard),
-                    preset=preset_name(opts.preset, command=opts.command), config=config)
+    return Settings(
+        sigma=sigma,
+        data_range=data_range,
+        seed=parse_seed(opts.seed),
+        max_memory=None if opts.max_memory is None else parse_size(opts.max_memory),
+        shard=None if opts.shard is None else parse_shard(opts.shard),
+        preset=preset_name(opts.preset, command=opts.command),
+        config=config,
+    )
 
 
-def parse_sigma(text: Optional[str]) -> Optional[float]:
+def parse_sigma(text: str | None) -> float | None:
     """``--sigma``: a positive number or ``auto`` (None)."""
     if text is None or text.strip().lower() == "auto":
         return None
@@ -108,8 +125,10 @@ def parse_sigma(text: Optional[str]) -> Optional[float]:
     except ValueError:
         raise UsageError(f"--sigma must be a positive number or 'auto' (got {text!r})") from None
     if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"--sigma must be a positive number or 'auto' (got {text!r}); "
-                         f"for noise-free inpainting leave it out")
+        raise UsageError(
+            f"--sigma must be a positive number or 'auto' (got {text!r}); "
+            f"for noise-free inpainting leave it out"
+        )
     return parse_positive("--sigma", value)
 
 
@@ -118,8 +137,10 @@ def parse_positive(flag: str, value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"{flag} must be a positive number (got {value:g})")
     if not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
-        raise UsageError(f"{flag} {value:g} is outside the range of 32-bit floats "
-                         f"({_FLOAT32_TINY:.3g} to {_FLOAT32_MAX:.3g})")
+        raise UsageError(
+            f"{flag} {value:g} is outside the range of 32-bit floats "
+            f"({_FLOAT32_TINY:.3g} to {_FLOAT32_MAX:.3g})"
+        )
     return float(value)
 
 
@@ -138,8 +159,7 @@ def parse_size(text: str) -> int:
     B or iB is allowed: ``4G``, ``512M``, ``1.5GB``, ``2GiB``, ``1000000``)."""
     m = _SIZE.fullmatch(text or "")
     if m is None:
-        raise UsageError(f"--max-memory must be a size such as 4G, 512M or 1.5GB "
-                         f"(got {text!r})")
+        raise UsageError(f"--max-memory must be a size such as 4G, 512M or 1.5GB (got {text!r})")
     value = float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_")
     if not (math.isfinite(value) and value >= 1):
         raise UsageError(f"--max-memory must be at least 1 byte (got {text!r})")

@@ -17,7 +17,9 @@ def extract_patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     """All p×p patches at stride 1: (C, H, W) -> (N, C·p·p)."""
     c, h, w = image.shape
     if patch_size > min(h, w):
-        raise ValueError(f"image of {h}x{w} pixels is smaller than the {patch_size}x{patch_size} patch")
+        raise ValueError(
+            f"image of {h}x{w} pixels is smaller than the {patch_size}x{patch_size} patch"
+        )
     cols = F.unfold(image[None], kernel_size=patch_size)  # (1, D, N)
     return cols[0].T.contiguous()
 
@@ -37,8 +39,13 @@ def patch_weights(patch_size: int, kind: str = "mean", *, device=None) -> torch.
     raise ValueError(f"unknown merge {kind!r}")
 
 
-def merge_patches(patches: torch.Tensor, shape: tuple[int, int, int], patch_size: int,
-                  weights: torch.Tensor | None = None, band: int = 65536) -> torch.Tensor:
+def merge_patches(
+    patches: torch.Tensor,
+    shape: tuple[int, int, int],
+    patch_size: int,
+    weights: torch.Tensor | None = None,
+    band: int = 65536,
+) -> torch.Tensor:
     """Inverse of :func:`extract_patches`: each pixel is the (weighted) average of all patch
     estimates covering it. (N, C·p·p) -> (C, H, W).
 
@@ -52,12 +59,18 @@ def merge_patches(patches: torch.Tensor, shape: tuple[int, int, int], patch_size
     rows = max(1, band // cols)  # patch rows per band
     for r0 in range(0, h - patch_size + 1, rows):
         r1 = min(r0 + rows, h - patch_size + 1)
-        fold_rows(num, den, patches[r0 * cols:r1 * cols], r0, patch_size, weights)
+        fold_rows(num, den, patches[r0 * cols : r1 * cols], r0, patch_size, weights)
     return num / den
 
 
-def fold_rows(num: torch.Tensor, den: torch.Tensor, part: torch.Tensor, r0: int,
-              patch_size: int, weights: torch.Tensor | None = None) -> None:
+def fold_rows(
+    num: torch.Tensor,
+    den: torch.Tensor,
+    part: torch.Tensor,
+    r0: int,
+    patch_size: int,
+    weights: torch.Tensor | None = None,
+) -> None:
     """Add the estimates ``part`` (n, C·p·p) of whole patch rows starting at row ``r0`` into the
     weighted sums ``num`` and their weights ``den`` (both (C, H, W)), in place. ``weights``:
     (p·p,) for every patch alike, or (n, C·p·p) per value."""
@@ -70,13 +83,13 @@ def fold_rows(num: torch.Tensor, den: torch.Tensor, part: torch.Tensor, r0: int,
     rows = part.shape[0] // (w - patch_size + 1)
     size = (rows + patch_size - 1, w)
     part = part.T  # (D, n)
-    num[:, r0:r0 + size[0]] += F.fold((part * wd)[None], size, patch_size)[0]
-    den[:, r0:r0 + size[0]] += F.fold(wd.expand_as(part)[None], size, patch_size)[0]
+    num[:, r0 : r0 + size[0]] += F.fold((part * wd)[None], size, patch_size)[0]
+    den[:, r0 : r0 + size[0]] += F.fold(wd.expand_as(part)[None], size, patch_size)[0]
 
 
 def band_patches(image: torch.Tensor, r0: int, r1: int, patch_size: int) -> torch.Tensor:
     """The patches whose top-left corners lie in rows r0 … r1-1, raster order: (n, C·p·p)."""
-    return extract_patches(image[:, r0:r1 + patch_size - 1], patch_size)
+    return extract_patches(image[:, r0 : r1 + patch_size - 1], patch_size)
 
 
 def gather_patches(image: torch.Tensor, idx: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -91,7 +104,9 @@ def gather_patches(image: torch.Tensor, idx: torch.Tensor, patch_size: int) -> t
     return out.permute(1, 0, 2, 3).reshape(idx.numel(), c * patch_size * patch_size)
 
 
-def fill_missing(image: torch.Tensor, estimate: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+def fill_missing(
+    image: torch.Tensor, estimate: torch.Tensor, missing: torch.Tensor
+) -> torch.Tensor:
     """Keep observed values of ``image``, take ``estimate`` where ``missing`` is True."""
     return torch.where(missing, estimate, image)
 

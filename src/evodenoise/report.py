@@ -30,8 +30,11 @@ class StreamError(Exception):
 
 def one_line(text: str) -> str:
     """``text`` with control characters escaped: a message stays on one line."""
-    return text if text.isprintable() else "".join(
-        c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return (
+        text
+        if text.isprintable()
+        else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    )
 
 
 def write_stdout(data) -> None:
@@ -146,9 +149,11 @@ def progress_stats(state: dict, sigma_units: float) -> str:
     """What a progress update shows: epoch, free energy, σ (input units) or the band."""
     if state.get("phase") == "estimate":
         return f"estimate band {state.get('band', '?')}/{state.get('bands', '?')}"
-    return (f"epoch {state.get('epoch', '?')}/{state.get('epochs', '?')}  "
-            f"F={_fmt(state.get('free_energy'), '.5g')}  "
-            f"σ={_fmt(_times(state.get('sigma'), sigma_units), '.2f')}")
+    return (
+        f"epoch {state.get('epoch', '?')}/{state.get('epochs', '?')}  "
+        f"F={_fmt(state.get('free_energy'), '.5g')}  "
+        f"σ={_fmt(_times(state.get('sigma'), sigma_units), '.2f')}"
+    )
 
 
 def _times(value, factor: float):
@@ -174,14 +179,28 @@ class Reporter:
             except Exception:
                 animated = False
             if animated:
-                from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskProgressColumn,
-                                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+                from rich.progress import (
+                    BarColumn,
+                    Progress,
+                    SpinnerColumn,
+                    TaskProgressColumn,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
 
                 self.progress = Progress(
-                    SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TaskProgressColumn(), TextColumn("{task.fields[stats]}"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, transient=True)
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    TextColumn("{task.fields[stats]}"),
+                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                    console=console,
+                    transient=True,
+                )
 
     def __enter__(self):
         if self.progress is not None:
@@ -197,8 +216,7 @@ class Reporter:
         message = one_line(message)
         try:
             if self.progress is not None:
-                self.progress.console.print(message, markup=False, highlight=False,
-                                            soft_wrap=True)
+                self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
             elif sys.stderr is not None:
                 sys.stderr.write(message + "\n")
                 sys.stderr.flush()
@@ -246,9 +264,14 @@ class Reporter:
                 self.next_line += 0.1
             elapsed = time.perf_counter() - self.started
             eta = elapsed / done * (1 - done) if done > 0 else 0.0
-            extra = "" if state.get("phase") == "estimate" else (
-                f"  active={_fmt(state.get('mean_active'), '.2f')}"
-                f"  lr={_fmt(state.get('lr'), '.2e')}")
+            extra = (
+                ""
+                if state.get("phase") == "estimate"
+                else (
+                    f"  active={_fmt(state.get('mean_active'), '.2f')}"
+                    f"  lr={_fmt(state.get('lr'), '.2e')}"
+                )
+            )
             self._emit(f"  {self.name}: {100 * done:3.0f}%  {stats}{extra}  ETA {_duration(eta)}")
 
     def end_file(self) -> None:

@@ -7,10 +7,9 @@ rates and σ floor are defined.
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,13 +34,23 @@ class Result:
     sigma: float  # final model sigma, in image units ([0, 1] scale)
     seconds: float
     free_energy: list[float] = field(default_factory=list)  # per epoch, per patch
-    log: list[dict] = field(default_factory=list)  # per epoch: epoch, free_energy, sigma, mean_active, lr
+    log: list[dict] = field(
+        default_factory=list
+    )  # per epoch: epoch, free_energy, sigma, mean_active, lr
     fields: np.ndarray | None = None  # (H, p, p[, C]) generative fields, image units
 
 
-def denoise(image, sigma: float | None = None, *, config: Config | str | None = None, seed: int = 0,
-            device="cpu", mask=None, callback: Callable[[dict], None] | None = None,
-            max_memory: int | None = None):
+def denoise(
+    image,
+    sigma: float | None = None,
+    *,
+    config: Config | str | None = None,
+    seed: int = 0,
+    device="cpu",
+    mask=None,
+    callback: Callable[[dict], None] | None = None,
+    max_memory: int | None = None,
+):
     """Remove Gaussian noise from ``image`` without any training data but the image itself.
 
     Parameters
@@ -74,21 +83,47 @@ def denoise(image, sigma: float | None = None, *, config: Config | str | None = 
     restores a 256×256 gray image in a minute or two on 2 CPU cores; the paper presets want a
     GPU.
     """
-    return _restore(image, mask, sigma, config or DEFAULT_PRESETS["denoise"], seed, device,
-                    callback, fill_only=False, max_memory=max_memory)
+    return _restore(
+        image,
+        mask,
+        sigma,
+        config or DEFAULT_PRESETS["denoise"],
+        seed,
+        device,
+        callback,
+        fill_only=False,
+        max_memory=max_memory,
+    )
 
 
-def inpaint(image, mask, *, sigma: float | None = None, config: Config | str | None = None,
-            seed: int = 0, device="cpu", callback: Callable[[dict], None] | None = None,
-            max_memory: int | None = None):
+def inpaint(
+    image,
+    mask,
+    *,
+    sigma: float | None = None,
+    config: Config | str | None = None,
+    seed: int = 0,
+    device="cpu",
+    callback: Callable[[dict], None] | None = None,
+    max_memory: int | None = None,
+):
     """Fill the values of ``image`` marked True in ``mask`` (same shape, or (H, W) for all
     channels). Without ``sigma`` observed values are kept as they are; with ``sigma`` the image
     is also noisy and every value is estimated. ``config`` None: the ``inpaint`` preset. Other
     parameters as in :func:`denoise`."""
     if mask is None:
         raise ValueError("inpaint needs a mask (True = missing)")
-    return _restore(image, mask, sigma, config or DEFAULT_PRESETS["inpaint"], seed, device,
-                    callback, fill_only=sigma is None, max_memory=max_memory)
+    return _restore(
+        image,
+        mask,
+        sigma,
+        config or DEFAULT_PRESETS["inpaint"],
+        seed,
+        device,
+        callback,
+        fill_only=sigma is None,
+        max_memory=max_memory,
+    )
 
 
 def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, max_memory=None):
@@ -111,8 +146,16 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     sigma255 = None if sigma is None else sigma * SCALE
     plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory)
     parts = [
-        _restore_planes(x[m.planes], None if missing is None else missing[m.planes], sigma255,
-                        m, gen, callback, share, fill_only)
+        _restore_planes(
+            x[m.planes],
+            None if missing is None else missing[m.planes],
+            sigma255,
+            m,
+            gen,
+            callback,
+            share,
+            fill_only,
+        )
         for m, share in zip(plan.models, plan.shares())
     ]
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
@@ -128,9 +171,15 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     fields = fields[:, 0] if img.ndim == 2 else np.moveaxis(fields, 1, 3)
     first = parts[0][1]
     return restored.astype(np.float32), Result(
-        config=plan.config, seed=int(seed), device=str(dev), sigma=first["sigma"],
-        seconds=time.perf_counter() - t0, free_energy=[e["free_energy"] for e in first["log"]],
-        log=[e for p in parts for e in p[1]["log"]], fields=fields)
+        config=plan.config,
+        seed=int(seed),
+        device=str(dev),
+        sigma=first["sigma"],
+        seconds=time.perf_counter() - t0,
+        free_energy=[e["free_energy"] for e in first["log"]],
+        log=[e for p in parts for e in p[1]["log"]],
+        fields=fields,
+    )
 
 
 def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
@@ -138,7 +187,9 @@ def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
     None; ``ValueError`` with one line, before any work, on what cannot be restored."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"image must be (H, W) or (H, W, C) with C in 1, 3, 4; got shape {img.shape}")
+        raise ValueError(
+            f"image must be (H, W) or (H, W, C) with C in 1, 3, 4; got shape {img.shape}"
+        )
     if not np.isfinite(img).all():
         raise ValueError("image contains NaN or infinite values")
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
@@ -147,7 +198,9 @@ def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
     c = 1 if img.ndim == 2 else img.shape[2]
     p = cfg.patch_size or min(AUTO_PATCH_SIZES)  # automatic: at least the smallest size
     if p > min(h, w):
-        raise ValueError(f"image of {h}x{w} pixels is smaller than the {p}x{p} patch of this preset")
+        raise ValueError(
+            f"image of {h}x{w} pixels is smaller than the {p}x{p} patch of this preset"
+        )
     if mask is None:
         return img, None
     m = np.asarray(mask, dtype=bool)
@@ -186,8 +239,11 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
     to_image = unit / SCALE  # internal units -> [0, 1] image units
 
     # Training pool: train_patches patches drawn once (all of them when the image is small).
-    pool = (torch.arange(n, device=dev) if cfg.train_patches == n
-            else torch.randperm(n, generator=gen, device=dev)[:cfg.train_patches].sort().values)
+    pool = (
+        torch.arange(n, device=dev)
+        if cfg.train_patches == n
+        else torch.randperm(n, generator=gen, device=dev)[: cfg.train_patches].sort().values
+    )
     y = gather_patches(x, pool, cfg.patch_size)  # (M, D)
     obs = None if observed is None else gather_patches(observed, pool, cfg.patch_size)
     start, span = share
@@ -196,16 +252,31 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
 
     def report(entry: dict) -> None:
         if callback is not None:
-            callback({**entry, **tag, "phase": "train", "sigma": entry["sigma"] * to_image,
-                      "progress": start + train * entry["epoch"] / max(cfg.epochs, 1)})
+            callback(
+                {
+                    **entry,
+                    **tag,
+                    "phase": "train",
+                    "sigma": entry["sigma"] * to_image,
+                    "progress": start + train * entry["epoch"] / max(cfg.epochs, 1),
+                }
+            )
 
     def report_band(band: int, bands: int) -> None:
         if callback is not None:
-            callback({**tag, "phase": "estimate", "band": band, "bands": bands,
-                      "progress": start + train + (span - train) * band / bands})
+            callback(
+                {
+                    **tag,
+                    "phase": "estimate",
+                    "band": band,
+                    "bands": bands,
+                    "progress": start + train + (span - train) * band / bands,
+                }
+            )
 
-    fitted = fit(y, obs, cfg, gen, sigma=None if sigma is None else sigma / unit,
-                 unit=unit, callback=report)
+    fitted = fit(
+        y, obs, cfg, gen, sigma=None if sigma is None else sigma / unit, unit=unit, callback=report
+    )
     del y, obs
     out = estimate_image(fitted, x, observed, pool, cfg, gen, report_band)
     if fill_only:
@@ -213,8 +284,9 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
     model = fitted.model
     with torch.no_grad():
         eye = torch.eye(cfg.n_latents, device=dev)
-        fields = (model.decoder(eye) * unit + offset).reshape(cfg.n_latents, c, cfg.patch_size,
-                                                              cfg.patch_size)
+        fields = (model.decoder(eye) * unit + offset).reshape(
+            cfg.n_latents, c, cfg.patch_size, cfg.patch_size
+        )
     log = [{**e, **tag, "sigma": e["sigma"] * to_image} for e in fitted.log]
     record = {"sigma": float(model.sigma2.sqrt()) * to_image, "log": log}
     return out * unit + offset, record, fields

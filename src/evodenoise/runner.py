@@ -16,7 +16,6 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -25,8 +24,15 @@ from .config import Config
 from .decode import ImageError, quote
 from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, read_mask, write_image
 from .options import InputError, Options, Settings, UsageError, check_options
-from .report import (Reporter, StreamError, human_line, image_to_stdout, json_line, jsonable,
-                     write_stdout)
+from .report import (
+    Reporter,
+    StreamError,
+    human_line,
+    image_to_stdout,
+    json_line,
+    jsonable,
+    write_stdout,
+)
 
 __all__ = ["run_batch", "process", "tile_fields"]
 
@@ -42,18 +48,38 @@ class RunContext:
 def _record(job: Job, ctx: RunContext) -> dict:
     config = ctx.settings.config
     return {
-        "input": job.source, "output": job.output, "status": None, "error": None,
-        "command": ctx.opts.command, "psnr": None, "ssim": None, "psnr_input": None,
-        "sigma": None, "sigma_given": ctx.settings.sigma, "data_range": None, "seconds": None,
-        "device": str(ctx.device), "seed": ctx.settings.seed, "preset": ctx.settings.preset,
-        "config": config.to_dict(), "width": None, "height": None, "channels": None,
-        "bit_depth": None, "alpha": None, "mask": job.mask, "missing_fraction": None,
-        "reference": job.reference, "epochs": config.epochs, "free_energy": None,
-        "fields": job.fields_path, "log": job.log_path,
+        "input": job.source,
+        "output": job.output,
+        "status": None,
+        "error": None,
+        "command": ctx.opts.command,
+        "psnr": None,
+        "ssim": None,
+        "psnr_input": None,
+        "sigma": None,
+        "sigma_given": ctx.settings.sigma,
+        "data_range": None,
+        "seconds": None,
+        "device": str(ctx.device),
+        "seed": ctx.settings.seed,
+        "preset": ctx.settings.preset,
+        "config": config.to_dict(),
+        "width": None,
+        "height": None,
+        "channels": None,
+        "bit_depth": None,
+        "alpha": None,
+        "mask": job.mask,
+        "missing_fraction": None,
+        "reference": job.reference,
+        "epochs": config.epochs,
+        "free_energy": None,
+        "fields": job.fields_path,
+        "log": job.log_path,
     }
 
 
-def _oom_message(e: BaseException, ctx: RunContext, config: Config) -> Optional[str]:
+def _oom_message(e: BaseException, ctx: RunContext, config: Config) -> str | None:
     is_oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower()
     import torch
 
@@ -65,8 +91,10 @@ def _oom_message(e: BaseException, ctx: RunContext, config: Config) -> Optional[
     if not is_oom:
         return None
     chunk = config.chunk_size or default_chunk(torch.device(ctx.device))
-    return (f"out of memory on {ctx.device}: lower --set chunk_size=N (now {chunk})"
-            f" or --set batch_size=N (now {config.batch_size}), or use a smaller --preset")
+    return (
+        f"out of memory on {ctx.device}: lower --set chunk_size=N (now {chunk})"
+        f" or --set batch_size=N (now {config.batch_size}), or use a smaller --preset"
+    )
 
 
 def _load(job: Job, ctx: RunContext):
@@ -80,8 +108,13 @@ def _load(job: Job, ctx: RunContext):
             image, info = read_image(data, data_range=dr)
         else:
             image, info = read_image(job.source, data_range=dr)
-        mask = None if job.mask is None else read_mask(
-            job.decoded.get(job.mask, job.mask), image.shape, invert=ctx.opts.invert_mask)
+        mask = (
+            None
+            if job.mask is None
+            else read_mask(
+                job.decoded.get(job.mask, job.mask), image.shape, invert=ctx.opts.invert_mask
+            )
+        )
     except ImageError as e:
         raise InputError(str(e)) from None
     reference = None
@@ -91,8 +124,10 @@ def _load(job: Job, ctx: RunContext):
         except ImageError as e:
             raise InputError(f"reference: {e}") from None
         if reference.shape != image.shape:
-            raise InputError(f"reference {quote(job.reference)} is {_shape_text(reference.shape)}"
-                             f" but the image is {_shape_text(image.shape)}")
+            raise InputError(
+                f"reference {quote(job.reference)} is {_shape_text(reference.shape)}"
+                f" but the image is {_shape_text(image.shape)}"
+            )
     return image, info, mask, reference
 
 
@@ -113,17 +148,28 @@ def process(job: Job, ctx: RunContext) -> dict:
         rep.warn(w)
     image, info, mask, reference = _load(job, ctx)
     units = info.data_range  # the input's units: σ in = σ / units, σ out = σ01 * units
-    record.update(data_range=units, width=info.shape[1], height=info.shape[0],
-                  channels=info.channels,
-                  bit_depth="float" if info.is_float else info.bit_depth, alpha=info.has_alpha,
-                  missing_fraction=None if mask is None else float(mask.mean()))
-    rep.debug(f"{quote(job.source)}: {info.describe()}, data range {units:g}, "
-              f"preset {settings.preset}")
+    record.update(
+        data_range=units,
+        width=info.shape[1],
+        height=info.shape[0],
+        channels=info.channels,
+        bit_depth="float" if info.is_float else info.bit_depth,
+        alpha=info.has_alpha,
+        missing_fraction=None if mask is None else float(mask.mean()),
+    )
+    rep.debug(
+        f"{quote(job.source)}: {info.describe()}, data range {units:g}, preset {settings.preset}"
+    )
 
     # ---- restore --------------------------------------------------------------------------
-    kwargs = dict(sigma=None if settings.sigma is None else settings.sigma / units,
-                  config=config, seed=settings.seed, device=ctx.device,
-                  callback=lambda state: rep.update(state, units), max_memory=settings.max_memory)
+    kwargs = dict(
+        sigma=None if settings.sigma is None else settings.sigma / units,
+        config=config,
+        seed=settings.seed,
+        device=ctx.device,
+        callback=lambda state: rep.update(state, units),
+        max_memory=settings.max_memory,
+    )
     rep.start_file(job.source if job.source != "-" else "stdin")
     try:
         if opts.command == "inpaint":
@@ -142,8 +188,12 @@ def process(job: Job, ctx: RunContext) -> dict:
     restored = np.asarray(restored, dtype=np.float32)
     ran = result.config  # the configuration that actually ran (the plan's)
     fe = result.free_energy
-    record.update(sigma=float(result.sigma) * units, free_energy=fe[-1] if fe else None,
-                  config=ran.to_dict(), epochs=ran.epochs)
+    record.update(
+        sigma=float(result.sigma) * units,
+        free_energy=fe[-1] if fe else None,
+        config=ran.to_dict(),
+        epochs=ran.epochs,
+    )
 
     if reference is not None:
         with_input = mask is None and opts.command == "denoise"
@@ -181,15 +231,30 @@ def _save(job: Job, ctx: RunContext, restored, info: ImageInfo, result, record: 
         if job.fields_path is not None:
             tiled = tile_fields(np.asarray(result.fields, dtype=np.float32))
             Path(job.fields_path).parent.mkdir(parents=True, exist_ok=True)
-            write_image(job.fields_path, tiled, ImageInfo(
-                shape=tiled.shape[:2], channels=1 if tiled.ndim == 2 else tiled.shape[2],
-                dtype="uint8", data_range=255.0))
+            write_image(
+                job.fields_path,
+                tiled,
+                ImageInfo(
+                    shape=tiled.shape[:2],
+                    channels=1 if tiled.ndim == 2 else tiled.shape[2],
+                    dtype="uint8",
+                    data_range=255.0,
+                ),
+            )
         if job.log_path is not None:
-            log = {"input": job.source, "command": opts.command, "seed": record["seed"],
-                   "preset": record["preset"], "config": record["config"],
-                   "device": record["device"], "data_range": units, "sigma_units": units,
-                   "sigma": record["sigma"], "seconds": result.seconds,
-                   "epochs": [_in_units(e, units) for e in result.log]}
+            log = {
+                "input": job.source,
+                "command": opts.command,
+                "seed": record["seed"],
+                "preset": record["preset"],
+                "config": record["config"],
+                "device": record["device"],
+                "data_range": units,
+                "sigma_units": units,
+                "sigma": record["sigma"],
+                "seconds": result.seconds,
+                "epochs": [_in_units(e, units) for e in result.log],
+            }
             Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(job.log_path, (json.dumps(jsonable(log), indent=1) + "\n").encode())
     except ImageError as e:
@@ -228,7 +293,7 @@ def tile_fields(fields: np.ndarray, pad: int = 1) -> np.ndarray:
         f = (f - lo) / (hi - lo) if hi > lo else np.full_like(f, 0.5)
         r, c = divmod(k, cols)
         y, x = pad + r * (p + pad), pad + c * (q + pad)
-        grid[y:y + p, x:x + q] = f
+        grid[y : y + p, x : x + q] = f
     return grid.astype(np.float32)
 
 
@@ -252,18 +317,23 @@ def run_batch(opts: Options) -> int:
         device = resolve_device(opts.device)
     except ValueError as e:
         raise UsageError(f"--device: {e}") from None
-    if device.type == "cpu":  # a process-wide allocator setting: the CLI's choice, not the library's
+    if (
+        device.type == "cpu"
+    ):  # a process-wide allocator setting: the CLI's choice, not the library's
         keep_freed_memory()
     rep = Reporter(quiet=opts.quiet, verbose=opts.verbose)
     if (opts.json or opts.output == "-") and sys.stdout is None:
-        rep.error("stdout is closed; nothing was done (give -o FILE, drop --json, or keep "
-                  "stdout open)")
+        rep.error(
+            "stdout is closed; nothing was done (give -o FILE, drop --json, or keep stdout open)"
+        )
         return 1
     ctx = RunContext(opts=opts, settings=settings, device=device, reporter=rep)
     sigma = settings.sigma
     shard = "" if settings.shard is None else ", shard {}/{}".format(*settings.shard)
-    rep.debug(f"{opts.command}: {len(jobs)} input(s), device {device}, seed {settings.seed}, "
-              f"σ {'learned' if sigma is None else f'{sigma:g} (input units)'}{shard}")
+    rep.debug(
+        f"{opts.command}: {len(jobs)} input(s), device {device}, seed {settings.seed}, "
+        f"σ {'learned' if sigma is None else f'{sigma:g} (input units)'}{shard}"
+    )
     rep.debug("config: " + ", ".join(f"{k}={v}" for k, v in settings.config.to_dict().items()))
     counts = {"ok": 0, "skipped": 0, "error": 0}
     json_out, stream_failed = opts.json, False

@@ -11,15 +11,14 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from .config import Config
 from .evolution import draw_noise, evolve_core, init_states, unpack
 from .model import PI_MIN, Model, as_rows
-
 
 MIN_SIGMA2 = 1e-12  # a fixed σ² below this (in y's units) is taken as this: no float32 overflow
 
@@ -50,8 +49,15 @@ def _adam(params: list, lr) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=float(lr))
 
 
-def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-                w: torch.Tensor, consts, cfg: Config) -> list[torch.Tensor]:
+def mstep_grads(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    states: torch.Tensor,
+    w: torch.Tensor,
+    consts,
+    cfg: Config,
+) -> list[torch.Tensor]:
     """Gradients of the decoder's parameters (``model.decoder.parameters()`` order) of the
     M-step loss −Σ_n w_n logsumexp_s log p(y_n, s) / Σ_n w_n over the best ``grad_states`` of
     each K_n, states (B, S, W) packed, weights w (B,) (0 for padding rows).
@@ -65,8 +71,15 @@ def mstep_grads(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states:
     return _mstep(model, y, obs, s, None, (w * (2 * consts[3] / w.sum()))[:, None, None], consts)
 
 
-def _mstep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, s: torch.Tensor,
-           lj: torch.Tensor | None, wn: torch.Tensor, consts) -> list[torch.Tensor]:
+def _mstep(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    s: torch.Tensor,
+    lj: torch.Tensor | None,
+    wn: torch.Tensor,
+    consts,
+) -> list[torch.Tensor]:
     """:func:`mstep_grads` on unpacked states s (B, K, H) (y, obs: (B, D) or (B, 1, D)) with
     weights wn (B, 1, 1) = w_n · 2/(2σ²) / Σw; ``lj`` (B, K, 1): their log-joints up to a
     constant per point under the current parameters, as the E-step just computed them (None:
@@ -84,8 +97,17 @@ def _mstep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, s: torch.Ten
     return model.decoder.backward((diff * coef).view(b * k, -1), cache)
 
 
-def _estep(model: Model, y: torch.Tensor, obs: torch.Tensor | None, states: torch.Tensor,
-           noise: torch.Tensor | None, consts, w: torch.Tensor, acc: torch.Tensor, cfg: Config):
+def _estep(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    states: torch.Tensor,
+    noise: torch.Tensor | None,
+    consts,
+    w: torch.Tensor,
+    acc: torch.Tensor,
+    cfg: Config,
+):
     """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
     log-joints less a constant per point (B, S, 1); adds the batch's weighted posterior sums
     (w (B, 1), 0 for padding rows) to ``acc`` (1, H + 2): Σ_n w_n ⟨s⟩_q, Σ_n w_n
@@ -117,8 +139,9 @@ def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
     """(H + 3,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨sqerr⟩_q, Σ_n w_n F_n, Σ_n w_n D_n from log-joints
     and squared errors (B, S), states (B, S, H), weights w (B,)."""
     q = torch.softmax(lj, 1) * w.unsqueeze(1)
-    rest = torch.stack([(q * sq).sum(), torch.logsumexp(lj, 1) @ w,
-                        w.sum() * d if obs is None else obs.sum(1) @ w])
+    rest = torch.stack(
+        [(q * sq).sum(), torch.logsumexp(lj, 1) @ w, w.sum() * d if obs is None else obs.sum(1) @ w]
+    )
     return torch.cat([q.flatten() @ bits.flatten(0, 1), rest])
 
 
@@ -150,6 +173,7 @@ def use_compile(cfg: Config, device, steps: int = 0) -> bool:
     if torch.device(device).type == "cuda":
         return True
     import shutil
+
     long_exact = cfg.estep_batch <= cfg.batch_size and cfg.epochs * steps >= 50_000
     return long_exact and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
@@ -179,13 +203,22 @@ class PosteriorStats:
     f = property(lambda self: self.sums[-2])
     d = property(lambda self: self.sums[-1])
 
-    def add(self, out, bits: torch.Tensor, obs: torch.Tensor | None, d: int,
-            weight: torch.Tensor | None = None, count: int | None = None) -> None:
+    def add(
+        self,
+        out,
+        bits: torch.Tensor,
+        obs: torch.Tensor | None,
+        d: int,
+        weight: torch.Tensor | None = None,
+        count: int | None = None,
+    ) -> None:
         """Add an E-step's output; bits: its states unpacked (B, S, H); ``weight`` (B,) 0 for
         padding rows, ``count`` then the number of real rows."""
         w = torch.ones_like(out.log_joint[:, 0]) if weight is None else weight
-        self.add_sums(_posterior_sums(out.log_joint, out.sqerr, bits, obs, w, d),
-                      out.log_joint.shape[0] if count is None else count)
+        self.add_sums(
+            _posterior_sums(out.log_joint, out.sqerr, bits, obs, w, d),
+            out.log_joint.shape[0] if count is None else count,
+        )
 
     def add_sums(self, sums: torch.Tensor, count: int) -> None:
         self.sums += sums
@@ -231,8 +264,16 @@ class _Run:
     graphs: dict = field(default_factory=dict)
 
 
-def _make_run(model: Model, y: torch.Tensor, obs: torch.Tensor | None, cfg: Config,
-              gen: torch.Generator, n_train: int, steps: int, e_batch: int) -> _Run:
+def _make_run(
+    model: Model,
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    cfg: Config,
+    gen: torch.Generator,
+    n_train: int,
+    steps: int,
+    e_batch: int,
+) -> _Run:
     n, device = y.shape[0], y.device
     params = list(model.decoder.parameters())
     buf = init_states(n + 1, cfg.n_states, cfg.n_latents, gen, device)  # row n: padding's
@@ -254,20 +295,35 @@ def _make_run(model: Model, y: torch.Tensor, obs: torch.Tensor | None, cfg: Conf
     noise = draw_noise(cfg, e_batch, device, gen)
     d_sum = torch.tensor(float(n * y.shape[1]), device=device) if obs is None else obs.sum()
     lr = torch.full((rows,), cfg.lr_min, device=device)
-    return _Run(model, _adam(params, lr[0]), params, schedule, lr_pos, lr, buf, weight, share,
-                torch.zeros_like(share)[..., None],
-                torch.zeros(rows, dtype=torch.long, device=device),
-                torch.full((rows,), n, dtype=torch.long, device=device),
-                tuple(c.clone() for c in model.constants()),
-                torch.zeros(1, cfg.n_latents + 2, device=device), d_sum,
-                None if noise is None else noise.expand(k, *noise.shape).clone(),
-                torch.zeros(e_batch, dtype=torch.long, device=device),
-                *_engine(cfg, device, steps), cfg, n_train, steps,
-                device.type == "cuda" and use_compile(cfg, device))
+    return _Run(
+        model,
+        _adam(params, lr[0]),
+        params,
+        schedule,
+        lr_pos,
+        lr,
+        buf,
+        weight,
+        share,
+        torch.zeros_like(share)[..., None],
+        torch.zeros(rows, dtype=torch.long, device=device),
+        torch.full((rows,), n, dtype=torch.long, device=device),
+        tuple(c.clone() for c in model.constants()),
+        torch.zeros(1, cfg.n_latents + 2, device=device),
+        d_sum,
+        None if noise is None else noise.expand(k, *noise.shape).clone(),
+        torch.zeros(e_batch, dtype=torch.long, device=device),
+        *_engine(cfg, device, steps),
+        cfg,
+        n_train,
+        steps,
+        device.type == "cuda" and use_compile(cfg, device),
+    )
 
 
-def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int,
-                 gen: torch.Generator) -> PosteriorStats:
+def _train_epoch(
+    run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: int, gen: torch.Generator
+) -> PosteriorStats:
     """One epoch of E-steps and Adam steps on y (N, 1, D), obs (N, 1, D) or None; its posterior
     sums for the closed-form M-step.
 
@@ -279,9 +335,9 @@ def _train_epoch(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, epoch: in
     e_batch = run.pos.shape[0]
     n_eb = run.read.shape[0] // e_batch
     per_e = e_batch // cfg.batch_size  # mini-batches per E-batch
-    perm = torch.randperm(y.shape[0], generator=gen, device=device)[:run.n_train]
-    run.read[:run.n_train] = perm  # each real row reads and writes its patch
-    run.write[:run.n_train] = perm
+    perm = torch.randperm(y.shape[0], generator=gen, device=device)[: run.n_train]
+    run.read[: run.n_train] = perm  # each real row reads and writes its patch
+    run.write[: run.n_train] = perm
     with torch.no_grad():
         for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
             c.copy_(v)
@@ -316,7 +372,7 @@ def _chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int,
     group = run.opt.param_groups[0]
 
     def part(t, m):  # mini-batch m of an E-batch's rows (all of them: no call)
-        return t if e_batch == bs else t[m * bs:(m + 1) * bs]
+        return t if e_batch == bs else t[m * bs : (m + 1) * bs]
 
     noises = (None,) * len(n_m) if run.noise is None else run.noise.unbind(0)
     for noise, steps in zip(noises, n_m):
@@ -330,9 +386,15 @@ def _chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int,
             bits, lj = bits[:, :k], lj[:, :k]
         for m in range(steps):
             # the first mini-batch's log-joints are the E-step's (the decoder is unchanged)
-            grads = run.mstep(model, part(yb, m), None if ob is None else part(ob, m),
-                              part(bits, m), part(lj, m) if m == 0 else None, part(wn, m),
-                              run.consts)
+            grads = run.mstep(
+                model,
+                part(yb, m),
+                None if ob is None else part(ob, m),
+                part(bits, m),
+                part(lj, m) if m == 0 else None,
+                part(wn, m),
+                run.consts,
+            )
             for p, g in zip(run.params, grads):
                 p.grad = g  # replaced every step: no zeroing needed
             group["lr"] = lr[m]  # on the device: a captured graph reads its address
@@ -354,9 +416,16 @@ def _replay(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int
     graph.replay()
 
 
-def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Generator, *,
-        sigma: float | None = None, unit: float = 1.0,
-        callback: Callable[[dict], None] | None = None) -> Fit:
+def fit(
+    y: torch.Tensor,
+    obs: torch.Tensor | None,
+    cfg: Config,
+    gen: torch.Generator,
+    *,
+    sigma: float | None = None,
+    unit: float = 1.0,
+    callback: Callable[[dict], None] | None = None,
+) -> Fit:
     """Train on centred patches y (N, D) with observation mask obs (N, D) or None.
 
     ``sigma`` (in y's units): with ``cfg.sigma_mode == "fixed"`` σ stays there (even below
@@ -365,7 +434,6 @@ def fit(y: torch.Tensor, obs: torch.Tensor | None, cfg: Config, gen: torch.Gener
     unit of y in 0–255 units (y may be standardised); ``cfg.sigma_floor`` is converted with it.
     """
     n, d = y.shape
-    device = y.device
     floor2 = (cfg.sigma_floor / unit) ** 2
     if sigma is None:
         var = y.var() if obs is None else y[obs > 0].var()
