@@ -48,9 +48,20 @@ bench-real: setup
 
 # CUDA machine only (fails with one line elsewhere): the cuda tests, then per preset compile time,
 # s/epoch, kernels and syncs per step, peak memory, TFLOP/s and PSNR vs the CPU at equal seed.
-# Needs a CUDA build of torch: make gpu-bench TORCH_SPEC="torch>=2.4" (in a fresh .venv).
+# Needs a CUDA build of torch: make gpu-bench TORCH_SPEC="torch>=2.4" (in a fresh .venv); its
+# CPU reference runs alone take half an hour or more. On a lent GPU machine: make gpu-check.
 gpu-bench: setup
 	$(BIN)/python benchmarks/gpu_bench.py $(GPU_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info src/*.egg-info
+
+# The GPU check sized for a 15-minute lease (docs/gpu.md), with the lent machine's own python3
+# (CUDA torch, no network; no venv is built): cuda tests, per preset compile time, s/epoch,
+# kernels and syncs per step, peak memory and PSNR against the CPU, one 12 MP CLI run; at most
+# 8 minutes, JSON into $OUT (or benchmarks/results/gpu-check). Fetch its wheels beforehand on
+# a machine with internet: bash benchmarks/fetch_wheels.sh. Try it on any CPU first:
+# make gpu-check GPU_CHECK_ARGS=--cpu-smoke
+.PHONY: gpu-check
+gpu-check:
+	PYTHON="$(PYTHON)" bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)

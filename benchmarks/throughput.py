@@ -31,7 +31,6 @@ import importlib.util
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ if importlib.util.find_spec("evodenoise") is None:
 
 def decoder_flops(cfg, channels: int) -> tuple[int, int]:
     """FLOPs of one full decoder evaluation and of the layers after the first."""
-    widths = [cfg.n_latents, *cfg.hidden, cfg.patch_size ** 2 * channels]
+    widths = [cfg.n_latents, *cfg.hidden, cfg.patch_size**2 * channels]
     layers = [2 * a * b for a, b in zip(widths[:-1], widths[1:])]
     return sum(layers), sum(layers[1:])
 
@@ -54,9 +53,14 @@ def sized(cfg, image: np.ndarray, sigma: float):
     if cfg.patch_size:
         return cfg
     import torch
-    from evodenoise.restore import SCALE, choose_patch_size
-    plane = torch.from_numpy(np.asarray(image, np.float32) * SCALE)
-    return cfg.replace(patch_size=choose_patch_size(plane, None, sigma * SCALE, min(image.shape)))
+
+    try:
+        from evodenoise.plan import choose_patch_size
+    except ImportError:  # before the run planning moved out of restore.py
+        from evodenoise.plan import choose_patch_size
+    scale = 255.0  # the library works on 0-255 values
+    plane = torch.from_numpy(np.asarray(image, np.float32) * scale)
+    return cfg.replace(patch_size=choose_patch_size(plane, None, sigma * scale, min(image.shape)))
 
 
 def work_per_epoch(cfg, n_patches: int, channels: int) -> dict:
@@ -73,11 +77,30 @@ def work_per_epoch(cfg, n_patches: int, channels: int) -> dict:
     }
 
 
-VIEW_EVENTS = {"aten::view", "aten::slice", "aten::select", "aten::unsqueeze", "aten::expand",
-               "aten::as_strided", "aten::t", "aten::permute", "aten::alias", "aten::detach",
-               "aten::reshape", "aten::flatten", "aten::squeeze", "aten::_unsafe_view",
-               "aten::transpose", "aten::unbind", "aten::split", "aten::lift_fresh",
-               "aten::resolve_conj", "aten::resolve_neg", "aten::empty", "aten::empty_strided"}
+VIEW_EVENTS = {
+    "aten::view",
+    "aten::slice",
+    "aten::select",
+    "aten::unsqueeze",
+    "aten::expand",
+    "aten::as_strided",
+    "aten::t",
+    "aten::permute",
+    "aten::alias",
+    "aten::detach",
+    "aten::reshape",
+    "aten::flatten",
+    "aten::squeeze",
+    "aten::_unsafe_view",
+    "aten::transpose",
+    "aten::unbind",
+    "aten::split",
+    "aten::lift_fresh",
+    "aten::resolve_conj",
+    "aten::resolve_neg",
+    "aten::empty",
+    "aten::empty_strided",
+}
 
 
 def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> dict:
@@ -155,21 +178,35 @@ def count_compiled_kernels(cfg, image: np.ndarray, sigma: float, crop: int = 48)
     return kernels / steps
 
 
-def measure(preset: str, image: np.ndarray, sigma: float, epochs: int, device: str,
-            compile: str = "auto") -> dict:
+def measure(
+    preset: str, image: np.ndarray, sigma: float, epochs: int, device: str, compile: str = "auto"
+) -> dict:
     import evodenoise
     from evodenoise.patches import count_patches
 
     cfg = sized(evodenoise.get_preset(preset), image, sigma)
     seconds = []
     run_cfg = cfg.replace(epochs=epochs, min_visits=0, final_sweeps=1, compile=compile)
-    evodenoise.denoise(image, sigma, config=run_cfg, seed=0, device=device,
-                       callback=lambda e: e["phase"] == "train" and seconds.append(e["seconds"]))
+    evodenoise.denoise(
+        image,
+        sigma,
+        config=run_cfg,
+        seed=0,
+        device=device,
+        callback=lambda e: e["phase"] == "train" and seconds.append(e["seconds"]),
+    )
     work = work_per_epoch(cfg, count_patches(*image.shape[:2], cfg.patch_size), 1)
     best = min(seconds)
-    return {"preset": preset, "compile": compile, "epoch_seconds": best,
-            "first_epoch_seconds": seconds[0], "epochs_of_preset": cfg.epochs, **work,
-            "evaluations_per_s": work["evaluations"] / best, "gflops": work["flops"] / best / 1e9}
+    return {
+        "preset": preset,
+        "compile": compile,
+        "epoch_seconds": best,
+        "first_epoch_seconds": seconds[0],
+        "epochs_of_preset": cfg.epochs,
+        **work,
+        "evaluations_per_s": work["evaluations"] / best,
+        "gflops": work["flops"] / best / 1e9,
+    }
 
 
 def project(row: dict, cfg, tflops: float = 25.0, launch_us: float = 8.0) -> dict:
@@ -190,9 +227,12 @@ def project(row: dict, cfg, tflops: float = 25.0, launch_us: float = 8.0) -> dic
     flop_s = e * row["flops"] / (tflops * 1e12)
     launch_s = e * steps * (2 * launch_us / per_graph + kernels * 1.0) * 1e-6
     eager_s = e * steps * row["launches_per_step"] * launch_us * 1e-6
-    return {"gpu_flop_bound_s": flop_s, "gpu_launch_bound_s": launch_s,
-            "gpu_projected_s": max(flop_s, launch_s),
-            "gpu_projected_eager_s": max(flop_s, eager_s)}
+    return {
+        "gpu_flop_bound_s": flop_s,
+        "gpu_launch_bound_s": launch_s,
+        "gpu_projected_s": max(flop_s, launch_s),
+        "gpu_projected_eager_s": max(flop_s, eager_s),
+    }
 
 
 def main(argv=None) -> int:
@@ -204,14 +244,29 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--project", action="store_true", help="project each preset's GPU time")
-    p.add_argument("--gpu-tflops", type=float, default=25.0,
-                   help="sustained FP32 TFLOP/s assumed for the projection")
-    p.add_argument("--launch-us", type=float, default=8.0,
-                   help="µs per eager operator call assumed for the projection")
-    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="Config.compile of the timed epochs (compiled: the first epoch compiles)")
-    p.add_argument("--compiled", action="store_true",
-                   help="with --project: count the kernels of the compiled step (compiles: slow)")
+    p.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=25.0,
+        help="sustained FP32 TFLOP/s assumed for the projection",
+    )
+    p.add_argument(
+        "--launch-us",
+        type=float,
+        default=8.0,
+        help="µs per eager operator call assumed for the projection",
+    )
+    p.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="Config.compile of the timed epochs (compiled: the first epoch compiles)",
+    )
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="with --project: count the kernels of the compiled step (compiles: slow)",
+    )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
 
@@ -226,11 +281,15 @@ def main(argv=None) -> int:
     clean = np.asarray(Image.open(args.image).convert("L"), dtype=np.float32) / 255
     noisy = add_noise(clean, args.sigma / 255, seed=0)
     rows = []
-    print(f"# {Path(args.image).name} {clean.shape[1]}x{clean.shape[0]}, σ={args.sigma:g}, "
-          f"device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}, evodenoise {evodenoise.__version__}, seed 0")
-    print("| preset | s/epoch | patches | decoder evals/epoch | evals/s | GFLOP/epoch | GFLOP/s "
-          "| ops/step | launches/step | kernels/step | projected GPU run |")
+    print(
+        f"# {Path(args.image).name} {clean.shape[1]}x{clean.shape[0]}, σ={args.sigma:g}, "
+        f"device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"torch {torch.__version__}, evodenoise {evodenoise.__version__}, seed 0"
+    )
+    print(
+        "| preset | s/epoch | patches | decoder evals/epoch | evals/s | GFLOP/epoch | GFLOP/s "
+        "| ops/step | launches/step | kernels/step | projected GPU run |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         row = measure(preset, noisy, args.sigma / 255, args.epochs, args.device, args.compile)
@@ -243,21 +302,32 @@ def main(argv=None) -> int:
             if args.compiled:
                 row["kernels_per_step"] = count_compiled_kernels(cfg, noisy, args.sigma / 255)
             row.update(project(row, cfg, args.gpu_tflops, args.launch_us))
-            projected = (f"{row['gpu_projected_s']:.0f} s ({row['epochs_of_preset']} epochs; "
-                         f"arithmetic {row['gpu_flop_bound_s']:.0f} s, launches "
-                         f"{row['gpu_launch_bound_s']:.0f} s; eager "
-                         f"{row['gpu_projected_eager_s']:.0f} s)")
+            projected = (
+                f"{row['gpu_projected_s']:.0f} s ({row['epochs_of_preset']} epochs; "
+                f"arithmetic {row['gpu_flop_bound_s']:.0f} s, launches "
+                f"{row['gpu_launch_bound_s']:.0f} s; eager "
+                f"{row['gpu_projected_eager_s']:.0f} s)"
+            )
         rows.append(row)
-        print(f"| {preset} | {row['epoch_seconds']:.1f} | {row['patches']} | "
-              f"{row['evaluations'] / 1e6:.1f} M | {row['evaluations_per_s'] / 1e6:.2f} M | "
-              f"{row['flops'] / 1e9:.0f} | {row['gflops']:.1f} | "
-              f"{row.get('ops_per_step', float('nan')):.0f} | "
-              f"{row.get('launches_per_step', float('nan')):.0f} | "
-              f"{row.get('kernels_per_step', float('nan')):.0f} | {projected} |", flush=True)
+        print(
+            f"| {preset} | {row['epoch_seconds']:.1f} | {row['patches']} | "
+            f"{row['evaluations'] / 1e6:.1f} M | {row['evaluations_per_s'] / 1e6:.2f} M | "
+            f"{row['flops'] / 1e9:.0f} | {row['gflops']:.1f} | "
+            f"{row.get('ops_per_step', float('nan')):.0f} | "
+            f"{row.get('launches_per_step', float('nan')):.0f} | "
+            f"{row.get('kernels_per_step', float('nan')):.0f} | {projected} |",
+            flush=True,
+        )
     if args.json:
-        meta = {"image": args.image, "sigma": args.sigma, "device": args.device,
-                "threads": torch.get_num_threads(), "gpu_tflops": args.gpu_tflops,
-                "launch_us": args.launch_us, "seed": 0}
+        meta = {
+            "image": args.image,
+            "sigma": args.sigma,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "gpu_tflops": args.gpu_tflops,
+            "launch_us": args.launch_us,
+            "seed": 0,
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
 
