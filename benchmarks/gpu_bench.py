@@ -823,8 +823,13 @@ def print_table(result: dict, path: Path) -> None:
             cpu = f"{rec['psnr']:.2f} rec., {rec['delta_db']:+.2f}"
         full = r.get("full") or {}
         own = f"{_f(full.get('run_s'))}, {_f(full.get('psnr'))}" if full else "-"
+        if full.get("cpu_recorded"):
+            own += f" (rec. {full['cpu_recorded']['psnr']:.2f})"
+        status = r["status"]
+        if status != "ok" and r.get("epoch_seconds"):
+            status += f" at epoch {len(r['epoch_seconds'])}"
         print(
-            f"| {r['preset']} | {r['status']} | {_f(r.get('compile_capture_s'), '.1f')} "
+            f"| {r['preset']} | {status} | {_f(r.get('compile_capture_s'), '.1f')} "
             f"| {_f(r.get('epoch_s'), '.3f')} | {_f(prof.get('kernels_per_step'), '.0f')} "
             f"| {_f(prof.get('syncs_per_step'), '.3f')} | {_f(r.get('peak_gpu_gib'))} "
             f"| {_f(r.get('psnr'))}@{r.get('epochs', '-')} ({cpu}) | {own} "
@@ -836,7 +841,12 @@ def print_table(result: dict, path: Path) -> None:
         f"(input {_f(cli.get('psnr_input'))})"
     )
     for name, t in result["targets"].items():
-        print(f"target {name}: {'met' if t['met'] else 'MISSED'} ({_f(t.get('value_s'), '.1f')})")
+        if "delta_db" in t:
+            worst = max(t["delta_db"].values(), key=abs)
+            what = f"largest {worst:+.2f} dB; {', '.join(t['delta_db'])} compared"
+        else:
+            what = f"{t['value_s']:.1f} s"
+        print(f"target {name}: {'met' if t['met'] else 'MISSED'} ({what})")
 
 
 # --------------------------------------------------------------------------- main

@@ -73,43 +73,46 @@ fi
 mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/gpu_check.log"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
-PARTS="$WORK/parts"
-mkdir -p "$PARTS"
-REF_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${REF_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-exec > >(tee "$LOG") 2>&1
-cd "$REPO"
-SECONDS=0
-export PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL="${KINETO_LOG_LEVEL:-5}"
-note() { echo "$*" | tee -a "$PARTS/setup.txt"; }
 
-echo "# gpu_check.sh: mode $MODE, budget ${BUDGET} s, out $OUTDIR, python $PY"
+# Everything from here runs in one function piped through tee: the log gets all of it, and the
+# script returns only once tee has written the last line (the table).
+run_check() {
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
+    PARTS="$WORK/parts"
+    mkdir -p "$PARTS"
+    REF_PIDS=()
+    cleanup() {
+        local pid
+        for pid in "${REF_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+        rm -rf "$WORK"
+    }
+    trap cleanup EXIT
+    cd "$REPO"
+    SECONDS=0
+    export PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL="${KINETO_LOG_LEVEL:-5}"
+    note() { echo "$*" | tee -a "$PARTS/setup.txt"; }
 
-# --- 1. the package, importable without the network -----------------------------------------
-SITE=""
-if compgen -G "$REPO/benchmarks/wheels/*.whl" >/dev/null; then
-    SITE="$WORK/site"
-    for whl in "$REPO"/benchmarks/wheels/*.whl; do
-        if timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile \
-            --no-cache-dir --disable-pip-version-check --upgrade --target "$SITE" "$whl" \
-            >"$WORK/pip.log" 2>&1; then
-            note "installed $(basename "$whl")"
-        else
-            note "warning: could not install $(basename "$whl"): $(tail -n 1 "$WORK/pip.log")"
-        fi
-    done
-else
-    note "no wheels in benchmarks/wheels (benchmarks/fetch_wheels.sh fetches them)"
-fi
-export PYTHONPATH="$REPO/src:$REPO/benchmarks${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
-rc=0
-"$PY" - "$SMOKE" >"$WORK/env.txt" 2>&1 <<'EOF' || rc=$?
+    echo "# gpu_check.sh: mode $MODE, budget ${BUDGET} s, out $OUTDIR, python $PY"
+
+    # --- 1. the package, importable without the network ---
+    SITE=""
+    if compgen -G "$REPO/benchmarks/wheels/*.whl" >/dev/null; then
+        SITE="$WORK/site"
+        for whl in "$REPO"/benchmarks/wheels/*.whl; do
+            if timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile \
+                --no-cache-dir --disable-pip-version-check --upgrade --target "$SITE" "$whl" \
+                >"$WORK/pip.log" 2>&1; then
+                note "installed $(basename "$whl")"
+            else
+                note "warning: could not install $(basename "$whl"): $(tail -n 1 "$WORK/pip.log")"
+            fi
+        done
+    else
+        note "no wheels in benchmarks/wheels (benchmarks/fetch_wheels.sh fetches them)"
+    fi
+    export PYTHONPATH="$REPO/src:$REPO/benchmarks${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
+    rc=0
+    "$PY" - "$SMOKE" >"$WORK/env.txt" 2>&1 <<'EOF' || rc=$?
 import importlib, sys
 try:
     import torch
@@ -131,106 +134,115 @@ try:
 except Exception as e:
     sys.exit(f"gpu_check.sh: cannot import evodenoise from src/: {e}")
 EOF
-tee -a "$PARTS/setup.txt" <"$WORK/env.txt"
-((rc == 0)) || exit 2
-if command -v git >/dev/null && git -C "$REPO" rev-parse --short HEAD >"$PARTS/git.txt" 2>/dev/null; then
-    [ -z "$(git -C "$REPO" status --porcelain -- src benchmarks 2>/dev/null)" ] ||
-        echo "dirty" >>"$PARTS/git.txt"
-fi
+    tee -a "$PARTS/setup.txt" <"$WORK/env.txt"
+    ((rc == 0)) || exit 2
+    if command -v git >/dev/null &&
+        git -C "$REPO" rev-parse --short HEAD >"$PARTS/git.txt" 2>/dev/null; then
+        [ -z "$(git -C "$REPO" status --porcelain -- src benchmarks 2>/dev/null)" ] ||
+            echo "dirty" >>"$PARTS/git.txt"
+    fi
 
-if [ -z "$HOUSE" ]; then
-    HOUSE="$REPO/../shared/benchmark/images/house.png"
-    [ -f "$HOUSE" ] || [ ! -f "$REPO/benchmarks/wheels/house.png" ] ||
-        HOUSE="$REPO/benchmarks/wheels/house.png"
-fi
-if [ -f "$HOUSE" ]; then
-    note "House: $HOUSE"
-else
-    note "House not found at $HOUSE: using scikit-image's camera cropped to 256x256"
-fi
+    if [ -z "$HOUSE" ]; then
+        HOUSE="$REPO/../shared/benchmark/images/house.png"
+        [ -f "$HOUSE" ] || [ ! -f "$REPO/benchmarks/wheels/house.png" ] ||
+            HOUSE="$REPO/benchmarks/wheels/house.png"
+    fi
+    if [ -f "$HOUSE" ]; then
+        note "House: $HOUSE"
+    else
+        note "House not found at $HOUSE: using scikit-image's camera cropped to 256x256"
+    fi
 
-# --- 2. the stages --------------------------------------------------------------------------
-NCPU=$(nproc 2>/dev/null || echo 1)
-GPU_CORES=() REF_SPLIT=()
-if ((!SMOKE && NCPU >= 8)); then
-    H=$((NCPU / 2)) Q=$((NCPU / 4))
-    GPU_CORES=(--cores "0-$((H - 1))")
-    REF_SPLIT=("a fast,quality,inpaint,gpu-house-25 $H-$((H + Q - 1)) $Q"
-        "b paper-house-25 $((H + Q))-$((NCPU - 1)) $((NCPU - H - Q))")
-    note "cores: GPU stages 0-$((H - 1)), CPU references $H-$((NCPU - 1)) (of $NCPU)"
-else
-    REF_SPLIT=("a $PRESETS - 1")
-fi
-if ((CPU_REF)); then
-    for spec in "${REF_SPLIT[@]}"; do
-        read -r name presets cores threads <<<"$spec"
-        cores_arg=()
-        [ "$cores" = "-" ] || cores_arg=(--cores "$cores")
-        timeout --kill-after=5 "$((BUDGET - RESERVE - SECONDS))" "$PY" "$BENCH" --check cpu-ref \
-            --presets "$presets" --epochs "$EPOCHS" --crop "$CROP" --image "$HOUSE" \
-            --threads "$threads" "${cores_arg[@]}" --part "$PARTS/cpuref-$name.json" \
-            >"$PARTS/cpuref-$name.log" 2>&1 &
-        REF_PIDS+=($!)
+    # --- 2. the stages ---
+    NCPU=$(nproc 2>/dev/null || echo 1)
+    GPU_CORES=() REF_SPLIT=()
+    if ((!SMOKE && NCPU >= 8)); then
+        H=$((NCPU / 2)) Q=$((NCPU / 4))
+        GPU_CORES=(--cores "0-$((H - 1))")
+        REF_SPLIT=("a fast,quality,inpaint,gpu-house-25 $H-$((H + Q - 1)) $Q"
+            "b paper-house-25 $((H + Q))-$((NCPU - 1)) $((NCPU - H - Q))")
+        note "cores: GPU stages 0-$((H - 1)), CPU references $H-$((NCPU - 1)) (of $NCPU)"
+    else
+        REF_SPLIT=("a $PRESETS - 1")
+    fi
+    if ((CPU_REF)); then
+        for spec in "${REF_SPLIT[@]}"; do
+            read -r name presets cores threads <<<"$spec"
+            cores_arg=()
+            [ "$cores" = "-" ] || cores_arg=(--cores "$cores")
+            timeout --kill-after=5 "$((BUDGET - RESERVE - SECONDS))" \
+                "$PY" "$BENCH" --check cpu-ref \
+                --presets "$presets" --epochs "$EPOCHS" --crop "$CROP" --image "$HOUSE" \
+                --threads "$threads" "${cores_arg[@]}" --part "$PARTS/cpuref-$name.json" \
+                >"$PARTS/cpuref-$name.log" 2>&1 &
+            REF_PIDS+=($!)
+        done
+    else
+        note "CPU references: not run (--no-cpu-ref)"
+    fi
+
+    FAILED=0
+    stage_timeout() { # a stage's share: what is left once the later stages' nominal s are kept
+        local i later=0
+        for ((i = $1 + 1; i < ${#STAGES[@]}; i++)); do
+            later=$((later + ${NOMINAL[${STAGES[i]}]}))
+        done
+        local t=$((BUDGET - RESERVE - SECONDS - later))
+        echo $((t < 5 ? 5 : t))
+    }
+    run_stage() { # NAME LOGNAME TIMEOUT COMMAND...
+        local name=$1 log=$2 t=$3 rc
+        shift 3
+        echo "== $name: timeout ${t} s, at ${SECONDS} s"
+        set +e
+        timeout --kill-after=10 "$t" "$@" 2>&1 | tee "$PARTS/$log.log"
+        rc=${PIPESTATUS[0]}
+        set -e
+        echo "$rc" >"$PARTS/$log.rc"
+        case $rc in
+            0) ;;
+            124 | 137) echo "== $name: timed out after $t s"; FAILED=1 ;;
+            *) echo "== $name: failed (exit $rc)"; FAILED=1 ;;
+        esac
+    }
+
+    for i in "${!STAGES[@]}"; do
+        stage=${STAGES[i]}
+        t=$(stage_timeout "$i")
+        case $stage in
+            tests) # the modules that mark tests cuda: the others may need what is not there
+                mapfile -t files < <(grep -l -E 'mark\.cuda\b' "$REPO"/tests/test_*.py || true)
+                ((${#files[@]})) || files=("$REPO/tests")
+                run_stage "cuda tests" tests "$t" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
+                    "${files[@]}"
+                ;;
+            cli)
+                run_stage "CLI $CLI_SIZE" cli "$t" "$PY" "$BENCH" --check cli --device "$DEVICE" \
+                    --size "$CLI_SIZE" "${CLI_EXTRA[@]}" "${GPU_CORES[@]}" --work "$WORK/cli" \
+                    --part "$PARTS/cli.json"
+                ;;
+            *)
+                run_stage "$stage" "preset-$stage" "$t" "$PY" "$BENCH" --check preset \
+                    --presets "$stage" --device "$DEVICE" --epochs "$EPOCHS" --crop "$CROP" \
+                    --image "$HOUSE" "${GPU_CORES[@]}" "${EXTRA[@]}" \
+                    --part "$PARTS/preset-$stage.json"
+                ;;
+        esac
     done
-else
-    note "CPU references: not run (--no-cpu-ref)"
-fi
 
-FAILED=0
-stage_timeout() { # the stage's share: what is left once the later stages' nominal times are kept
-    local i later=0
-    for ((i = $1 + 1; i < ${#STAGES[@]}; i++)); do later=$((later + ${NOMINAL[${STAGES[i]}]})); done
-    local t=$((BUDGET - RESERVE - SECONDS - later))
-    echo $((t < 5 ? 5 : t))
-}
-run_stage() { # NAME LOGNAME TIMEOUT COMMAND...
-    local name=$1 log=$2 t=$3 rc
-    shift 3
-    echo "== $name: timeout ${t} s, at ${SECONDS} s"
-    set +e
-    timeout --kill-after=10 "$t" "$@" 2>&1 | tee "$PARTS/$log.log"
-    rc=${PIPESTATUS[0]}
-    set -e
-    echo "$rc" >"$PARTS/$log.rc"
-    case $rc in
-        0) ;;
-        124 | 137) echo "== $name: timed out after $t s"; FAILED=1 ;;
-        *) echo "== $name: failed (exit $rc)"; FAILED=1 ;;
-    esac
+    if ((${#REF_PIDS[@]})); then
+        echo "== CPU references: waiting (at most until $((BUDGET - RESERVE)) s), at ${SECONDS} s"
+        for pid in "${REF_PIDS[@]}"; do wait "$pid" || true; done
+        REF_PIDS=()
+        for f in "$PARTS"/cpuref-*.log; do sed "s/^/[cpu-ref] /" "$f" | tail -n 5; done
+    fi
+
+    # --- 3. the JSON and the table ---
+    echo "== collect, at ${SECONDS} s"
+    timeout 60 "$PY" "$BENCH" --check collect --mode "$MODE" --presets "$PRESETS" \
+        --parts "$PARTS" --out "$OUTDIR" --budget "$BUDGET" --elapsed "$SECONDS"
+    return "$FAILED"
 }
 
-for i in "${!STAGES[@]}"; do
-    stage=${STAGES[i]}
-    t=$(stage_timeout "$i")
-    case $stage in
-        tests) # the modules that mark tests cuda: the others may need what is not there
-            mapfile -t files < <(grep -l -E 'mark\.cuda\b' "$REPO"/tests/test_*.py || true)
-            ((${#files[@]})) || files=("$REPO/tests")
-            run_stage "cuda tests" tests "$t" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
-                "${files[@]}"
-            ;;
-        cli)
-            run_stage "CLI $CLI_SIZE" cli "$t" "$PY" "$BENCH" --check cli --device "$DEVICE" \
-                --size "$CLI_SIZE" "${CLI_EXTRA[@]}" "${GPU_CORES[@]}" --work "$WORK/cli" \
-                --part "$PARTS/cli.json"
-            ;;
-        *)
-            run_stage "$stage" "preset-$stage" "$t" "$PY" "$BENCH" --check preset \
-                --presets "$stage" --device "$DEVICE" --epochs "$EPOCHS" --crop "$CROP" \
-                --image "$HOUSE" "${GPU_CORES[@]}" "${EXTRA[@]}" --part "$PARTS/preset-$stage.json"
-            ;;
-    esac
-done
-
-if ((${#REF_PIDS[@]})); then
-    echo "== CPU references: waiting (at most until $((BUDGET - RESERVE)) s), at ${SECONDS} s"
-    for pid in "${REF_PIDS[@]}"; do wait "$pid" || true; done
-    REF_PIDS=()
-    for f in "$PARTS"/cpuref-*.log; do sed "s/^/[cpu-ref] /" "$f" | tail -n 5; done
-fi
-
-# --- 3. the JSON and the table --------------------------------------------------------------
-echo "== collect, at ${SECONDS} s"
-timeout 60 "$PY" "$BENCH" --check collect --mode "$MODE" --presets "$PRESETS" \
-    --parts "$PARTS" --out "$OUTDIR" --budget "$BUDGET" --elapsed "$SECONDS"
-exit "$FAILED"
+run_check 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
