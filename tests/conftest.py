@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from evodenoise import restore
-from evodenoise.config import Config, get_preset
+from evodenoise.config import Config
+from evodenoise.presets import get_preset
 
 
 @pytest.fixture(autouse=True, scope="session")

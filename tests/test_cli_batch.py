@@ -14,8 +14,8 @@ import pytest
 from test_cli import FAST, assert_one_line_error, gray, json_lines, run
 
 from evodenoise import restore
-from evodenoise.config import get_preset, preset_name, resolve_config
 from evodenoise.options import UsageError, parse_shard, parse_size
+from evodenoise.presets import get_preset, preset_name, resolve_config
 from evodenoise.report import Reporter, progress_fraction
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")

@@ -11,11 +11,11 @@ from skimage.metrics import peak_signal_noise_ratio
 from evodenoise import denoise, get_preset, inpaint
 from evodenoise.color import OPPONENT
 from evodenoise.estimate import Dictionary, estimate_image
-from evodenoise.evolution import duplicate_mask, init_states, pack, unpack
 from evodenoise.memory import MemoryBudgetError, check_fits, keep_freed_memory
 from evodenoise.model import Model
 from evodenoise.patches import count_patches, extract_patches, fold_rows, gather_patches
 from evodenoise.plan import MIN_RAISED_POOL, training_epochs
+from evodenoise.states import duplicate_mask, init_states, pack, unpack
 from evodenoise.train import Fit, fit
 
 SIGMA = 25 / 255

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from evodenoise.config import MUTATIONS, SELECTIONS, get_preset
+from evodenoise.config import MUTATIONS, SELECTIONS
 from evodenoise.evolution import (
     _bitflip,
     _flips,
@@ -18,17 +18,12 @@ from evodenoise.evolution import (
     _recombine,
     _select_parents,
     distinct_bits,
-    duplicate_mask,
     evolve,
-    flip_bits,
-    get_bits,
-    init_states,
-    n_words,
-    pack,
     preactivations,
-    unpack,
 )
 from evodenoise.model import Model
+from evodenoise.presets import get_preset
+from evodenoise.states import duplicate_mask, init_states, n_words, pack, unpack
 
 
 def gen(seed: int) -> torch.Generator:
@@ -62,27 +57,6 @@ def test_pack_unpack_round_trip(h):
 
 def test_n_words():
     assert [n_words(h) for h in (1, 63, 64, 65, 128, 129, 512)] == [1, 1, 1, 2, 2, 3, 8]
-
-
-@pytest.mark.parametrize("h", [5, 64, 70, 130])
-def test_flip_bits_and_get_bits(h):
-    s = (torch.rand(4, 6, h, generator=gen(h)) < 0.5).long()
-    p = pack(s)
-    # every interesting bit: word boundaries and the sign bit of each word
-    cand = sorted({0, 1, h - 1, *(b for b in (62, 63, 64, 65, 127, 128, 129) if b < h)})
-    for bit in cand:
-        bits = torch.full((4, 6), bit)
-        assert torch.equal(get_bits(p, bits), s[..., bit])
-        flipped = s.clone()
-        flipped[..., bit] ^= 1
-        assert torch.equal(flip_bits(p, bits), pack(flipped))
-    # a different bit per state
-    bits = torch.randint(0, h, (4, 6), generator=gen(0))
-    flipped = s.clone()
-    flipped.scatter_(-1, bits[..., None], 1 - torch.gather(s, -1, bits[..., None]))
-    assert torch.equal(flip_bits(p, bits), pack(flipped))
-    assert torch.equal(get_bits(p, bits), torch.gather(s, -1, bits[..., None])[..., 0])
-    assert torch.equal(p, pack(s))  # flip_bits does not modify its input
 
 
 # --- de-duplication -------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import evodenoise.train as train_module
 from evodenoise.config import MUTATIONS, SELECTIONS
-from evodenoise.evolution import draw_noise, evolve_drawn, init_states, unpack
+from evodenoise.evolution import draw_noise, evolve_drawn
 from evodenoise.model import Model
-from evodenoise.train import fit, mstep_grads
+from evodenoise.mstep import decoder_grads
+from evodenoise.states import init_states, unpack
+from evodenoise.train import fit
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -151,7 +153,7 @@ def test_paper_step_dispatches_at_most_150_operators(monkeypatch):
     """The paper's House settings (4 generations of 10 x 9 children): every dispatched operator
     call per Adam step, views included, at most 150 (issue 10's target; 691 at first, 249 with
     144 launching before the E-step was reshaped), and the launching calls among them."""
-    from evodenoise.config import get_preset
+    from evodenoise.presets import get_preset
 
     cfg = get_preset("paper-house-25").replace(min_visits=0, compile="off")
     y = small_patches(h=24, w=24, p=8)  # 289 patches
@@ -183,7 +185,7 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
         obs[:, 0] = 1
     states = init_states(b, s_, h, gen(6), "cpu")
     w = torch.tensor([1, 1, 0, 1, 1, 0], dtype=torch.float64)  # padding rows weigh 0
-    got = mstep_grads(model, y, obs, states, w, model.constants(), cfg)
+    got = decoder_grads(model, y, obs, states, w, model.constants(), cfg)
     bits = unpack(states[:, :5], h, torch.float64)
     lse = torch.logsumexp(model.log_joint(y, bits, obs), 1)
     loss = -(w * lse).sum() / w.sum()
@@ -194,7 +196,7 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
 
 
 def test_compile_auto():
-    from evodenoise.config import get_preset
+    from evodenoise.presets import get_preset
     from evodenoise.train import use_compile
 
     fast, paper = get_preset("fast"), get_preset("paper-house-25")
@@ -262,8 +264,8 @@ def test_compiled_estep_and_mstep_equal_eager(selection, mutation, masked):
         torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
         w = torch.ones(32)
-        g_want = mstep_grads(model, y, obs, want[0], w, consts, cfg)
-        mst = torch.compile(mstep_grads, fullgraph=True, dynamic=False)
+        g_want = decoder_grads(model, y, obs, want[0], w, consts, cfg)
+        mst = torch.compile(decoder_grads, fullgraph=True, dynamic=False)
         g_got = mst(model, y, obs, want[0], w, consts, cfg)
         for a, b in zip(g_got, g_want):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -13,8 +13,8 @@ import torch
 
 from evodenoise import denoise, get_preset
 from evodenoise.estimate import Dictionary
-from evodenoise.evolution import init_states
 from evodenoise.model import Model
+from evodenoise.states import init_states
 from evodenoise.train import Fit
 
 # Luminance trains on every patch, chroma on a quarter of them; a dictionary of 64 states.
@@ -99,7 +99,7 @@ def test_poor_fit_threshold_is_the_pools_residual_quantile():
     dic = Dictionary(Fit(model, states, RARE), 64)
     dic.set_poor_fit(Fit(model, states, RARE), y, None, 0.9)
     with torch.no_grad():
-        from evodenoise.evolution import unpack
+        from evodenoise.states import unpack
 
         res = (model.decoder(unpack(states[:, 0], 12)) - y).square().mean(1)
     assert torch.isclose(dic.poor, torch.quantile(res, 0.9))

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from evodenoise.config import get_preset
 from evodenoise.estimate import estimate_patches
-from evodenoise.evolution import EStepOut, evolve, init_states, pack, unpack
+from evodenoise.evolution import evolve
 from evodenoise.model import PI_MIN, Model
+from evodenoise.mstep import PosteriorStats, add_estep_sums, learning_rate
 from evodenoise.patches import extract_patches
-from evodenoise.train import PosteriorStats, fit, learning_rate
+from evodenoise.presets import get_preset
+from evodenoise.states import init_states, pack, unpack
+from evodenoise.train import fit
 
 
 def gen(seed: int) -> torch.Generator:
@@ -124,6 +126,19 @@ def exact_estep(m, y, obs):
     return evolve(m, y, obs, k, cfg, gen(0))
 
 
+def epoch_stats(m, out, obs, pieces) -> PosteriorStats:
+    """The closed-form M-step's statistics as training gathers them: log-joints less their
+    per-point constant, summed E-batch by E-batch (``pieces``), then turned into the epoch's."""
+    consts = m.constants()
+    d_n = torch.full((out.states.shape[0],), float(D4)) if obs is None else obs.sum(1)
+    lj = out.log_joint + consts.half_log * d_n[:, None]  # the E-step's form
+    acc = torch.zeros(1, H3 + 2)
+    for sl in pieces:
+        w = torch.ones(lj[sl].shape[0], 1)
+        add_estep_sums(acc, lj[sl], unpack(out.states[sl], H3), w)
+    return PosteriorStats(acc, consts, out.states.shape[0], d_n.sum())
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
 def test_closed_form_pi_and_sigma2_match_brute_force(masked):
     m = tiny()
@@ -136,11 +151,8 @@ def test_closed_form_pi_and_sigma2_match_brute_force(masked):
             dtype=torch.float32,
         )
     out = exact_estep(m, y, obs)
-    stats = PosteriorStats(H3, "cpu")
-    # add in two pieces, as the training loop does batch by batch
-    for sl in (slice(0, 4), slice(4, n)):
-        part = EStepOut(out.states[sl], out.log_joint[sl], out.sqerr[sl])
-        stats.add(part, unpack(part.states, H3), None if obs is None else obs[sl], D4)
+    # added in two pieces, as the training loop does E-batch by E-batch
+    stats = epoch_stats(m, out, obs, (slice(0, 4), slice(4, n)))
     es, err, dsum, fsum = brute_force(m, y, obs)
     want_pi = [sum(e[h] for e in es) / n for h in range(H3)]
     np.testing.assert_allclose(stats.pi().numpy(), want_pi, rtol=1e-5, atol=1e-6)
@@ -161,8 +173,7 @@ def test_closed_form_sigma2_maximises_the_bound_with_q_fixed(masked):
     if obs is not None:
         obs[:, 0] = 1
     out = exact_estep(m, y, obs)
-    stats = PosteriorStats(H3, "cpu")
-    stats.add(out, unpack(out.states, H3), obs, D4)
+    stats = epoch_stats(m, out, obs, (slice(None),))
     q = out.q.double()
     sq = out.sqerr.double()
     d_n = torch.full((n,), float(D4), dtype=torch.float64) if obs is None else obs.sum(1).double()

@@ -4,7 +4,8 @@
 engine is first used, so ``evodenoise --help`` stays fast.
 """
 
-from .config import PRESETS, Config, get_preset
+from .config import Config
+from .presets import PRESETS, get_preset
 
 __version__ = "0.2.0"
 __all__ = ["Config", "PRESETS", "Result", "denoise", "get_preset", "inpaint", "__version__"]

@@ -17,13 +17,25 @@ import copy
 import inspect
 import signal
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import __version__
-from .config import DEFAULT_PRESETS, PRESET_NOTES
+from .cli_options import (
+    DataRange,
+    Force,
+    JsonOut,
+    Quiet,
+    Seed,
+    Text,
+    in_io,
+    in_noise,
+    preset_help,
+    restore_options,
+)
 from .options import Options, UsageError
+from .presets import DEFAULT_PRESETS
 
 _EXAMPLES = """\
 [bold]Examples[/bold]
@@ -95,208 +107,9 @@ def _stderr(line: str) -> None:
         pass
 
 
-# ============================================================================================
-# options, each declared once: `denoise` and `inpaint` share one signature
-
-
-def _panel(title: str):
-    """``typer.Option`` in the help panel ``title``."""
-    return lambda *decls, **kw: typer.Option(*decls, rich_help_panel=title, **kw)
-
-
-_IO, _NOISE, _MODEL, _REPORT = map(
-    _panel, ("Inputs and outputs", "Noise and masks", "Model", "Reporting")
-)
-_Text = Optional[str]  # noqa: UP045 (a runtime value Typer reads)
-
-# options of every command
-Force = Annotated[
-    bool, _IO("--force", "-f", help="Overwrite existing outputs (inputs are never overwritten).")
-]
-DataRange = Annotated[
-    float | None,
-    _NOISE(
-        "--data-range",
-        metavar="R",
-        help="Value of white in float inputs (.npy, float TIFF), and so the unit of --sigma "
-        "for them. \\[default: 255]; integer images use their bit depth.",
-    ),
-]
-Seed = Annotated[
-    int, _MODEL("--seed", help="Random seed, 0 to 2**63-1 (results are reproducible).")
-]
-JsonOut = Annotated[
-    bool,
-    _REPORT(
-        "--json",
-        help="Print one JSON object per input on stdout (JSON Lines), failures "
-        "included; human output stays on stderr.",
-    ),
-]
-Quiet = Annotated[bool, _REPORT("--quiet", "-q", help="Only print errors.")]
-
-
-def _preset_help(default: str) -> str:
-    return (
-        "Hyperparameter preset. "
-        + "; ".join(f"[bold]{name}[/bold]: {PRESET_NOTES[name]}" for name in PRESET_NOTES)
-        + f". Times grow with the number of pixels. \\[default: {default}]"
-    )
-
-
-def _restore_options(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="INPUT",
-            show_default=False,
-            help="Image files or folders ([bold]-[/bold] reads one image from stdin). Folders give "
-            "their image files sorted by name; earlier outputs (*_denoised.*, *_inpainted.*) "
-            "and *_mask.* files in them are left out.",
-        ),
-    ],
-    mask: Annotated[_Text, _NOISE("--mask", "-m", metavar="FILE")] = None,
-    mask_dir: Annotated[
-        _Text,
-        _NOISE(
-            "--mask-dir",
-            metavar="DIR",
-            help="Masks paired with the inputs by file stem (STEM.* or STEM_mask.*).",
-        ),
-    ] = None,
-    invert_mask: Annotated[
-        bool, _NOISE("--invert-mask", help="Mask polarity reversed: black/zero = missing.")
-    ] = False,
-    output: Annotated[
-        _Text,
-        _IO(
-            "--output",
-            "-o",
-            metavar="FILE",
-            help="Output file for a single input: .png (8 or 16 bit like the input), .tif (the "
-            "input's bit depth) or .npy (float, input scale). [bold]-[/bold] writes PNG to "
-            "stdout. Parent folders are created.",
-        ),
-    ] = None,
-    output_dir: Annotated[
-        _Text,
-        _IO(
-            "--output-dir",
-            "-O",
-            metavar="DIR",
-            help="Write outputs here (created when missing; subfolders mirrored with --recursive) "
-            "instead of beside each input.",
-        ),
-    ] = None,
-    suffix: Annotated[_Text, _IO("--suffix")] = None,
-    fmt: Annotated[
-        str, _IO("--format", metavar="png|tif|npy", help="Format of default output names.")
-    ] = "png",
-    force: Force = False,
-    skip_existing: Annotated[
-        bool, _IO("--skip-existing", help="Skip inputs whose output exists (resume a batch).")
-    ] = False,
-    recursive: Annotated[
-        bool, _IO("--recursive", "-r", help="Also take images from subfolders of folder inputs.")
-    ] = False,
-    shard: Annotated[
-        _Text,
-        _IO(
-            "--shard",
-            metavar="K/N",
-            help="Process only inputs K, K+N, K+2N ... of the sorted input list (0 <= K < N): N "
-            "processes or job-array tasks with K = 0 ... N-1 split a batch with no overlap "
-            "and no gap.",
-        ),
-    ] = None,
-    sigma: Annotated[_Text, _NOISE("--sigma", "-s", metavar="S|auto")] = None,
-    data_range: DataRange = None,
-    reference: Annotated[
-        _Text,
-        _REPORT(
-            "--reference",
-            metavar="CLEAN",
-            help="Clean image: report PSNR (dB, peak = the data range, e.g. 255) and SSIM.",
-        ),
-    ] = None,
-    reference_dir: Annotated[
-        _Text,
-        _REPORT(
-            "--reference-dir",
-            metavar="DIR",
-            help="Clean images paired with the inputs by file stem, for PSNR/SSIM in batches.",
-        ),
-    ] = None,
-    preset: Annotated[_Text, _MODEL("--preset", "-p", metavar="NAME", show_default=False)] = None,
-    epochs: Annotated[
-        int | None,
-        _MODEL("--epochs", "-e", metavar="N", help="Override the preset's number of epochs."),
-    ] = None,
-    sets: Annotated[
-        list[str] | None,
-        _MODEL(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override any config field (repeatable), e.g. --set n_states=32 --set "
-            "hidden=128,128 --set chunk_size=1024.",
-        ),
-    ] = None,
-    seed: Seed = 0,
-    device: Annotated[
-        str,
-        _MODEL(
-            "--device",
-            "-d",
-            metavar="auto|cpu|cuda|cuda:N",
-            help="Compute device; auto = CUDA when available, else CPU.",
-        ),
-    ] = "auto",
-    max_memory: Annotated[
-        _Text,
-        _MODEL(
-            "--max-memory",
-            metavar="SIZE",
-            help="Memory the run may use: bytes or K/M/G/T (powers of 1024), e.g. 4G, 512M, "
-            "1.5GB. \\[default: automatic, from free RAM or GPU memory]",
-        ),
-    ] = None,
-    json: JsonOut = False,
-    quiet: Quiet = False,
-    verbose: Annotated[
-        bool, _REPORT("--verbose", "-v", help="Print details: image info, device, full config.")
-    ] = False,
-    fail_fast: Annotated[
-        bool,
-        _REPORT(
-            "--fail-fast",
-            help="Stop at the first failed input (default: go on, exit 1 at the end).",
-        ),
-    ] = False,
-    save_fields: Annotated[
-        _Text,
-        _REPORT(
-            "--save-fields",
-            metavar="FILE.png",
-            help="Write the learned generative fields (decoder output per single active latent) "
-            "as a tiled image. With several inputs use {stem} in the name.",
-        ),
-    ] = None,
-    save_log: Annotated[
-        _Text,
-        _REPORT(
-            "--save-log",
-            metavar="FILE.json",
-            help="Write the per-epoch free energy, σ (input units), mean active latents and "
-            "learning rate. With several inputs use {stem} in the name.",
-        ),
-    ] = None,
-) -> None:
-    """The signature of `denoise` and `inpaint` (see :func:`_restore_command`)."""
-
-
 def _restore_command(command: str, doc: str, helps: dict[str, str]) -> None:
     """Declare `command` with the shared options; ``helps`` sets the help texts that differ."""
-    signature = inspect.signature(_restore_options, eval_str=True)
+    signature = inspect.signature(restore_options, eval_str=True)
     params = []
     for p in signature.parameters.values():
         if p.name in helps:
@@ -333,7 +146,7 @@ _restore_command(
         "for 16-bit, --data-range for float. Must be > 0. Leave out (or [bold]auto[/bold]) "
         "to learn it; the estimate is reported.",
         "suffix": _SUFFIX_HELP.format("_denoised"),
-        "preset": _preset_help(DEFAULT_PRESETS["denoise"]),
+        "preset": preset_help(DEFAULT_PRESETS["denoise"]),
     },
 )
 
@@ -353,7 +166,7 @@ _restore_command(
         "then every value is restored, not only the missing ones. Leave out for clean "
         "observed values (σ is learned).",
         "suffix": _SUFFIX_HELP.format("_inpainted"),
-        "preset": _preset_help(DEFAULT_PRESETS["inpaint"]),
+        "preset": preset_help(DEFAULT_PRESETS["inpaint"]),
     },
 )
 
@@ -373,7 +186,7 @@ def corrupt(
     clean: Annotated[str, typer.Argument(metavar="CLEAN", help="Clean image to corrupt.")],
     output: Annotated[
         str,
-        _IO(
+        in_io(
             "--output",
             "-o",
             metavar="OUT",
@@ -383,7 +196,7 @@ def corrupt(
     ],
     sigma: Annotated[
         float | None,
-        _NOISE(
+        in_noise(
             "--sigma",
             "-s",
             metavar="S",
@@ -392,7 +205,7 @@ def corrupt(
     ] = None,
     missing: Annotated[
         float | None,
-        _NOISE(
+        in_noise(
             "--missing",
             metavar="P",
             help="Drop each value independently with probability P (0 < P < 1); dropped values "
@@ -400,14 +213,14 @@ def corrupt(
         ),
     ] = None,
     mask_out: Annotated[
-        _Text,
-        _IO(
+        Text,
+        in_io(
             "--mask-out", metavar="FILE", help="Where to write the mask. \\[default: OUT_mask.png]"
         ),
     ] = None,
     per_pixel: Annotated[
         bool,
-        _NOISE(
+        in_noise(
             "--per-pixel",
             help="Drop whole pixels (all channels together) instead of single values.",
         ),

@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 
 from .config import Config
-from .evolution import evolve, preactivations, unpack
+from .evolution import evolve, preactivations
 from .model import Model
 from .patches import band_patches, chunks, fold_rows, gather_patches, patch_weights
+from .states import unpack
 from .train import Fit
 
 

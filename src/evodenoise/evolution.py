@@ -1,8 +1,7 @@
 """The evolutionary E-step: improve each data point's set K_n of S distinct binary states.
 
 Everything is batched over data points (no Python loop over points or states). States are
-stored packed, 64 latents per int64 word, so K for all patches is (N, S, W) with
-W = ceil(H / 64), and duplicates are found by sorting packed words, not by Python sets.
+stored packed (``states.py``), and duplicates are found by sorting packed words.
 
 One E-step on a batch of points (DESIGN.md §1):
 1. re-score K_n under the current parameters;
@@ -26,133 +25,9 @@ import torch
 
 from .config import Config
 from .model import Model, as_rows
+from .states import WORD, cached_const, const_arange, duplicate_mask, pack, row_ids, unpack
 
-WORD = 64
 FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
-
-
-def n_words(n_latents: int) -> int:
-    return -(-n_latents // WORD)
-
-
-_CONSTS: dict = {}
-
-
-def _arange(n: int, device, dtype=torch.int64) -> torch.Tensor:
-    """arange(n), made once per (n, device, dtype) in eager mode: no small tensor per call."""
-    if torch.compiler.is_compiling():
-        return torch.arange(n, device=device, dtype=dtype)
-    key = (n, str(device), dtype)
-    if key not in _CONSTS:
-        _CONSTS[key] = torch.arange(n, device=device, dtype=dtype)
-    return _CONSTS[key]
-
-
-def pack(s: torch.Tensor) -> torch.Tensor:
-    """Binary states (..., H) (any dtype, values 0/1) -> packed (..., W) int64.
-
-    Built byte by byte (uint8 shifts) and reinterpreted as int64 words; the byte order is
-    the machine's, which only matters for :func:`unpack`, its exact inverse.
-    """
-    h = s.shape[-1]
-    w = n_words(h)
-    bits = s.to(torch.uint8)
-    if w * WORD != h:
-        bits = torch.nn.functional.pad(bits, (0, w * WORD - h))
-    bits = bits.reshape(*s.shape[:-1], w * 8, 8) << _arange(8, s.device, torch.uint8)
-    return bits.sum(-1, dtype=torch.uint8).view(torch.int64)
-
-
-def _cached(key, make):
-    """A constant tensor made once per key in eager mode (no small tensor per call)."""
-    if torch.compiler.is_compiling():
-        return make()
-    if key not in _CONSTS:
-        _CONSTS[key] = make()
-    return _CONSTS[key]
-
-
-def _rows(b: int, device) -> torch.Tensor:
-    """arange(b) as a column (b, 1): the first index of a per-row gather x[_rows(b), idx]."""
-    return _cached(("rows", b, str(device)), lambda: torch.arange(b, device=device)[:, None])
-
-
-def unpack(packed: torch.Tensor, n_latents: int, dtype=torch.float32) -> torch.Tensor:
-    """Packed (..., W) int64 -> states (..., H) of ``dtype``: one word against its H one-bit
-    masks, more words by shifts of each byte."""
-    if packed.shape[-1] == 1:
-        masks = _cached(
-            ("masks", n_latents, str(packed.device)),
-            lambda: 1 << torch.arange(n_latents, device=packed.device),
-        )
-        return ((packed & masks) != 0).to(dtype)
-    by = packed.contiguous().view(torch.uint8)  # (..., W·8)
-    bits = (by.unsqueeze(-1) >> _arange(8, packed.device, torch.uint8)) & 1  # (..., W·8, 8)
-    return bits.flatten(-2)[..., :n_latents].to(dtype)
-
-
-def flip_bits(packed: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Packed states (..., W) with one bit each flipped: bits (...) -> (..., W)."""
-    one = torch.ones((), dtype=torch.int64, device=packed.device)
-    word = bits // WORD
-    mask = one << (bits % WORD)
-    out = packed.clone()
-    out.scatter_(-1, word[..., None], torch.gather(packed, -1, word[..., None]) ^ mask[..., None])
-    return out
-
-
-def get_bits(packed: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Values (0/1, int64) of bit ``bits`` (...) of packed states (..., W)."""
-    word = torch.gather(packed, -1, (bits // WORD)[..., None])[..., 0]
-    return (word >> (bits % WORD)) & 1
-
-
-def duplicate_mask(packed: torch.Tensor) -> torch.Tensor:
-    """(B, M, W) packed states -> (B, M) bool, True for every repeat of an earlier-sorted state.
-
-    Exactly one copy of each distinct state per row is left unmarked.
-    """
-    b, m, w = packed.shape
-    if w == 1:
-        key, order = torch.sort(packed[..., 0], dim=1, stable=True)
-        same_as_prev = key == key.roll(1, 1)  # (B, M); column 0 compares with the last
-    else:  # lexicographic sort over the words: stable sorts from the last word to the first
-        order = _arange(m, packed.device).expand(b, m)
-        for k in reversed(range(w)):
-            _, idx = torch.sort(torch.gather(packed[..., k], 1, order), dim=1, stable=True)
-            order = torch.gather(order, 1, idx)
-        key = torch.gather(packed, 1, order[..., None].expand(b, m, w))
-        same_as_prev = (key == key.roll(1, 1)).all(-1)
-    # the first of a run is no repeat (column 0 of a sorted row: its own run's first)
-    later = _cached(("later", m, str(packed.device)), lambda: _arange(m, packed.device) > 0)
-    dup_sorted = same_as_prev & later
-    return dup_sorted.scatter(1, order, dup_sorted)  # back to the original order
-
-
-def init_states(
-    n: int, n_states: int, n_latents: int, gen: torch.Generator, device, chunk: int = 4096
-) -> torch.Tensor:
-    """S distinct random sparse states for each of n points: packed (n, S, W).
-
-    Each state starts with up to two active latents at random positions (one when they
-    coincide); repeats within a row are redrawn as dense random states (bit probability
-    doubling up to 1/2) until no row has any. Points are drawn in chunks, so memory beyond the
-    result stays O(chunk·S·H).
-    """
-    out = torch.empty(n, n_states, n_words(n_latents), dtype=torch.int64, device=device)
-    for c in range(0, n, chunk):
-        m = min(chunk, n - c)
-        pos = torch.randint(0, n_latents, (m, n_states, 2), generator=gen, device=device)
-        s = torch.zeros(m, n_states, n_latents, dtype=torch.uint8, device=device)
-        s.scatter_(2, pos, 1)
-        part = pack(s)
-        p = 2.0 / n_latents
-        while (dup := duplicate_mask(part)).any():
-            p = min(0.5, 2 * p)
-            k = int(dup.sum())
-            part[dup] = pack(torch.rand(k, n_latents, generator=gen, device=device) < p)
-        out[c : c + m] = part
-    return out
 
 
 @dataclass
@@ -188,7 +63,7 @@ class _Population:
 
     def take(self, idx: torch.Tensor) -> _Population:
         """The members idx (B, K) (states and a; lj is left empty)."""
-        b = _rows(idx.shape[0], idx.device)
+        b = row_ids(idx.shape[0], idx.device)
         return _Population(self.states[b, idx], self.a[b, idx], None)
 
 
@@ -227,7 +102,7 @@ def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, u, device=None
     u = _uniform(u, (*shape, n_latents), device)
     if u.device.type != "cpu" or not FLOYD_ON_CPU:
         return torch.topk(u, k, dim=-1, sorted=False).indices
-    top = _arange(k, u.device) + (n_latents - k)  # j = H−k … H−1
+    top = const_arange(k, u.device) + (n_latents - k)  # j = H−k … H−1
     draws = torch.minimum((u[..., :k] * (top + 1)).long(), top)  # t uniform in [0, j]
     taken = [draws[..., 0]]
     for i in range(1, k):
@@ -241,7 +116,7 @@ def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
     """Latent indices (...) -> packed one-bit states (..., W) int64."""
     if w == 1:
         return (1 << bits).unsqueeze(-1)
-    word = _arange(w, bits.device)
+    word = const_arange(w, bits.device)
     return torch.where((bits >> 6).unsqueeze(-1) == word, (1 << (bits & 63)).unsqueeze(-1), 0)
 
 
@@ -254,11 +129,11 @@ def _flips(wt: torch.Tensor, bits: torch.Tensor, w: int):
     g, b, p, c = bits.shape
     bits = bits.view(g, b, p * c)
     h = wt.shape[0]
-    sign = _cached(
+    sign = cached_const(
         ("sign", h, w, str(wt.device), wt.dtype),
-        lambda: torch.where((_arange(h, wt.device) == WORD - 1) & (w == 1), 1.0, -1.0).to(wt.dtype)[
-            :, None
-        ],
+        lambda: torch.where((const_arange(h, wt.device) == WORD - 1) & (w == 1), 1.0, -1.0).to(
+            wt.dtype
+        )[:, None],
     )
     rows = torch.nn.functional.embedding(bits, wt * sign)  # (wt · sign)[bits], a fast gather
     return _bit_masks(bits, w).unbind(0), rows.unbind(0)
@@ -275,14 +150,14 @@ def _bitflip(
     flipping the bit of its mask (B, P·C, W), built packed: a child's extended pre-activation
     (log-prior included) is its parent's plus or minus its row of :func:`_flips`, so no child is
     ever unpacked. Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
-    b = _rows(idx.shape[0], idx.device)
+    b = row_ids(idx.shape[0], idx.device)
     par = pop.states[b, idx]
     children = par ^ masks
     if masks.shape[-1] == 1:  # one word: the child is smaller (signed: see _flips)
         was_set = children < par
     else:
         was_set = (par & masks).any(-1, keepdim=True)  # (B, P·C, 1)
-    plus, minus = _cached(
+    plus, minus = cached_const(
         ("pm", str(rows.device), rows.dtype),
         lambda: (
             torch.ones((), device=rows.device, dtype=rows.dtype),
@@ -308,12 +183,12 @@ def _recombine(
         # random bit of the child is flipped.
         r = _uniform(u, (b, 3, p, c), dev).reshape(b, 3, p, c)
         off = 1 + (r[:, 0] * (p - 1)).long().clamp(max=p - 2)  # uniform in [1, P)
-        partner = (_arange(p, dev)[None, :, None] + off) % p
+        partner = (const_arange(p, dev)[None, :, None] + off) % p
         mates = torch.gather(
             par_bits[:, None].expand(b, p, p, h), 2, partner[..., None].expand(b, p, c, h)
         )  # (B, P, C, H)
         cut = 1 + (r[:, 1, ..., None] * (max(h, 2) - 1)).long()  # uniform in [1, H)
-        head = _arange(h, dev) < cut
+        head = const_arange(h, dev) < cut
         children = torch.where(head, par_bits[:, :, None, :], mates)
         flip = (r[:, 2, ..., None] * h).long().clamp(max=h - 1)
         children.scatter_(3, flip, 1 - torch.gather(children, 3, flip))
@@ -337,7 +212,7 @@ def extended_first(model: Model, consts) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoder's first layer extended by the log-prior: wt (H, width_1 + 1) and bias
     (width_1 + 1,), so that a state's a = s @ wt + bias is its first-layer pre-activation and,
     last, log p(s) (``consts``: :meth:`Model.constants`)."""
-    logit, base = consts[0], consts[1]
+    logit, base = consts.logit, consts.base
     cols, b1 = model.decoder.first_columns()
     return torch.cat([cols, logit], 1), torch.cat([b1, base])
 
@@ -360,7 +235,7 @@ def _prepare(model: Model, y: torch.Tensor, obs: torch.Tensor | None, consts):
     """
     wt, bias = extended_first(model, consts)
     ob = None if obs is None else as_rows(obs)
-    residual = model.decoder.scaled_residual_fn(y, consts[4])  # a -> (μ − y) / √(2σ²)
+    residual = model.decoder.scaled_residual_fn(y, consts.inv_sqrt)  # a -> (μ − y) / √(2σ²)
 
     def score(a):
         diff = residual(a)
@@ -435,7 +310,7 @@ def evolve_drawn(
     new, lj, norm, *kept = evolve_core(
         model, y, obs, states, noise, consts, cfg, norms=True, a=a, keep=keep
     )
-    half_log, inv2s2 = consts[2], consts[3]
+    half_log, inv2s2 = consts.half_log, consts.inv2s2
     d = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
     return new, lj - half_log * d, norm.square() / inv2s2, *kept
 
@@ -474,7 +349,7 @@ def evolve_core(
         u_mut = noise[..., n_sel:] if n_sel else noise
         bits = distinct_bits((g_all, b, p), cfg.n_latents, c, u_mut)
         flips = zip(*_flips(wt, bits, states.shape[-1]))
-        rep = _cached(
+        rep = cached_const(
             ("rep", p, c, str(y.device)), lambda: torch.arange(p * c, device=y.device) // c
         )
     for u in noise.unbind(0) if g_all else ():
@@ -501,7 +376,7 @@ def evolve_core(
     if g_all:
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
     best_lj, best = torch.topk(all_lj, cfg.n_states, dim=1)  # sorted, best first
-    rows = _rows(b, y.device)
+    rows = row_ids(b, y.device)
     new = all_states[rows, best]
     out = new, best_lj, torch.gather(torch.cat(cand_norm, 1), 1, best) if norms else None
     return (*out, all_a[rows, best]) if keep else out

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from .config import Config
-from .evolution import n_words
+from .states import n_words
 
 RUNTIME_BYTES = 400 * 2**20  # the torch runtime itself (CPU resident set), counted on the CPU
 FLOAT = 4

@@ -10,6 +10,7 @@ where ‖·‖_obs and D_n count observed values only.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -168,6 +169,16 @@ class Decoder(nn.Module):
         return torch.addmm(q.sum(1, keepdim=True) * out.bias, h, out.weight.T)
 
 
+class Constants(NamedTuple):
+    """The terms of log p(y, s) that change only with π and σ² (once per epoch)."""
+
+    logit: torch.Tensor  # (H, 1) logit π: log p(s) = s · logit π + base
+    base: torch.Tensor  # (1,) Σ_h log(1 − π_h)
+    half_log: torch.Tensor  # () ½ log(2πσ²), the likelihood's constant per observed value
+    inv2s2: torch.Tensor  # () 1 / (2σ²)
+    inv_sqrt: torch.Tensor  # () 1 / √(2σ²), the E-step's residual scale
+
+
 class Model(nn.Module):
     """Decoder plus the closed-form parameters π (per latent) and σ² (scalar)."""
 
@@ -191,12 +202,11 @@ class Model(nn.Module):
         pi = self.pi.clamp(PI_MIN, 1 - PI_MIN)
         return torch.log(pi) - torch.log1p(-pi), torch.log1p(-pi).sum()
 
-    def constants(self) -> tuple[torch.Tensor, ...]:
-        """What stays fixed while π and σ² do (once per epoch): logit π as a column (H, 1),
-        Σ_h log(1 − π_h) (1,), ½ log(2πσ²), 1 / (2σ²) and its square root."""
+    def constants(self) -> Constants:
+        """What stays fixed while π and σ² do (once per epoch)."""
         logit, base = self.prior_terms()
         inv2s2 = 0.5 / self.sigma2
-        return (
+        return Constants(
             logit.unsqueeze(1),
             base.reshape(1),
             0.5 * torch.log(2 * math.pi * self.sigma2),

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Config, preset_name, resolve_config
+from .config import Config
+from .presets import preset_name, resolve_config
 
 __all__ = [
     "InputError",

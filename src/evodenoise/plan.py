@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import DEFAULT_PRESETS, Config, get_preset
+from .config import Config
 from .memory import available_memory, check_fits
 from .patches import count_patches
+from .presets import DEFAULT_PRESETS, get_preset
 
 MIN_RAISED_POOL = 8192  # fewer patches: no epoch raise (see training_epochs)
 BAND_PATCHES = 65536  # patches per band of the estimate when Config.band_rows is 0

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from .color import fields_from_opponent, from_opponent, to_opponent, use_opponent
-from .config import DEFAULT_PRESETS, Config, get_preset
+from .config import Config
 from .estimate import estimate_image
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
+from .presets import DEFAULT_PRESETS, get_preset
 from .train import fit
 
 SCALE = 255.0  # the library's inside: 0–255 values, on which the paper's rates and floor are set

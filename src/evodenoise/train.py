@@ -1,9 +1,10 @@
-"""Training by evolutionary truncated-posterior EM.
+"""Training by evolutionary truncated-posterior EM: the epoch loop.
 
-Per epoch: shuffle the patches; for each E-step batch evolve its states (E-step), then for each
-mini-batch in it one Adam step on the decoder maximising Σ_n logsumexp_{s∈K_n} log p(y_n, s)
-(the truncated free energy, K fixed). π and σ² are updated in closed form at the end of the
-epoch from the posterior statistics gathered by that epoch's E-steps.
+Per epoch: shuffle the patches; for each E-step batch evolve its states (E-step,
+``evolution.py``), then for each mini-batch in it one Adam step on the decoder maximising
+Σ_n logsumexp_{s∈K_n} log p(y_n, s) (the truncated free energy, K fixed; ``mstep.py``). π and
+σ² are updated in closed form at the end of the epoch from the posterior statistics gathered
+by that epoch's E-steps (``mstep.PosteriorStats``).
 """
 
 from __future__ import annotations
@@ -17,84 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import Config
-from .evolution import draw_noise, evolve_core, init_states, unpack
-from .model import PI_MIN, Model, as_rows
+from .evolution import draw_noise, evolve_core
+from .model import Constants, Model, as_rows
+from .mstep import PosteriorStats, add_estep_sums, learning_rate, make_adam, mstep
+from .states import init_states, unpack
 
 MIN_SIGMA2 = 1e-12  # a fixed σ² below this (in y's units) is taken as this: no float32 overflow
-
-
-def learning_rate(t: float, cfg: Config) -> float:
-    """Triangular cyclic learning rate at (fractional) epoch t.
-
-    Starts at ``lr_min``, peaks after a half cycle, and the number of cycles is rounded so
-    that the last epoch ends exactly at a minimum (where the estimate is taken).
-    """
-    cycles = max(1, round(cfg.epochs / (2 * cfg.lr_half_cycle)))
-    length = cfg.epochs / cycles
-    phase = (t % length) / length
-    return cfg.lr_min + (cfg.lr_max - cfg.lr_min) * (1 - abs(2 * phase - 1))
-
-
-def _adam(params: list, lr) -> torch.optim.Adam:
-    """Adam with the fused (one-kernel) update where this torch supports it on the params'
-    device (CPU from torch 2.4): ~10 % of a small M-step is the optimiser's own overhead. ``lr``
-    may be a device tensor (the schedule then never leaves the device); on CUDA the update is
-    ``capturable`` (no host sync, fits in a CUDA graph)."""
-    cuda = params[0].is_cuda
-    for kw in (dict(fused=True, capturable=cuda), dict(capturable=cuda), {}):
-        try:
-            return torch.optim.Adam(params, lr=lr, **kw)
-        except (RuntimeError, ValueError, TypeError):
-            continue
-    return torch.optim.Adam(params, lr=float(lr))
-
-
-def mstep_grads(
-    model: Model,
-    y: torch.Tensor,
-    obs: torch.Tensor | None,
-    states: torch.Tensor,
-    w: torch.Tensor,
-    consts,
-    cfg: Config,
-) -> list[torch.Tensor]:
-    """Gradients of the decoder's parameters (``model.decoder.parameters()`` order) of the
-    M-step loss −Σ_n w_n logsumexp_s log p(y_n, s) / Σ_n w_n over the best ``grad_states`` of
-    each K_n, states (B, S, W) packed, weights w (B,) (0 for padding rows).
-
-    Written out (checked against autograd in the tests): with q = softmax of the log-joints,
-    ∂loss/∂μ(s) = w_n q_ns (μ(s) − y_n)_obs / (σ² Σw), back-propagated by hand through the MLP:
-    no autograd graph, a fixed number of operator calls (:func:`_mstep`).
-    """
-    k = cfg.grad_states or cfg.n_states
-    s = unpack(states[:, :k], cfg.n_latents, y.dtype)  # (B, K, H)
-    return _mstep(model, y, obs, s, None, (w * (2 * consts[3] / w.sum()))[:, None, None], consts)
-
-
-def _mstep(
-    model: Model,
-    y: torch.Tensor,
-    obs: torch.Tensor | None,
-    s: torch.Tensor,
-    lj: torch.Tensor | None,
-    wn: torch.Tensor,
-    consts,
-) -> list[torch.Tensor]:
-    """:func:`mstep_grads` on unpacked states s (B, K, H) (y, obs: (B, D) or (B, 1, D)) with
-    weights wn (B, 1, 1) = w_n · 2/(2σ²) / Σw; ``lj`` (B, K, 1): their log-joints up to a
-    constant per point under the current parameters, as the E-step just computed them (None:
-    computed here)."""
-    b, k, h = s.shape
-    s = s.reshape(b * k, h)
-    mu, cache = model.decoder.forward_cached(s)  # (B·K, D)
-    diff = mu.view(b, k, -1) - as_rows(y)
-    if obs is not None:
-        diff = diff * as_rows(obs)
-    if lj is None:
-        sq = torch.linalg.vector_norm(diff, dim=-1, keepdim=True).square()
-        lj = torch.addcmul((s @ consts[0]).view(b, k, 1), sq, -consts[3])  # (B, K, 1)
-    coef = torch.softmax(lj, 1) * wn  # (B, K, 1)
-    return model.decoder.backward((diff * coef).view(b * k, -1), cache)
 
 
 def _estep(
@@ -110,39 +39,11 @@ def _estep(
 ):
     """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
     log-joints less a constant per point (B, S, 1); adds the batch's weighted posterior sums
-    (w (B, 1), 0 for padding rows) to ``acc`` (1, H + 2): Σ_n w_n ⟨s⟩_q, Σ_n w_n
-    ⟨log-joint⟩_q and Σ_n w_n logsumexp_s (log-joints), all less the per-point constant (see
-    :func:`_epoch_sums`). One matrix product over [s, log-joint, logsumexp] per state."""
+    (w (B, 1), 0 for padding rows) to ``acc`` (see :func:`mstep.add_estep_sums`)."""
     new, lj, _ = evolve_core(model, y, obs, states, noise, consts, cfg)
     bits = unpack(new, cfg.n_latents, lj.dtype)
-    b, n_s, h = bits.shape
-    q = torch.softmax(lj, 1) * w  # (B, S)
-    lj = lj.unsqueeze(2)
-    lse = torch.logsumexp(lj, 1, keepdim=True).expand(b, n_s, 1)
-    x = torch.cat([bits, lj, lse], 2)  # (B, S, H + 2)
-    acc.addmm_(q.view(1, -1), x.view(b * n_s, h + 2))
-    return new, bits, lj
-
-
-def _epoch_sums(acc: torch.Tensor, consts, n: int, d_sum: torch.Tensor) -> torch.Tensor:
-    """:class:`PosteriorStats` sums (H + 3,) from an epoch's E-step sums ``acc`` (1, H + 2) under
-    that epoch's ``consts``: log p(y, s) = log p(s) − ‖y − μ(s)‖²_obs / (2σ²) − (D_n/2) log 2πσ²
-    gives Σ ⟨sqerr⟩ = 2σ² (Σ⟨s⟩ · logit π + n Σ_h log(1 − π_h) − Σ⟨log-joint less constant⟩) and
-    the free energy's constant −½ log(2πσ²) Σ_n D_n. ``d_sum``: Σ_n D_n over the trained points."""
-    logit, base, half_log, inv2s2, _ = consts
-    s, lj, lse = acc[0, :-2], acc[0, -2], acc[0, -1]
-    err = (s @ logit[:, 0] + n * base[0] - lj) / inv2s2
-    return torch.cat([s, torch.stack([err, lse - half_log * d_sum, d_sum])])
-
-
-def _posterior_sums(lj, sq, bits, obs, w, d: int) -> torch.Tensor:
-    """(H + 3,): Σ_n w_n ⟨s⟩_q, Σ_n w_n ⟨sqerr⟩_q, Σ_n w_n F_n, Σ_n w_n D_n from log-joints
-    and squared errors (B, S), states (B, S, H), weights w (B,)."""
-    q = torch.softmax(lj, 1) * w.unsqueeze(1)
-    rest = torch.stack(
-        [(q * sq).sum(), torch.logsumexp(lj, 1) @ w, w.sum() * d if obs is None else obs.sum(1) @ w]
-    )
-    return torch.cat([q.flatten() @ bits.flatten(0, 1), rest])
+    add_estep_sums(acc, lj, bits, w)
+    return new, bits, lj.unsqueeze(2)
 
 
 def _engine(cfg: Config, device: torch.device, steps: int = 0):
@@ -150,7 +51,7 @@ def _engine(cfg: Config, device: torch.device, steps: int = 0):
     (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
     E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
     est = functools.partial(_estep, cfg=cfg)
-    mst = _mstep
+    mst = mstep
     if use_compile(cfg, device, steps):
         # Every run (config, shapes) compiles its own graphs of the same two functions: allow
         # many runs per process (fullgraph turns the default limit of 8 into an error).
@@ -189,48 +90,6 @@ class Fit:
     log: list[dict] = field(default_factory=list)
 
 
-class PosteriorStats:
-    """Running sums of posterior expectations for the closed-form M-step:
-    π_h = mean_n ⟨s_h⟩_q and σ² = Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q / Σ_n D_n. The sums stay on the
-    device, one vector (H + 3,) (see :func:`_posterior_sums`)."""
-
-    def __init__(self, n_latents: int, device):
-        self.sums = torch.zeros(n_latents + 3, device=device)  # Σ⟨s⟩, Σ⟨sqerr⟩, ΣF, ΣD
-        self.n = 0
-
-    s = property(lambda self: self.sums[:-3])
-    err = property(lambda self: self.sums[-3])
-    f = property(lambda self: self.sums[-2])
-    d = property(lambda self: self.sums[-1])
-
-    def add(
-        self,
-        out,
-        bits: torch.Tensor,
-        obs: torch.Tensor | None,
-        d: int,
-        weight: torch.Tensor | None = None,
-        count: int | None = None,
-    ) -> None:
-        """Add an E-step's output; bits: its states unpacked (B, S, H); ``weight`` (B,) 0 for
-        padding rows, ``count`` then the number of real rows."""
-        w = torch.ones_like(out.log_joint[:, 0]) if weight is None else weight
-        self.add_sums(
-            _posterior_sums(out.log_joint, out.sqerr, bits, obs, w, d),
-            out.log_joint.shape[0] if count is None else count,
-        )
-
-    def add_sums(self, sums: torch.Tensor, count: int) -> None:
-        self.sums += sums
-        self.n += count
-
-    def pi(self) -> torch.Tensor:
-        return (self.s / self.n).clamp(PI_MIN, 1 - PI_MIN)
-
-    def sigma2(self, floor2: float = 0.0) -> torch.Tensor:
-        return (self.err / self.d).clamp(min=floor2)
-
-
 @dataclass
 class _Run:
     """What a training run keeps between epochs (see :func:`fit`). The tensors keep their
@@ -250,7 +109,7 @@ class _Run:
     wn: torch.Tensor  # (rows, 1, 1) share · 2/(2σ²) of this epoch (the M-step's weights)
     read: torch.Tensor  # (rows,) patch read by each row (padding: patch 0)
     write: torch.Tensor  # (rows,) buffer row written (padding: N)
-    consts: tuple  # Model.constants() of this epoch
+    consts: Constants  # Model.constants() of this epoch
     sums: torch.Tensor  # (1, H + 2) this epoch's E-step sums (see _estep)
     d_sum: torch.Tensor  # Σ_n D_n over the trained patches
     noise: torch.Tensor | None  # (K, ...) random numbers of the next K E-batches (draw_noise)
@@ -295,29 +154,31 @@ def _make_run(
     noise = draw_noise(cfg, e_batch, device, gen)
     d_sum = torch.tensor(float(n * y.shape[1]), device=device) if obs is None else obs.sum()
     lr = torch.full((rows,), cfg.lr_min, device=device)
+    estep, mstep_fn = _engine(cfg, device, steps)
     return _Run(
-        model,
-        _adam(params, lr[0]),
-        params,
-        schedule,
-        lr_pos,
-        lr,
-        buf,
-        weight,
-        share,
-        torch.zeros_like(share)[..., None],
-        torch.zeros(rows, dtype=torch.long, device=device),
-        torch.full((rows,), n, dtype=torch.long, device=device),
-        tuple(c.clone() for c in model.constants()),
-        torch.zeros(1, cfg.n_latents + 2, device=device),
-        d_sum,
-        None if noise is None else noise.expand(k, *noise.shape).clone(),
-        torch.zeros(e_batch, dtype=torch.long, device=device),
-        *_engine(cfg, device, steps),
-        cfg,
-        n_train,
-        steps,
-        device.type == "cuda" and use_compile(cfg, device),
+        model=model,
+        opt=make_adam(params, lr[0]),
+        params=params,
+        schedule=schedule,
+        lr_pos=lr_pos,
+        lr=lr,
+        buf=buf,
+        weight=weight,
+        share=share,
+        wn=torch.zeros_like(share)[..., None],
+        read=torch.zeros(rows, dtype=torch.long, device=device),
+        write=torch.full((rows,), n, dtype=torch.long, device=device),
+        consts=Constants(*(c.clone() for c in model.constants())),
+        sums=torch.zeros(1, cfg.n_latents + 2, device=device),
+        d_sum=d_sum,
+        noise=None if noise is None else noise.expand(k, *noise.shape).clone(),
+        pos=torch.zeros(e_batch, dtype=torch.long, device=device),
+        estep=estep,
+        mstep=mstep_fn,
+        cfg=cfg,
+        n_train=n_train,
+        steps=steps,
+        capture=device.type == "cuda" and use_compile(cfg, device),
     )
 
 
@@ -341,11 +202,11 @@ def _train_epoch(
     with torch.no_grad():
         for c, v in zip(run.consts, run.model.constants()):  # π, σ² change only between epochs
             c.copy_(v)
-        torch.mul(run.share[..., None], 2 * run.consts[3], out=run.wn)
+        torch.mul(run.share[..., None], 2 * run.consts.inv2s2, out=run.wn)
         torch.index_select(run.schedule, 0, run.lr_pos + epoch * run.steps, out=run.lr)
     run.sums.zero_()
     run.pos.copy_(torch.arange(e_batch, device=device))
-    stats = PosteriorStats(cfg.n_latents, device)
+    n_seen = 0
     k = 1 if run.noise is None else run.noise.shape[0]
     for j0 in range(0, n_eb, k):
         if run.noise is not None:
@@ -356,9 +217,8 @@ def _train_epoch(
             _replay(run, y, obs, n_m)
         else:
             _chunk(run, y, obs, n_m)
-        stats.n += min(k * e_batch, run.n_train - j0 * e_batch)
-    stats.sums = _epoch_sums(run.sums, run.consts, stats.n, run.d_sum)
-    return stats
+        n_seen += min(k * e_batch, run.n_train - j0 * e_batch)
+    return PosteriorStats(run.sums, run.consts, n_seen, run.d_sum)
 
 
 @torch.no_grad()

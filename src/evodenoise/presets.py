@@ -1,0 +1,270 @@
+"""Named presets of :class:`~evodenoise.config.Config`, and a user's request resolved to one.
+
+The paper presets reproduce the settings table of Drefs et al. (ECML PKDD 2022) exactly
+(``docs/method.md``). ``fast`` is the default for denoising, ``inpaint`` for inpainting;
+``quality`` spends more time for more PSNR. Measurements behind each choice:
+``benchmarks/RESULTS.md``, decision log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .config import Config
+
+# Paper rows: exact settings, E-step and M-step alternating per mini-batch of 32 (estep_batch=0);
+# parents are the best states, which is what the public reference code's batch-normalised
+# fitness selection does in practice (docs/method.md) and what produced the paper's numbers:
+# House σ=25 after 20 epochs 31.79 dB (reference 31.6) against 30.94 dB with per-point
+# fitness-proportional selection (``--set selection=fitness``, the paper's definition);
+# sigma is learned (the paper does not give it to the model; with --sigma it only starts there).
+_PAPER = dict(
+    batch_size=32,
+    lr_min=1e-4,
+    epochs=500,
+    lr_half_cycle=10.0,
+    sigma_mode="init",
+    estep_batch=0,
+    grad_states=0,
+    standardize=False,
+    selection="best",
+)
+
+PRESETS: dict[str, Config] = {
+    # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
+    # The patch size follows the image (patch_size 0: 4, 6 or 8 from the signal-to-noise
+    # ratio; benchmarks/RESULTS.md, automatic patch size: up to +2.6 dB on colour photos).
+    # H = 32 latents, not 64: +0.09 dB on average over seven planes (6 gain, coffee -0.07) and
+    # about 15 % less time (RESULTS.md, 32 latents).
+    "fast": Config(patch_size=0, n_latents=32, min_visits=470_000),
+    # Inpainting default: the fast model trained longer (missing values need more epochs), with
+    # a hidden layer of 128 (House 50 % missing: 37.29 dB vs 36.52 with 64, 1.4x the time) and
+    # 5x5 patches (RESULTS.md, inpainting patch size: House 50 % 38.06 dB vs 37.38 with 8x8 in 0.77x
+    # the time; astronaut +3.0 / +0.5 dB at 50 / 80 % missing).
+    "inpaint": Config(patch_size=5, hidden=(128,), epochs=40, min_visits=2_112_000, lr_max=5e-3),
+    # fast with the two axes that gained PSNR on every task of the ablation (benchmarks/
+    # RESULTS.md): a hidden layer of 128 and S = 128 states; about 1.8x fast's time. H = 32
+    # as in fast: +0.08 dB mean over four planes against H = 64 (RESULTS.md, 32 latents).
+    "quality": Config(patch_size=0, n_latents=32, hidden=(128,), n_states=128, min_visits=470_000),
+    # Exact settings of the paper's table (docs/method.md).
+    "paper-house-15": Config(
+        patch_size=8,
+        n_latents=64,
+        hidden=(64,),
+        n_states=200,
+        n_parents=10,
+        n_children=9,
+        n_generations=4,
+        lr_max=1e-2,
+        **_PAPER,
+    ),
+    "paper-house-25": Config(
+        patch_size=8,
+        n_latents=64,
+        hidden=(64,),
+        n_states=200,
+        n_parents=10,
+        n_children=9,
+        n_generations=4,
+        lr_max=1e-2,
+        **_PAPER,
+    ),
+    "paper-house-50": Config(
+        patch_size=12,
+        n_latents=512,
+        hidden=(512,),
+        n_states=64,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=5e-2,
+        **_PAPER,
+    ),
+    # The paper's House settings with E-steps over 8 mini-batches at once (estep_batch 256): on
+    # a GPU a step then costs its M-step plus an eighth of an E-step, not a whole E-step of
+    # launches (benchmarks/RESULTS.md: PSNR against exact alternation).
+    "gpu-house-25": Config(
+        patch_size=8,
+        n_latents=64,
+        hidden=(64,),
+        n_states=200,
+        n_parents=10,
+        n_children=9,
+        n_generations=4,
+        lr_max=1e-2,
+        **{**_PAPER, "estep_batch": 256},
+    ),
+    "paper-barbara-25": Config(
+        patch_size=8,
+        n_latents=50,
+        hidden=(500, 500),
+        activation="leaky_relu",
+        n_states=100,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1e-3,
+        **_PAPER,
+    ),
+    "paper-inpaint-house": Config(
+        patch_size=12,
+        n_latents=512,
+        hidden=(512,),
+        n_states=64,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1e-2,
+        **_PAPER,
+    ),
+    "paper-inpaint-color-50": Config(
+        patch_size=5,
+        n_latents=512,
+        hidden=(512,),
+        n_states=32,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1.25e-3,
+        **_PAPER,
+    ),
+    "paper-inpaint-color-80": Config(
+        patch_size=12,
+        n_latents=512,
+        hidden=(512,),
+        n_states=64,
+        n_parents=5,
+        n_children=4,
+        n_generations=1,
+        lr_max=1e-3,
+        **_PAPER,
+    ),
+}
+PRESETS["default"] = PRESETS["fast"]
+DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when none is named
+
+# Cost and result of each preset, for --help and the README. CPU: 2 cores of a 2-core AMD EPYC
+# VM, House 256x256 (0.066 megapixels), benchmarks/RESULTS.md; time grows linearly with the
+# number of pixels. GPU: not measured yet (no GPU lent so far); benchmarks/throughput.py
+# projects it from the measured work per epoch.
+PRESET_NOTES: dict[str, str] = {
+    "fast": "denoise default (House σ=25: 32.3 dB, 93 s on 2 CPU cores); patch size "
+    "from the image; training is bounded at 65,536 patches, each further megapixel "
+    "costs three E-step sweeps",
+    "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 345 s on 2 CPU cores)",
+    "quality": "wider decoder, more states (House σ=25: 32.3 dB, 191 s on 2 CPU cores)",
+    "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
+    "(500 epochs: 55 h/megapixel): a GPU preset",
+    "paper-house-25": "as paper-house-15",
+    "paper-house-50": "the paper's settings (12x12, H=512): a GPU preset",
+    "gpu-house-25": "paper-house-25 with E-steps over 8 mini-batches (estep_batch 256): "
+    "fewer launches per step on a GPU",
+    "paper-barbara-25": "the paper's settings: a GPU preset",
+    "paper-inpaint-house": "the paper's settings: a GPU preset",
+    "paper-inpaint-color-50": "the paper's settings: a GPU preset",
+    "paper-inpaint-color-80": "the paper's settings: a GPU preset",
+}
+
+
+def preset_name(preset: str | None = None, *, command: str = "denoise") -> str:
+    """The preset a run uses: ``preset`` itself, or the command's default when it is None
+    (:data:`DEFAULT_PRESETS`: ``fast`` for denoising, ``inpaint`` for inpainting)."""
+    return DEFAULT_PRESETS[command] if preset is None else preset
+
+
+def resolve_config(
+    preset: str | None = None, *, command: str = "denoise", epochs: int | None = None, overrides=()
+) -> Config:
+    """The configuration a user asked for, before it meets an image (see ``plan.py``).
+
+    ``preset`` (None: the command's default, see :func:`preset_name`), then ``overrides``
+    (``"KEY=VALUE"`` strings as on the command line, or a mapping of keys to values; strings
+    are parsed by the field's type, other values coerced to it), then ``epochs``. An explicit
+    epoch count (from ``epochs`` or an override) is taken as it is: ``min_visits`` becomes 0
+    unless overridden too. Raises ``ValueError`` with one line on an unknown preset or key,
+    a malformed value or an invalid combination.
+    """
+    cfg = get_preset(preset_name(preset, command=command))
+    items = overrides.items() if hasattr(overrides, "items") else map(_split_override, overrides)
+    changes = {}
+    for key, value in items:
+        key = str(key).strip().replace("-", "_")
+        if not hasattr(cfg, key):
+            known = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise ValueError(f"unknown config key {key!r}; known: {known}")
+        changes[key] = coerce_value(key, getattr(cfg, key), value)
+    if epochs is not None:
+        changes["epochs"] = int(epochs)
+    if "epochs" in changes:
+        changes.setdefault("min_visits", 0)
+    try:
+        return cfg.replace(**changes)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    key, sep, value = str(item).partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{item!r}: expected KEY=VALUE, e.g. n_states=32")
+    return key, value
+
+
+_KINDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    tuple: "comma-separated integers",
+}
+
+
+def coerce_value(key: str, default, value):
+    """``value`` as the type of the field's ``default``; ValueError naming what was expected."""
+    try:
+        if isinstance(value, str):
+            return _parse(default, value.strip())
+        if isinstance(default, tuple):
+            return (
+                (int(value),) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+            )
+        if isinstance(default, bool):
+            return bool(value)
+        if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(default, float) and isinstance(value, int):
+            return float(value)
+        return value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{key}={value}: expected {_KINDS.get(type(default), 'a value')}"
+        ) from None
+
+
+def _parse(default, text: str):
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if isinstance(default, tuple):
+        inner = text.strip("()[] ")
+        return tuple(int(p) for p in inner.replace(" ", ",").split(",") if p.strip())
+    return text
+
+
+def get_preset(name: str) -> Config:
+    """The preset called ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
