@@ -479,12 +479,12 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, engine):
 
 
 def test_ctrl_c_during_write_leaves_no_partial_output(tmp_path, engine, monkeypatch):
-    from evodenoise import imageio
+    from evodenoise import encode
 
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imageio.os, "replace", interrupted)
+    monkeypatch.setattr(encode.os, "replace", interrupted)
     gray(tmp_path / "a.png")
     before = files(tmp_path)
     r = run("denoise", "a.png", *FAST)

@@ -15,17 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from evodenoise import encode as enc
 from evodenoise import imageio as eio
 from evodenoise.decode import decode
-from evodenoise.imageio import (
-    ImageError,
-    ImageInfo,
-    apply_orientation,
-    encode_image,
-    read_image,
-    read_mask,
-    write_image,
-)
+from evodenoise.encode import encode_image, write_image
+from evodenoise.imageio import ImageError, ImageInfo, apply_orientation, read_image, read_mask
 
 RNG = np.random.default_rng(1234)
 H, W = 20, 24
@@ -365,7 +359,7 @@ def test_write_rejects_unknown_suffix_and_wrong_shape(tmp_path):
 
 def test_encode_png_is_png():
     info = ImageInfo(shape=(H, W), channels=3, dtype="uint8", data_range=255.0)
-    data = eio.encode_image(RNG.random((H, W, 3)).astype(np.float32), info, "png")
+    data = enc.encode_image(RNG.random((H, W, 3)).astype(np.float32), info, "png")
     assert data.startswith(b"\x89PNG")
 
 
@@ -376,7 +370,7 @@ def test_atomic_write_leaves_nothing_on_interrupt(tmp_path, monkeypatch):
     def boom(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(eio.os, "replace", boom)
+    monkeypatch.setattr(enc.os, "replace", boom)
     info = ImageInfo(shape=(H, W), channels=1, dtype="uint8", data_range=255.0)
     with pytest.raises(KeyboardInterrupt):
         write_image(target, np.zeros((H, W), np.float32), info)
@@ -387,7 +381,7 @@ def test_atomic_write_leaves_nothing_on_interrupt(tmp_path, monkeypatch):
 def test_atomic_write_permissions_follow_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        eio.atomic_write_bytes(tmp_path / "f.bin", b"x")
+        enc.atomic_write_bytes(tmp_path / "f.bin", b"x")
     finally:
         os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
@@ -395,7 +389,7 @@ def test_atomic_write_permissions_follow_umask(tmp_path):
 
 def test_atomic_write_missing_directory_is_oserror(tmp_path):
     with pytest.raises(OSError):
-        eio.atomic_write_bytes(tmp_path / "nope" / "f.bin", b"x")
+        enc.atomic_write_bytes(tmp_path / "nope" / "f.bin", b"x")
 
 
 # ---- bad input: one ImageError, one line ------------------------------------------------
@@ -575,7 +569,7 @@ _VALID = [
     _png(_u8(8, 8, 3)),
     eio.encode_png16(_u16(8, 8, 3)),
     _npy_bytes(_u8(8, 8)),
-    eio.encode_image(
+    enc.encode_image(
         RNG.random((8, 8)).astype(np.float32), ImageInfo((8, 8), 1, "float32", 255.0), "tiff"
     ),
 ]

@@ -4,30 +4,22 @@
 file, pairs masks and references by stem, and refuses (exit code 2) collisions: two inputs
 writing one file, an output that is an input, unwritable folders. Problems of one input (a
 missing file, no mask for it, an existing output) become that job's ``error``. The checks on
-output names and folders are shared with ``corrupt``.
+output names and folders are ``outputs.py``'s, shared with ``corrupt``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .decode import Decoded, ImageError, decode, quote
-from .imageio import INPUT_SUFFIXES, output_format, read_image
+from .encode import output_format
+from .imageio import INPUT_SUFFIXES, read_image
 from .options import Options, UsageError
+from .outputs import check_not_inputs, check_stdout_target, check_writable_name, probe_dir
 
-__all__ = [
-    "Job",
-    "plan",
-    "expand_inputs",
-    "check_stdout_target",
-    "check_writable_name",
-    "check_not_inputs",
-    "probe_dir",
-]
+__all__ = ["Job", "plan", "expand_inputs"]
 
 
 @dataclass
@@ -43,75 +35,6 @@ class Job:
     skip: bool = False
     warnings: list[str] = field(default_factory=list)
     decoded: dict[str, Decoded] = field(default_factory=dict)  # side files decoded by plan
-
-
-# ---- checks shared with `corrupt` -----------------------------------------------------------
-
-
-def check_stdout_target(output: str | None, json_out: bool) -> None:
-    """``-o -``: not together with --json, never to a terminal."""
-    if output != "-":
-        return
-    if json_out:
-        raise UsageError("-o - and --json both use stdout; write the image to a file instead")
-    if sys.stdout is not None and sys.stdout.isatty():
-        raise UsageError(
-            "refusing to write image data to a terminal; redirect stdout or give -o FILE"
-        )
-
-
-def check_writable_name(path: str | None, flag: str) -> str | None:
-    """The format of an output file name (png, tiff, npy); None for ``-``."""
-    if path is None or path == "-":
-        return None
-    try:
-        return output_format(path)
-    except ImageError as e:
-        raise UsageError(f"{flag}: {str(e).split(': ', 1)[-1]}") from None
-
-
-def _file_keys(path: str) -> set:
-    """Identity of an existing file: (device, inode) and its resolved path."""
-    keys = {os.path.realpath(path)}
-    try:
-        st = os.stat(path)
-        keys.add((st.st_dev, st.st_ino))
-    except OSError:
-        pass
-    return keys
-
-
-def check_not_inputs(targets, inputs) -> None:
-    """No output may be (a link to) an input, not even with --force."""
-    protected: set = set()
-    for p in inputs:
-        if p is not None and p != "-" and os.path.exists(p):
-            protected |= _file_keys(p)
-    for kind, p in targets:
-        if p is not None and p != "-" and _file_keys(p) & protected:
-            raise UsageError(
-                f"{kind} {quote(p)} would overwrite an input; choose another name "
-                f"(never allowed, even with --force)"
-            )
-
-
-def probe_dir(directory: Path, what: str) -> None:
-    """Create ``directory`` when missing and check that a file can be made in it."""
-    name = quote(str(directory))
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"{what} {name} exists and is not a directory") from None
-    except OSError as e:
-        raise UsageError(f"cannot create {what} {name}: {e.strerror or type(e).__name__}") from None
-    if not directory.is_dir():
-        raise UsageError(f"{what} {name} is not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-        raise UsageError(f"cannot write to {what} {name}: {why}") from None
 
 
 # ---- finding inputs ---------------------------------------------------------------------------
@@ -260,6 +183,48 @@ def _find(opts: Options, suffix: str) -> tuple[list, bool]:
     return found, len(found) > 1
 
 
+def _job(source, root, opts: Options, decoded, suffix, output_dir, ext) -> Job:
+    """The job of one input: its output path (beside it, or under ``output_dir`` mirroring
+    its folder below ``root``), and an error if the input is missing or a directory."""
+    stem = "stdin" if source == "-" else Path(source).stem
+    job = Job(source=source, stem=stem, decoded=decoded)
+    if source != "-" and not os.path.exists(source):
+        job.error = f"{quote(source)}: no such file"
+    elif source != "-" and os.path.isdir(source):
+        job.error = f"{quote(source)}: is a directory"
+    if opts.output is not None:
+        job.output = opts.output
+    else:
+        src = Path(source)
+        below = src.parent.relative_to(root) if root is not None else Path()
+        base = src.parent if output_dir is None else output_dir / below
+        job.output = str(base / f"{stem}{suffix}{ext}")
+    return job
+
+
+def _pair_side_files(job: Job, opts: Options, mask_index, ref_index) -> None:
+    """The job's mask and reference: the ones given, or its pair in --mask-dir and
+    --reference-dir (a missing mask is an error, a missing reference a warning)."""
+    stem = job.stem
+    job.mask, job.reference = opts.mask, opts.reference
+    if mask_index is not None:
+        m, why = _pair(mask_index, stem, (f"{stem}_mask",))
+        if m is None and job.error is None:
+            job.error = (
+                f"no mask for {quote(stem)} in {quote(opts.mask_dir)} ({why}; "
+                f"looked for {quote(stem)}.* and {quote(stem)}_mask.*)"
+            )
+        job.mask = None if m is None else str(m)
+    if ref_index is not None:
+        r, why = _pair(ref_index, stem)
+        if r is None:
+            job.warnings.append(
+                f"no reference for {quote(stem)} in "
+                f"{quote(opts.reference_dir)} ({why}); PSNR not reported"
+            )
+        job.reference = None if r is None else str(r)
+
+
 def plan(opts: Options, shard: tuple[int, int] | None = None) -> list[Job]:
     """Every input of this process with its output and side files, checked before any work."""
     suffix = (
@@ -276,43 +241,12 @@ def plan(opts: Options, shard: tuple[int, int] | None = None) -> list[Job]:
     output_dir = Path(opts.output_dir) if opts.output_dir is not None else None
     ext = {"tif": ".tif", "tiff": ".tif"}.get(fmt, "." + fmt)
 
-    jobs: list[Job] = []
+    jobs = []
     for source, root in found:
-        stem = "stdin" if source == "-" else Path(source).stem
-        job = Job(source=source, stem=stem, decoded=decoded)
-        if source != "-" and not os.path.exists(source):
-            job.error = f"{quote(source)}: no such file"
-        elif source != "-" and os.path.isdir(source):
-            job.error = f"{quote(source)}: is a directory"
-        if opts.output is not None:
-            job.output = opts.output
-        else:
-            src = Path(source)
-            base = (
-                src.parent
-                if output_dir is None
-                else output_dir / (src.parent.relative_to(root) if root is not None else Path())
-            )
-            job.output = str(base / f"{stem}{suffix}{ext}")
-        job.mask, job.reference = opts.mask, opts.reference
-        if mask_index is not None:
-            m, why = _pair(mask_index, stem, (f"{stem}_mask",))
-            if m is None and job.error is None:
-                job.error = (
-                    f"no mask for {quote(stem)} in {quote(opts.mask_dir)} ({why}; "
-                    f"looked for {quote(stem)}.* and {quote(stem)}_mask.*)"
-                )
-            job.mask = None if m is None else str(m)
-        if ref_index is not None:
-            r, why = _pair(ref_index, stem)
-            if r is None:
-                job.warnings.append(
-                    f"no reference for {quote(stem)} in "
-                    f"{quote(opts.reference_dir)} ({why}); PSNR not reported"
-                )
-            job.reference = None if r is None else str(r)
-        job.fields_path = _template(opts.save_fields, stem, many, "--save-fields")
-        job.log_path = _template(opts.save_log, stem, many, "--save-log")
+        job = _job(source, root, opts, decoded, suffix, output_dir, ext)
+        _pair_side_files(job, opts, mask_index, ref_index)
+        job.fields_path = _template(opts.save_fields, job.stem, many, "--save-fields")
+        job.log_path = _template(opts.save_log, job.stem, many, "--save-log")
         jobs.append(job)
     _check_collisions(jobs)  # over the whole batch: every shard refuses the same way
     if shard is not None:  # every N-th of the sorted list, from K: shards never overlap

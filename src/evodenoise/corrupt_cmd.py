@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import check_not_inputs, check_stdout_target, check_writable_name, probe_dir
 from .decode import ImageError, quote
-from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, write_image
+from .encode import atomic_write_bytes, encode_image, write_image
+from .imageio import ImageInfo, read_image
 from .options import InputError, UsageError, parse_positive, parse_seed
+from .outputs import check_not_inputs, check_stdout_target, check_writable_name, probe_dir
 from .report import Reporter, StreamError, image_to_stdout, json_line, write_stdout
 
 __all__ = ["run_corrupt"]
@@ -61,8 +62,6 @@ def run_corrupt(
     quiet: bool,
 ) -> int:
     """The whole of ``corrupt``; returns the exit code."""
-    from .corrupt import add_noise, random_mask
-
     rep = Reporter(quiet=quiet)
     out_fmt, mask_out, targets = _check(
         clean, output, sigma, missing, mask_out, seed, data_range, json_out
@@ -80,53 +79,10 @@ def run_corrupt(
         "psnr": None,
         "data_range": None,
     }
-    mask = None
     try:
-        existing = [p for p in targets if os.path.lexists(p)]
-        if existing and not force:
-            raise InputError(f"{quote(existing[0])} exists (use -f/--force to overwrite)")
-        try:
-            image, info = read_image(clean, data_range=data_range)
-        except ImageError as e:
-            raise InputError(str(e)) from None
-        dr = info.data_range
-        record["data_range"] = dr
-        units = image.astype(np.float64) * dr  # the clean image on its own scale
-        corrupted = units if sigma is None else add_noise(units, sigma, seed=seed).astype(float)
-        if missing is not None:
-            mask = random_mask(image.shape[:2] if per_pixel else image.shape, missing, seed=seed)
-            corrupted = corrupted.copy()
-            corrupted[mask] = 0.0
-            record["missing_fraction"] = float(mask.mean())
-        out01 = (corrupted / dr).astype(np.float32)
-        if out_fmt in ("npy", "tiff"):
-            data = encode_image(out01, replace(info, dtype="float32"), out_fmt, clip=False)
-        else:
-            if sigma is not None:
-                rep.warn(
-                    "PNG output clips and rounds the noise; use .npy or .tif to keep it "
-                    "exactly as the benchmark protocol adds it"
-                )
-            data = encode_image(out01, info, "png")
-        if sigma is not None and mask is None:
-            from .metrics import psnr
-
-            record["psnr"] = psnr(units, corrupted, data_range=dr)
-        if output == "-":
-            image_to_stdout(data)
-        else:
-            atomic_write_bytes(output, data)
-        if mask is not None:
-            write_image(
-                mask_out,
-                mask.astype(np.float32),
-                ImageInfo(
-                    shape=info.shape,
-                    channels=1 if mask.ndim == 2 else mask.shape[2],
-                    dtype="uint8",
-                    data_range=255.0,
-                ),
-            )
+        _corrupt(
+            clean, output, mask_out, targets, out_fmt, per_pixel, data_range, force, rep, record
+        )
     except InputError as e:
         record.update(status="error", error=str(e))
         rep.error(str(e))
@@ -134,16 +90,7 @@ def run_corrupt(
         record.update(status="error", error=f"cannot write: {e.strerror or type(e).__name__}")
         rep.error(record["error"])
     if record["status"] == "ok":
-        parts = [f"{quote(clean)} -> {quote(output)}"]
-        if sigma is not None:
-            parts.append(f"σ={sigma:g}")
-        if record["psnr"] is not None:
-            parts.append(f"PSNR {record['psnr']:.2f} dB")
-        if mask is not None:
-            parts.append(
-                f"{100 * record['missing_fraction']:.1f} % missing, mask -> {quote(mask_out)}"
-            )
-        rep.info("  ".join(parts))
+        rep.info(_summary(record))
     if json_out:
         try:
             write_stdout(json_line(record))
@@ -151,3 +98,65 @@ def run_corrupt(
             rep.error(f"--json: {e}")
             return 1
     return 0 if record["status"] == "ok" else 1
+
+
+def _corrupt(
+    clean, output, mask_out, targets, out_fmt, per_pixel, data_range, force, rep, record
+) -> None:
+    """Read ``clean``, corrupt it as ``record`` says (sigma, missing, seed) and write the
+    result (and the mask); fills the record's measured fields."""
+    from .corrupt import add_noise, random_mask
+
+    sigma, missing, seed = record["sigma"], record["missing"], record["seed"]
+    existing = [p for p in targets if os.path.lexists(p)]
+    if existing and not force:
+        raise InputError(f"{quote(existing[0])} exists (use -f/--force to overwrite)")
+    try:
+        image, info = read_image(clean, data_range=data_range)
+    except ImageError as e:
+        raise InputError(str(e)) from None
+    dr = record["data_range"] = info.data_range
+    units = image.astype(np.float64) * dr  # the clean image on its own scale
+    corrupted = units if sigma is None else add_noise(units, sigma, seed=seed).astype(float)
+    mask = None
+    if missing is not None:
+        mask = random_mask(image.shape[:2] if per_pixel else image.shape, missing, seed=seed)
+        corrupted = corrupted.copy()
+        corrupted[mask] = 0.0
+        record["missing_fraction"] = float(mask.mean())
+    out01 = (corrupted / dr).astype(np.float32)
+    if out_fmt in ("npy", "tiff"):
+        data = encode_image(out01, replace(info, dtype="float32"), out_fmt, clip=False)
+    else:
+        if sigma is not None:
+            rep.warn(
+                "PNG output clips and rounds the noise; use .npy or .tif to keep it "
+                "exactly as the benchmark protocol adds it"
+            )
+        data = encode_image(out01, info, "png")
+    if sigma is not None and mask is None:
+        from .metrics import psnr
+
+        record["psnr"] = psnr(units, corrupted, data_range=dr)
+    if output == "-":
+        image_to_stdout(data)
+    else:
+        atomic_write_bytes(output, data)
+    if mask is not None:
+        channels = 1 if mask.ndim == 2 else mask.shape[2]
+        info = ImageInfo(shape=info.shape, channels=channels, dtype="uint8", data_range=255.0)
+        write_image(mask_out, mask.astype(np.float32), info)
+
+
+def _summary(record: dict) -> str:
+    """The human line of a successful ``corrupt``."""
+    parts = [f"{quote(record['input'])} -> {quote(record['output'])}"]
+    if record["sigma"] is not None:
+        parts.append(f"σ={record['sigma']:g}")
+    if record["psnr"] is not None:
+        parts.append(f"PSNR {record['psnr']:.2f} dB")
+    if record["missing_fraction"] is not None:
+        parts.append(
+            f"{100 * record['missing_fraction']:.1f} % missing, mask -> {quote(record['mask'])}"
+        )
+    return "  ".join(parts)

@@ -221,21 +221,26 @@ def _decode_pillow_inner(data: bytes):
         orientation = int(im.getexif().get(0x0112, 1))
     except Exception:  # a broken EXIF block is not worth failing for
         orientation = 1
+    arr, alpha = _pillow_array(im)
+    return apply_orientation(np.ascontiguousarray(arr), orientation), {
+        "format": fmt,
+        "orientation": orientation,
+        "alpha": alpha,
+    }
+
+
+def _pillow_array(im):
+    """(array, has alpha) of a loaded Pillow image, in the modes the library reads: gray or
+    RGB (with alpha), 8 or 16 bit, or float; palettes become RGB, or gray when they are."""
     mode = im.mode
-    alpha = False
     if mode == "1":
         im = im.convert("L")
     elif mode in ("P", "PA"):
         has_transparency = mode == "PA" or "transparency" in im.info
-        im = im.convert("RGBA" if has_transparency else "RGB")
-        arr = np.asarray(im)
+        arr = np.asarray(im.convert("RGBA" if has_transparency else "RGB"))
         if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
             arr = arr[..., [0, 3]] if has_transparency else arr[..., 0]
-        return apply_orientation(np.ascontiguousarray(arr), orientation), {
-            "format": fmt,
-            "orientation": orientation,
-            "alpha": has_transparency,
-        }
+        return arr, has_transparency
     elif mode in ("La",):
         im = im.convert("LA")
     elif mode in ("RGBa",):
@@ -243,27 +248,18 @@ def _decode_pillow_inner(data: bytes):
     elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
         im = im.convert("RGB")
     mode = im.mode
-    if mode in ("L", "RGB"):
-        arr = np.asarray(im)
-    elif mode in ("LA", "RGBA"):
-        arr = np.asarray(im)
-        alpha = True
-    elif mode.startswith("I;16"):
-        arr = np.asarray(im).astype(np.uint16)
-    elif mode == "I":
+    if mode in ("L", "RGB", "LA", "RGBA"):
+        return np.asarray(im), mode in ("LA", "RGBA")
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16), False
+    if mode == "I":
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageError("32-bit integer images are not supported")
-        arr = arr.astype(np.uint16)
-    elif mode == "F":
-        arr = np.asarray(im).astype(np.float32)
-    else:
-        raise ImageError(f"unsupported image mode {mode}")
-    return apply_orientation(np.ascontiguousarray(arr), orientation), {
-        "format": fmt,
-        "orientation": orientation,
-        "alpha": alpha,
-    }
+        return arr.astype(np.uint16), False
+    if mode == "F":
+        return np.asarray(im).astype(np.float32), False
+    raise ImageError(f"unsupported image mode {mode}")
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:

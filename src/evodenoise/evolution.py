@@ -328,8 +328,8 @@ def evolve_core(
     keep: bool = False,
 ):
     """:func:`evolve_drawn` as training uses it (y, obs may come as (B, 1, D)): (states
-    (B, S, W), log-joints less their
-    per-point constant −(D_n/2) log 2πσ² (B, S), and with ``norms`` the scaled residual norms
+    (B, S, W), log-joints less their per-point constant −(D_n/2) log 2πσ² (B, S), and with
+    ``norms`` the scaled residual norms
     ‖μ − y‖_obs / √(2σ²) (B, S), else None); with ``keep`` a fourth value, the new states'
     extended pre-activations (B, S, width_1 + 1). ``a``: the given states', if known."""
     wt, bias, score = _prepare(model, y, obs, consts)
@@ -340,6 +340,7 @@ def evolve_core(
     pop = _Population(states, a, lj)
     cand_states, cand_lj, cand_norm = [states], [lj], [norm]
     n_sel, g_all = _sel_width(cfg), cfg.n_generations
+    all_a = None
     if keep:  # every candidate's a, written in place (a cat would copy them all again)
         s_in = states.shape[1]
         all_a = a.new_empty(b, s_in + g_all * p * c, a.shape[-1])
@@ -371,12 +372,20 @@ def evolve_core(
         cand_lj.append(ch_lj)
         cand_norm.append(ch_norm)
         pop = _Population(ch_states, ch_a, ch_lj)  # children breed the next generation
+    return _survivors(
+        cand_states, cand_lj, cand_norm if norms else None, all_a if keep else None, cfg.n_states
+    )
+
+
+def _survivors(cand_states, cand_lj, cand_norm, all_a, n_states: int):
+    """The S best distinct candidates of each point, best first: (states (B, S, W), log-joints
+    (B, S), their norms or None (``cand_norm`` None), and their a if ``all_a`` is given)."""
     all_states = torch.cat(cand_states, 1)  # (B, S + G·P·C, W)
     all_lj = torch.cat(cand_lj, 1)
-    if g_all:
+    if len(cand_lj) > 1:  # children may repeat each other or K_n
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
-    best_lj, best = torch.topk(all_lj, cfg.n_states, dim=1)  # sorted, best first
-    rows = row_ids(b, y.device)
-    new = all_states[rows, best]
-    out = new, best_lj, torch.gather(torch.cat(cand_norm, 1), 1, best) if norms else None
-    return (*out, all_a[rows, best]) if keep else out
+    best_lj, best = torch.topk(all_lj, n_states, dim=1)  # sorted, best first
+    rows = row_ids(best.shape[0], best.device)
+    norm = None if cand_norm is None else torch.gather(torch.cat(cand_norm, 1), 1, best)
+    out = all_states[rows, best], best_lj, norm
+    return out if all_a is None else (*out, all_a[rows, best])

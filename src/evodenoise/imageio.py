@@ -1,4 +1,4 @@
-"""Image files in and out: every format the command line accepts, on the library's [0, 1] scale.
+"""Image files in: every format the command line accepts, on the library's [0, 1] scale.
 
 Reading returns a float32 array on the [0, 1] scale plus an :class:`ImageInfo` that records
 everything needed to write the result "like the input" (bit depth, channels, alpha, scale).
@@ -17,21 +17,12 @@ Supported inputs
 The format is detected from the content, never from the file name. Every failure is an
 :class:`ImageError` (a ``ValueError``) with a one-line message.
 
-Writing (:func:`write_image`, :func:`encode_image`) picks the format from the file suffix:
-``.png`` (8 or 16 bit like the input; float inputs give 8-bit, or 16-bit when their
-``data_range`` exceeds 255), ``.tif``/``.tiff`` (the input's bit depth: uint8, uint16 or
-float32), ``.npy`` (float32 on the input's scale). Files are written atomically: a temporary
-file in the target directory, then ``os.replace``; nothing is left behind on an error or
-``KeyboardInterrupt``.
+Writing "like the input" is ``encode.py``.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -44,11 +35,7 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "read_image",
     "read_mask",
-    "write_image",
-    "encode_image",
     "encode_png16",
-    "atomic_write_bytes",
-    "output_format",
     "apply_orientation",
 ]
 
@@ -263,149 +250,3 @@ def _to_unit_scale(raw, meta, name, data_range):
         alpha=alpha,
     )
     return np.ascontiguousarray(image), info
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-
-
-def output_format(path) -> str:
-    """``png``, ``tiff`` or ``npy`` from a path's suffix; :class:`ImageError` otherwise."""
-    suffix = Path(os.fspath(path)).suffix.lower()
-    fmt = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}.get(suffix)
-    if fmt is None:
-        raise ImageError(
-            f"{os.fspath(path)}: cannot write {suffix or 'files without a suffix'}"
-            f" (use .png, .tif or .npy)"
-        )
-    return fmt
-
-
-def encode_image(
-    array: np.ndarray, info: ImageInfo, fmt: str = "png", *, clip: bool = True
-) -> bytes:
-    """Encode ``array`` ([0, 1] scale, the shape :func:`read_image` returned) like ``info``.
-
-    ``fmt``: ``png`` (8-bit, or 16-bit for 16-bit input or float input with a data range
-    above 255), ``tiff`` (the input's storage type), ``npy`` (float32 on the input's scale).
-    Values are clipped to [0, 1] unless ``clip=False``, which only float formats honour
-    (npy, and TIFF of float input). The alpha channel of ``info`` is appended unchanged.
-    """
-    array = np.asarray(array, dtype=np.float32)
-    h, w = info.shape
-    if array.shape[:2] != (h, w) or array.shape not in ((h, w), (h, w, info.channels)):
-        if not (info.channels == 1 and array.shape == (h, w, 1)):
-            raise ImageError(f"array of shape {array.shape} does not fit image {info.describe()}")
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if not np.all(np.isfinite(array)):
-        raise ImageError("refusing to write an image with NaN or infinite values")
-    if fmt == "png":
-        depth = 16 if (info.dtype == "uint16" or (info.is_float and info.data_range > 255)) else 8
-        store = np.uint8 if depth == 8 else np.uint16
-    elif fmt == "tiff":
-        store = {"uint8": np.uint8, "uint16": np.uint16}.get(info.dtype, np.float32)
-    elif fmt == "npy":
-        store = np.float32
-    else:
-        raise ImageError(f"unknown output format {fmt!r}")
-
-    if store is np.float32:
-        values = np.clip(array, 0.0, 1.0) if clip else array
-        values = (values.astype(np.float64) * info.data_range).astype(np.float32)
-    else:
-        values = np.clip(array, 0.0, 1.0)  # float32; k/maxval * maxval is within 0.01 of k
-        values *= np.float32(np.iinfo(store).max)
-        values = np.rint(values, out=values).astype(store)
-    if info.channels == 1 and info.channel_axis and fmt != "png":
-        values = values[..., None]
-    if info.alpha is not None:
-        values = np.concatenate(
-            [
-                values if values.ndim == 3 else values[..., None],
-                _convert_alpha(info, store)[..., None],
-            ],
-            axis=2,
-        )
-
-    if fmt == "npy":
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(values), allow_pickle=False)
-        return buf.getvalue()
-    if fmt == "tiff":
-        import tifffile
-
-        buf = io.BytesIO()
-        c = values.shape[2] if values.ndim == 3 else 1
-        kwargs = {}
-        if c in (3, 4):
-            kwargs["photometric"] = "rgb"
-        else:
-            kwargs["photometric"] = "minisblack"
-        if c in (2, 4):
-            kwargs["extrasamples"] = ["unassalpha"]
-        if c == 1 and values.ndim == 3:
-            values = values[..., 0]
-        tifffile.imwrite(buf, np.ascontiguousarray(values), **kwargs)
-        return buf.getvalue()
-    if store is np.uint16:
-        return encode_png16(values)
-    from PIL import Image
-
-    c = values.shape[2] if values.ndim == 3 else 1
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
-    im = Image.frombytes(mode, (w, h), np.ascontiguousarray(values).tobytes())
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def _convert_alpha(info: ImageInfo, store) -> np.ndarray:
-    """The input's alpha in the output's storage; exact when the storage is the same."""
-    alpha = info.alpha
-    if store is np.float32:
-        return alpha.astype(np.float32)  # already on the input's scale
-    maxval = np.iinfo(store).max
-    if alpha.dtype == store:
-        return alpha
-    unit = alpha.astype(np.float64) / info.data_range
-    return np.rint(np.clip(unit, 0.0, 1.0) * maxval).astype(store)
-
-
-def write_image(path, array: np.ndarray, info: ImageInfo, *, clip: bool = True) -> None:
-    """Write ``array`` ([0, 1] scale) to ``path`` like ``info``, atomically.
-
-    The format comes from the suffix (see :func:`output_format`); see :func:`encode_image`.
-    """
-    data = encode_image(array, info, output_format(path), clip=clip)
-    atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename.
-
-    Readers never see a partial file; on any error (or ``KeyboardInterrupt``) the temporary
-    file is removed and ``path`` is left as it was. Permission bits follow the umask.
-    """
-    path = Path(os.fspath(path))
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

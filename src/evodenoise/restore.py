@@ -224,21 +224,8 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
     0–255 units, a record (σ in [0, 1] units, log) and the generative fields (H_latents, C,
     p, p) in 0–255 units."""
     cfg, n, dev = plan.config, plan.n_patches, x.device
-    c = x.shape[0]
-    # Centre the data (and with cfg.standardize scale it to unit variance): the decoder's output
-    # bias then starts at the right level. Missing values are set to the mean and never enter a
-    # likelihood term. `unit` is one internal unit in 0–255 units.
-    observed = None if missing is None else (~missing).float()
-    values = x if missing is None else x[~missing]
-    offset = values.mean()
-    unit = float(values.std()) if cfg.standardize else 1.0
-    unit = unit if unit > 0 else 1.0
-    del values
-    x = (x - offset) / unit
-    if missing is not None:
-        x = x.masked_fill(missing, 0.0)
+    x, observed, offset, unit = _centre(x, missing, cfg.standardize)
     to_image = unit / SCALE  # internal units -> [0, 1] image units
-
     # Training pool: train_patches patches drawn once (all of them when the image is small).
     pool = (
         torch.arange(n, device=dev)
@@ -247,37 +234,10 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
     )
     y = gather_patches(x, pool, cfg.patch_size)  # (M, D)
     obs = None if observed is None else gather_patches(observed, pool, cfg.patch_size)
-    start, span = share
     tag = {} if plan.name is None else {"model": plan.name}
-    train = span * plan.train_work / plan.work
-
-    def report(entry: dict) -> None:
-        if callback is not None:
-            callback(
-                {
-                    **entry,
-                    **tag,
-                    "phase": "train",
-                    "sigma": entry["sigma"] * to_image,
-                    "progress": start + train * entry["epoch"] / max(cfg.epochs, 1),
-                }
-            )
-
-    def report_band(band: int, bands: int) -> None:
-        if callback is not None:
-            callback(
-                {
-                    **tag,
-                    "phase": "estimate",
-                    "band": band,
-                    "bands": bands,
-                    "progress": start + train + (span - train) * band / bands,
-                }
-            )
-
-    fitted = fit(
-        y, obs, cfg, gen, sigma=None if sigma is None else sigma / unit, unit=unit, callback=report
-    )
+    report, report_band = _reporters(callback, tag, share, plan, to_image)
+    sigma = None if sigma is None else sigma / unit
+    fitted = fit(y, obs, cfg, gen, sigma=sigma, unit=unit, callback=report)
     del y, obs
     out = estimate_image(fitted, x, observed, pool, cfg, gen, report_band)
     if fill_only:
@@ -285,9 +245,48 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
     model = fitted.model
     with torch.no_grad():
         eye = torch.eye(cfg.n_latents, device=dev)
-        fields = (model.decoder(eye) * unit + offset).reshape(
-            cfg.n_latents, c, cfg.patch_size, cfg.patch_size
-        )
+        p = cfg.patch_size
+        fields = (model.decoder(eye) * unit + offset).reshape(cfg.n_latents, x.shape[0], p, p)
     log = [{**e, **tag, "sigma": e["sigma"] * to_image} for e in fitted.log]
     record = {"sigma": float(model.sigma2.sqrt()) * to_image, "log": log}
     return out * unit + offset, record, fields
+
+
+def _centre(x, missing, standardize: bool):
+    """The planes x (C, H, W) centred (and with ``standardize`` scaled to unit variance), so
+    that the decoder's output bias starts at the right level; missing values are set to 0 and
+    never enter a likelihood term. Returns (x, observed (C, H, W) float or None, offset, unit),
+    ``unit`` being one internal unit in 0–255 units."""
+    observed = None if missing is None else (~missing).float()
+    values = x if missing is None else x[~missing]
+    offset = values.mean()
+    unit = float(values.std()) if standardize else 1.0
+    unit = unit if unit > 0 else 1.0
+    del values
+    x = (x - offset) / unit
+    if missing is not None:
+        x = x.masked_fill(missing, 0.0)
+    return x, observed, offset, unit
+
+
+def _reporters(callback, tag: dict, share, plan: ModelPlan, to_image: float):
+    """The per-epoch and per-band callbacks of one model's run: ``callback``'s entries with σ
+    in image units and the whole run's ``progress`` (``share``: this model's (start, span))."""
+    start, span = share
+    train = span * plan.train_work / plan.work
+    epochs = max(plan.config.epochs, 1)
+
+    def report(entry: dict) -> None:
+        if callback is not None:
+            sigma = entry["sigma"] * to_image
+            progress = start + train * entry["epoch"] / epochs
+            callback({**entry, **tag, "phase": "train", "sigma": sigma, "progress": progress})
+
+    def report_band(band: int, bands: int) -> None:
+        if callback is not None:
+            progress = start + train + (span - train) * band / bands
+            callback(
+                {**tag, "phase": "estimate", "band": band, "bands": bands, "progress": progress}
+            )
+
+    return report, report_band

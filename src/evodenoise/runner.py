@@ -22,7 +22,8 @@ import numpy as np
 from .batch import Job, plan
 from .config import Config
 from .decode import ImageError, quote
-from .imageio import ImageInfo, atomic_write_bytes, encode_image, read_image, read_mask, write_image
+from .encode import atomic_write_bytes, encode_image, write_image
+from .imageio import ImageInfo, read_image, read_mask
 from .options import InputError, Options, Settings, UsageError, check_options
 from .report import (
     Reporter,
@@ -133,10 +134,7 @@ def _load(job: Job, ctx: RunContext):
 
 def process(job: Job, ctx: RunContext) -> dict:
     """Restore one input; returns its record (raises InputError on a per-input error)."""
-    from . import restore
-
     opts, rep, settings = ctx.opts, ctx.reporter, ctx.settings
-    config = settings.config
     record = _record(job, ctx)
     t0 = time.perf_counter()
     if job.error is not None:
@@ -161,30 +159,7 @@ def process(job: Job, ctx: RunContext) -> dict:
         f"{quote(job.source)}: {info.describe()}, data range {units:g}, preset {settings.preset}"
     )
 
-    # ---- restore --------------------------------------------------------------------------
-    kwargs = dict(
-        sigma=None if settings.sigma is None else settings.sigma / units,
-        config=config,
-        seed=settings.seed,
-        device=ctx.device,
-        callback=lambda state: rep.update(state, units),
-        max_memory=settings.max_memory,
-    )
-    rep.start_file(job.source if job.source != "-" else "stdin")
-    try:
-        if opts.command == "inpaint":
-            restored, result = restore.inpaint(image, mask, **kwargs)
-        else:
-            restored, result = restore.denoise(image, mask=mask, **kwargs)
-    except ValueError as e:
-        raise InputError((str(e).strip().splitlines() or ["invalid input"])[0]) from None
-    except (RuntimeError, MemoryError) as e:
-        msg = _oom_message(e, ctx, config)
-        if msg is None:
-            raise
-        raise InputError(msg) from None
-    finally:
-        rep.end_file()
+    restored, result = _run_engine(job, ctx, image, mask, units)
     restored = np.asarray(restored, dtype=np.float32)
     ran = result.config  # the configuration that actually ran (the plan's)
     fe = result.free_energy
@@ -202,6 +177,36 @@ def process(job: Job, ctx: RunContext) -> dict:
     record["seconds"] = time.perf_counter() - t0
     record["status"] = "ok"
     return record
+
+
+def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
+    """(restored, Result) of the library's ``denoise`` or ``inpaint`` on one loaded input, σ
+    converted from the input's ``units``; library errors become one-line InputErrors."""
+    from . import restore
+
+    settings, rep = ctx.settings, ctx.reporter
+    kwargs = dict(
+        sigma=None if settings.sigma is None else settings.sigma / units,
+        config=settings.config,
+        seed=settings.seed,
+        device=ctx.device,
+        callback=lambda state: rep.update(state, units),
+        max_memory=settings.max_memory,
+    )
+    rep.start_file(job.source if job.source != "-" else "stdin")
+    try:
+        if ctx.opts.command == "inpaint":
+            return restore.inpaint(image, mask, **kwargs)
+        return restore.denoise(image, mask=mask, **kwargs)
+    except ValueError as e:
+        raise InputError((str(e).strip().splitlines() or ["invalid input"])[0]) from None
+    except (RuntimeError, MemoryError) as e:
+        msg = _oom_message(e, ctx, settings.config)
+        if msg is None:
+            raise
+        raise InputError(msg) from None
+    finally:
+        rep.end_file()
 
 
 def _metrics(record, reference, restored, image, units, with_input, rep, job) -> None:
@@ -306,6 +311,22 @@ def _failed(job: Job, ctx: RunContext, message: str) -> dict:
     return record
 
 
+def _process_or_fail(job: Job, ctx: RunContext) -> dict:
+    """:func:`process`, with any failure of the input turned into its error record."""
+    try:
+        return process(job, ctx)
+    except InputError as e:
+        return _failed(job, ctx, str(e))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # a bug or an unexpected fault: one line, keep going
+        first = (str(e).strip().splitlines() or [""])[0]
+        record = _failed(job, ctx, f"unexpected {type(e).__name__}: {first}")
+        if ctx.opts.verbose and sys.stderr is not None:
+            sys.stderr.write(traceback.format_exc())
+        return record
+
+
 def run_batch(opts: Options) -> int:
     """The whole of ``denoise`` / ``inpaint``; returns the exit code (0 or 1)."""
     settings = check_options(opts)
@@ -317,9 +338,7 @@ def run_batch(opts: Options) -> int:
         device = resolve_device(opts.device)
     except ValueError as e:
         raise UsageError(f"--device: {e}") from None
-    if (
-        device.type == "cpu"
-    ):  # a process-wide allocator setting: the CLI's choice, not the library's
+    if device.type == "cpu":  # a process-wide allocator setting: the CLI's, not the library's
         keep_freed_memory()
     rep = Reporter(quiet=opts.quiet, verbose=opts.verbose)
     if (opts.json or opts.output == "-") and sys.stdout is None:
@@ -340,17 +359,7 @@ def run_batch(opts: Options) -> int:
     with rep:
         rep.start_files(len(jobs))
         for job in jobs:
-            try:
-                record = process(job, ctx)
-            except InputError as e:
-                record = _failed(job, ctx, str(e))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # a bug or an unexpected fault: one line, keep going
-                first = (str(e).strip().splitlines() or [""])[0]
-                record = _failed(job, ctx, f"unexpected {type(e).__name__}: {first}")
-                if opts.verbose and sys.stderr is not None:
-                    sys.stderr.write(traceback.format_exc())
+            record = _process_or_fail(job, ctx)
             counts[record["status"]] += 1
             if record["status"] == "ok":
                 rep.info(human_line(record))
