@@ -103,7 +103,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from evodenoise.config import resolve_config
+    from evodenoise.presets import resolve_config
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -227,8 +227,8 @@ def paper_preset_for(task: Task, channels: int) -> str:
 def build_config(preset: str, task: Task, channels: int, epochs: int | None, overrides: dict):
     """(Config, label) for a preset name (``paper`` maps to the task's paper preset,
     ``default`` to the command's default), settled by the library's
-    :func:`evodenoise.config.resolve_config` exactly as the command line settles it."""
-    from evodenoise.config import get_preset, preset_name, resolve_config
+    :func:`evodenoise.presets.resolve_config` exactly as the command line settles it."""
+    from evodenoise.presets import get_preset, preset_name, resolve_config
 
     name = (
         paper_preset_for(task, channels)
@@ -262,9 +262,9 @@ def ablation_value(base, key: str, text: str):
         if isinstance(cur, int):
             return max(1, round(cur * f))
         return cur * f
-    from evodenoise.config import _coerce  # the type rule of --set
+    from evodenoise.presets import coerce_value  # the type rule of --set
 
-    return _coerce(key, getattr(base, key), parse_value(text))
+    return coerce_value(key, getattr(base, key), parse_value(text))
 
 
 # ----------------------------------------------------------------------------- method runner
