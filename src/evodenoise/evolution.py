@@ -10,8 +10,8 @@ One E-step on a batch of points (DESIGN.md §1):
 3. drop every candidate that duplicates another (children among themselves and against K_n);
 4. keep the S best of K_n ∪ children by log-joint: no point's free energy can go down.
 
-For the GPU (issue 10) an E-step never waits for the device and has static shapes: all its
-random numbers are drawn up front in one call (:func:`draw_noise`; :func:`evolve_drawn` draws
+For the GPU an E-step never waits for the device and has static shapes: all its
+random numbers are drawn up front in one call (:func:`draw_noise`; :func:`estep` draws
 nothing, so it can be compiled whole and captured), parents and distinct bits are top-k's of
 noise (no ``multinomial``, ``nonzero`` or boolean indexing), and duplicates are masked, not
 removed.
@@ -24,31 +24,45 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config
-from .model import Model, as_rows
+from .model import Constants, Model, as_rows
 from .states import WORD, cached_const, const_arange, duplicate_mask, pack, row_ids, unpack
 
 FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
 
 
 @dataclass
-class EStepOut:
-    """The new K (packed, sorted by log-joint, best first) with its scores.
+class EStep:
+    """One E-step's result: each point's new set K_n (packed, best first) and its scores.
 
-    ``log_joint`` and ``sqerr`` are (B, S); ``f`` is each point's free-energy term
-    logsumexp_s log p(y_n, s) (B,).
+    ``score`` is log p(y_n, s) less the per-point constant −(D_n/2) log 2πσ², all that
+    ranking and the posterior q need; the full log-joint and the squared error follow.
     """
 
-    states: torch.Tensor
-    log_joint: torch.Tensor
-    sqerr: torch.Tensor
+    states: torch.Tensor  # (B, S, W)
+    score: torch.Tensor  # (B, S) log p(y_n, s) + (D_n/2) log 2πσ²
+    norm: torch.Tensor  # (B, S) ‖μ(s) − y_n‖_obs / √(2σ²)
+    offset: torch.Tensor  # (B, 1) or (): −(D_n/2) log 2πσ², the score's missing constant
+    inv2s2: torch.Tensor  # () 1 / (2σ²)
     a: torch.Tensor | None = None  # (B, S, width_1 + 1) extended pre-activations, when kept
 
     @property
+    def log_joint(self) -> torch.Tensor:
+        """log p(y_n, s), (B, S)."""
+        return self.score + self.offset
+
+    @property
+    def sqerr(self) -> torch.Tensor:
+        """‖y_n − μ(s)‖²_obs, (B, S)."""
+        return self.norm.square() / self.inv2s2
+
+    @property
     def q(self) -> torch.Tensor:
+        """The truncated posterior over K_n, (B, S)."""
         return torch.softmax(self.log_joint, dim=1)
 
     @property
     def f(self) -> torch.Tensor:
+        """Each point's free-energy term logsumexp_s log p(y_n, s), (B,)."""
         return torch.logsumexp(self.log_joint, dim=1)
 
 
@@ -278,60 +292,27 @@ def evolve(
     states: torch.Tensor,
     cfg: Config,
     gen: torch.Generator,
-    consts=None,
+    consts: Constants | None = None,
     a: torch.Tensor | None = None,
     keep: bool = False,
-) -> EStepOut:
-    """One evolutionary E-step for a batch: y (B, D), obs (B, D) or None, states (B, S, W).
-    ``consts``: :meth:`Model.constants` when the caller already has them. ``a``: the states'
-    extended pre-activations (B, S, width_1 + 1) when the caller has them under the current
-    parameters (a previous sweep's ``keep``, a dictionary's); ``keep``: return the new states'
-    in ``EStepOut.a`` (the estimate's next sweep and posterior mean then need no decoder pass
-    through the first layer)."""
+) -> EStep:
+    """One evolutionary E-step for a batch: :func:`estep` with its random numbers drawn from
+    ``gen`` (:func:`draw_noise`). ``consts``: :meth:`Model.constants`, if the caller has them."""
     consts = model.constants() if consts is None else consts
     noise = draw_noise(cfg, y.shape[0], y.device, gen)
-    return EStepOut(*evolve_drawn(model, y, obs, states, noise, consts, cfg, a, keep))
+    return estep(model, y, obs, states, noise, consts, cfg, a, keep)
 
 
-def evolve_drawn(
-    model: Model,
-    y: torch.Tensor,
-    obs: torch.Tensor | None,
-    states: torch.Tensor,
-    noise: torch.Tensor | None,
-    consts,
-    cfg: Config,
-    a=None,
-    keep: bool = False,
-):
-    """:func:`evolve` on noise from :func:`draw_noise`: (states (B, S, W), log-joints and
-    squared errors (B, S), with ``keep`` also the states' pre-activations). Static shapes, no
-    host sync, no random draw: compilable whole."""
-    new, lj, norm, *kept = evolve_core(
-        model, y, obs, states, noise, consts, cfg, norms=True, a=a, keep=keep
-    )
-    half_log, inv2s2 = consts.half_log, consts.inv2s2
-    d = y.shape[1] if obs is None else obs.sum(1, keepdim=True)
-    return new, lj - half_log * d, norm.square() / inv2s2, *kept
-
-
-def evolve_core(
-    model: Model,
-    y: torch.Tensor,
-    obs: torch.Tensor | None,
-    states: torch.Tensor,
-    noise: torch.Tensor | None,
-    consts,
-    cfg: Config,
-    norms: bool = False,
-    a: torch.Tensor | None = None,
-    keep: bool = False,
-):
-    """:func:`evolve_drawn` as training uses it (y, obs may come as (B, 1, D)): (states
-    (B, S, W), log-joints less their per-point constant −(D_n/2) log 2πσ² (B, S), and with
-    ``norms`` the scaled residual norms
-    ‖μ − y‖_obs / √(2σ²) (B, S), else None); with ``keep`` a fourth value, the new states'
-    extended pre-activations (B, S, width_1 + 1). ``a``: the given states', if known."""
+def estep(
+    model: Model, y, obs, states, noise, consts: Constants, cfg: Config, a=None, keep: bool = False
+) -> EStep:
+    """One evolutionary E-step on y (B, D) (or (B, 1, D)), obs like y or None, states
+    (B, S, W) packed, with the random numbers ``noise`` of :func:`draw_noise`: static shapes,
+    no host sync, no random draw, so it can be compiled whole. ``a``: the states' extended
+    pre-activations (B, S, width_1 + 1) when the caller has them under the current parameters
+    (a previous sweep's ``keep``, a dictionary's); ``keep``: return the new states' in
+    ``EStep.a`` (the estimate's next sweep and posterior mean then need no decoder pass
+    through the first layer)."""
     wt, bias, score = _prepare(model, y, obs, consts)
     b, p, c = y.shape[0], cfg.n_parents, cfg.n_children
     if a is None:
@@ -356,36 +337,35 @@ def evolve_core(
     for u in noise.unbind(0) if g_all else ():
         u_sel = u[:, : pop.lj.shape[1]] if n_sel else None
         idx = _select_parents(pop.lj, p, cfg.selection, u_sel)  # (B, P)
+        out = blocks[len(cand_lj) - 1] if keep else None
         if cfg.mutation == "bitflip":
             idx = torch.index_select(idx, 1, rep)  # (B, P·C): parent of each child
-            ch_states, ch_a = _bitflip(
-                pop, idx, *next(flips), out=blocks[len(cand_lj) - 1] if keep else None
-            )
+            ch_states, ch_a = _bitflip(pop, idx, *next(flips), out=out)
         else:
-            ch_states, ch_a = _recombine(
-                model, pop.take(idx), wt, bias, cfg, u[:, n_sel:] if n_sel else u
-            )
+            u_mut = u[:, n_sel:] if n_sel else u
+            ch_states, ch_a = _recombine(model, pop.take(idx), wt, bias, cfg, u_mut)
             if keep:
-                blocks[len(cand_lj) - 1].copy_(ch_a)
+                out.copy_(ch_a)
         ch_lj, ch_norm = score(ch_a)
         cand_states.append(ch_states)
         cand_lj.append(ch_lj)
         cand_norm.append(ch_norm)
         pop = _Population(ch_states, ch_a, ch_lj)  # children breed the next generation
-    return _survivors(
-        cand_states, cand_lj, cand_norm if norms else None, all_a if keep else None, cfg.n_states
-    )
+    new, best_lj, best_norm, kept = _survivors(cand_states, cand_lj, cand_norm, all_a, cfg.n_states)
+    d = y.shape[-1] if obs is None else obs.sum(-1)
+    offset = -consts.half_log * d
+    offset = offset.reshape(b, 1) if torch.is_tensor(d) else offset
+    return EStep(new, best_lj, best_norm, offset, consts.inv2s2, kept)
 
 
 def _survivors(cand_states, cand_lj, cand_norm, all_a, n_states: int):
-    """The S best distinct candidates of each point, best first: (states (B, S, W), log-joints
-    (B, S), their norms or None (``cand_norm`` None), and their a if ``all_a`` is given)."""
+    """The S best distinct candidates of each point, best first: states (B, S, W), scores and
+    norms (B, S), and their a if ``all_a`` is given (else None)."""
     all_states = torch.cat(cand_states, 1)  # (B, S + G·P·C, W)
     all_lj = torch.cat(cand_lj, 1)
     if len(cand_lj) > 1:  # children may repeat each other or K_n
         all_lj = all_lj.masked_fill(duplicate_mask(all_states), float("-inf"))
     best_lj, best = torch.topk(all_lj, n_states, dim=1)  # sorted, best first
     rows = row_ids(best.shape[0], best.device)
-    norm = None if cand_norm is None else torch.gather(torch.cat(cand_norm, 1), 1, best)
-    out = all_states[rows, best], best_lj, norm
-    return out if all_a is None else (*out, all_a[rows, best])
+    norm = torch.gather(torch.cat(cand_norm, 1), 1, best)
+    return all_states[rows, best], best_lj, norm, None if all_a is None else all_a[rows, best]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import Config
-from .evolution import draw_noise, evolve_core
+from .evolution import draw_noise, estep
 from .model import Constants, Model, as_rows
 from .mstep import PosteriorStats, add_estep_sums, learning_rate, make_adam, mstep
 from .states import init_states, unpack
@@ -40,7 +40,8 @@ def _estep(
     """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
     log-joints less a constant per point (B, S, 1); adds the batch's weighted posterior sums
     (w (B, 1), 0 for padding rows) to ``acc`` (see :func:`mstep.add_estep_sums`)."""
-    new, lj, _ = evolve_core(model, y, obs, states, noise, consts, cfg)
+    e = estep(model, y, obs, states, noise, consts, cfg)
+    new, lj = e.states, e.score
     bits = unpack(new, cfg.n_latents, lj.dtype)
     add_estep_sums(acc, lj, bits, w)
     return new, bits, lj.unsqueeze(2)
