@@ -106,7 +106,7 @@ VIEW_EVENTS = {
 def count_ops_per_step(cfg, image: np.ndarray, sigma: float, crop: int = 48) -> dict:
     """Torch operator calls per mini-batch step of one epoch, on a ``crop``² corner (eager).
 
-    ``dispatched``: every call that reaches the dispatcher (views included; the count issue 10
+    ``dispatched``: every call that reaches the dispatcher (views included; the count the GPU work
     started from); ``launches``: the calls that run work (not views, not profiler marks), about
     one kernel launch each on a GPU. Counted as a GPU runs them: distinct bits by one top-k,
     not by the CPU's Floyd loop (evodenoise.evolution.FLOYD_ON_CPU).
@@ -210,7 +210,7 @@ def measure(
 
 
 def project(row: dict, cfg, tflops: float = 25.0, launch_us: float = 8.0) -> dict:
-    """Projected GPU seconds of the preset's whole run (its own epochs), issue 10's model: the
+    """Projected GPU seconds of the preset's whole run (its own epochs), the GPU cost model: the
     larger of the arithmetic at ``tflops`` and the launches at ``launch_us`` each, where a
     captured CUDA graph counts as one launch plus 1 µs per kernel in it.
 

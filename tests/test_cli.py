@@ -2,7 +2,7 @@
 
 The stand-in keeps the library's contract (signatures, Result fields, callback, ValueError on
 bad input); tests/test_cli_e2e.py runs the real engine end to end on tiny images.
-Every row of issue 4's bad-input list is a test here: exit code, one-line error, no file.
+Every row of the bad-input list of the CLI's contract is a test here: exit code, one-line error, no file.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def test_auto_device_without_gpu_runs_on_cpu(tmp_path, engine, monkeypatch):
     assert r.exit_code == 0 and engine.calls[0]["device"] == "cpu"
 
 
-# ---- the bad-input list of issue 4 -----------------------------------------------------------
+# ---- the bad-input list ---------------------------------------------------------------------
 
 
 def test_bad_missing_file(tmp_path, engine):

@@ -1,4 +1,4 @@
-"""The command line after the split (issue 11): config resolution, --shard, --max-memory,
+"""The command line: config resolution, --shard, --max-memory,
 the reported configuration, progress, and the module size targets."""
 
 from __future__ import annotations

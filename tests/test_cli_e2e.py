@@ -212,7 +212,7 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig):
 
 @pytest.mark.slow
 def test_issue4_done_when_batch_of_ten_real_engine(tmp_path):
-    """Issue 4's acceptance: 10 mixed images (one corrupt) -> exit 1, nine outputs with bit
+    """The batch acceptance case: 10 mixed images (one corrupt) -> exit 1, nine outputs with bit
     depth and alpha kept, ten JSON lines naming the corrupt file; --skip-existing re-run does
     no work."""
     from test_cli import _mixed_folder

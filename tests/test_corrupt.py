@@ -1,4 +1,4 @@
-"""The corruption protocol (DESIGN.md §4): exact, unclipped, deterministic per seed."""
+"""The corruption protocol (docs/benchmarks.md): exact, unclipped, deterministic per seed."""
 
 import numpy as np
 import pytest

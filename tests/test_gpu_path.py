@@ -1,4 +1,4 @@
-"""The GPU path, proven on the CPU (issue 10): no host-device sync inside a training epoch, a
+"""The GPU path, proven on the CPU: no host-device sync inside a training epoch, a
 fixed number of operator calls per step whatever the batch size, analytic M-step gradients
 equal to autograd's, and the compiled E-step and M-step equal to the eager ones on the same
 random numbers. Tests marked ``cuda`` repeat the engine checks on a CUDA device when there is
@@ -151,7 +151,7 @@ def test_operator_calls_per_step_do_not_grow_with_batch_size(monkeypatch, per_es
 
 def test_paper_step_dispatches_at_most_150_operators(monkeypatch):
     """The paper's House settings (4 generations of 10 x 9 children): every dispatched operator
-    call per Adam step, views included, at most 150 (issue 10's target; 691 at first, 249 with
+    call per Adam step, views included, at most 150 (the GPU target; 691 at first, 249 with
     144 launching before the E-step was reshaped), and the launching calls among them."""
     from evodenoise.presets import get_preset
 

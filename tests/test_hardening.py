@@ -1,4 +1,4 @@
-"""Regression tests of issue 12: each contract break found by adversarial use, one test each.
+"""Regression tests: each contract break found by adversarial use, one test each.
 
 Streams (closed, full, broken stdout) and signals need a real process: those tests run
 ``python -m evodenoise`` (or a small driver with a stand-in engine) in a subprocess.
@@ -105,7 +105,8 @@ def test_json_to_a_closed_pipe(tmp_path):
         env=ENV,
     )
     p.stdout.close()  # the reader is gone before the first line
-    err = p.stderr.read()
+    with p.stderr:
+        err = p.stderr.read()
     p.wait(timeout=180)
     assert p.returncode == 1 and "Traceback" not in err and "Exception ignored" not in err, err
     assert [ln for ln in err.splitlines() if "broken pipe" in ln], err  # said, in one line

@@ -128,8 +128,8 @@ def test_inpaint_half_missing_beats_mean_fill():
 
 def test_gray_inpaint_with_2d_mask_does_not_warn():
     """Regression: an (H, W) mask used to reach torch as a read-only numpy view (UserWarning
-    on every gray inpaint). torch warns once per process, so this only catches it when no
-    earlier test triggered it first."""
+    on every gray inpaint). torch warns once per process; the suite turns every warning into
+    an error, so whichever test reaches it first fails."""
     clean = smooth()
     mask = np.zeros(clean.shape, bool)
     mask[4, 5] = True

@@ -76,6 +76,8 @@ def _run_and_signal(tmp_path: Path, sig, at_percent: int, times: int):
         p.send_signal(sig)
     p.wait(timeout=120)
     reader.join(timeout=10)
+    p.stdout.close()
+    p.stderr.close()
     return p.returncode, "".join(lines)
 
 

@@ -25,7 +25,7 @@ def tp():
 
 
 def test_paper_house_25_is_about_one_teraflop_per_epoch(tp):
-    # DESIGN.md §2 and the issue: ≈ 1–1.2 TFLOP per epoch at the paper's House σ=25 settings.
+    # docs/method.md: ≈ 1–1.2 TFLOP per epoch at the paper's House σ=25 settings.
     cfg = evodenoise.get_preset("paper-house-25")
     work = tp.work_per_epoch(cfg, 249 * 249, 1)
     assert work["steps"] == 1938

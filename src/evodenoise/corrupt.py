@@ -1,4 +1,4 @@
-"""The benchmark corruption protocol (DESIGN.md §4): additive Gaussian noise and random masks.
+"""The benchmark corruption protocol (docs/benchmarks.md): additive Gaussian noise and random masks.
 
 Both functions are deterministic given ``seed`` and draw from ``np.random.default_rng(seed)``
 only, so a (image, task, seed) triple always yields the same corrupted input.

@@ -3,7 +3,7 @@
 Everything is batched over data points (no Python loop over points or states). States are
 stored packed (``states.py``), and duplicates are found by sorting packed words.
 
-One E-step on a batch of points (DESIGN.md §1):
+One E-step on a batch of points (docs/method.md):
 1. re-score K_n under the current parameters;
 2. for each generation: select parents from the current population (per data point), make
    children by mutation, score them; the children are the next generation's population;

@@ -1,4 +1,4 @@
-"""Image quality metrics of the benchmark protocol (DESIGN.md §4): whole-image PSNR and SSIM.
+"""Image quality metrics of the benchmark protocol (docs/benchmarks.md): whole-image PSNR and SSIM.
 
 Thin wrappers over :mod:`skimage.metrics` so that every caller uses the same settings:
 the whole image, an explicit ``data_range`` (1.0 for images on the [0, 1] scale, 255 for the
