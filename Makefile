@@ -5,7 +5,7 @@ VENV   ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench bench-color bench-real gpu-bench clean
+.PHONY: setup demo lint test test-all bench bench-color bench-real gpu-bench clean
 
 $(BIN)/evodenoise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ setup: $(BIN)/evodenoise
 demo: setup
 	$(BIN)/evodenoise denoise sample_images/camera_noisy25.npy --sigma 25 \
 		--reference sample_images/camera.png -o out/camera_denoised.png --force
+
+# ruff: lint and format (configured in pyproject.toml); CI runs it before the tests.
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: setup
 	$(BIN)/pytest -q

@@ -182,6 +182,9 @@ class Constants(NamedTuple):
 class Model(nn.Module):
     """Decoder plus the closed-form parameters π (per latent) and σ² (scalar)."""
 
+    pi: torch.Tensor  # (H,) buffer
+    sigma2: torch.Tensor  # () buffer
+
     def __init__(
         self,
         n_latents: int,

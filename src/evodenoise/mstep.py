@@ -119,10 +119,21 @@ class PosteriorStats:
         self.sums = torch.cat([s, torch.stack([err, lse - consts.half_log * d_sum, d_sum])])
         self.n = n
 
-    s = property(lambda self: self.sums[:-3])
-    err = property(lambda self: self.sums[-3])
-    f = property(lambda self: self.sums[-2])
-    d = property(lambda self: self.sums[-1])
+    @property
+    def s(self) -> torch.Tensor:
+        return self.sums[:-3]  # Σ_n ⟨s⟩_q (H,)
+
+    @property
+    def err(self) -> torch.Tensor:
+        return self.sums[-3]  # Σ_n ⟨‖y_n − μ(s)‖²_obs⟩_q
+
+    @property
+    def f(self) -> torch.Tensor:
+        return self.sums[-2]  # Σ_n F_n, the truncated free energy
+
+    @property
+    def d(self) -> torch.Tensor:
+        return self.sums[-1]  # Σ_n D_n, the observed values
 
     def pi(self) -> torch.Tensor:
         return (self.s / self.n).clamp(PI_MIN, 1 - PI_MIN)
