@@ -21,6 +21,8 @@ def test_auto_without_gpu_is_cpu(monkeypatch):
 
 def test_auto_with_gpu_is_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    empty = torch.empty
+    monkeypatch.setattr(torch, "zeros", lambda *a, device=None, **k: empty(*a, **k))  # works
     assert resolve_device("auto") == torch.device("cuda")
 
 

@@ -1,4 +1,4 @@
-"""Resolve a device name from the command line (``--device``) to a :class:`torch.device`, once.
+"""Resolve a device name (``--device``, or the library's ``device=``) to a :class:`torch.device`, once.
 
 Everything below the command line infers the device from its tensors.
 """
@@ -25,9 +25,11 @@ def resolve_device(spec="auto"):
 
     if isinstance(spec, torch.device):
         spec = str(spec)
-    text = str(spec).strip().lower()
+    if not isinstance(spec, str):
+        raise ValueError(f"unknown device {spec!r} (use {DEVICE_CHOICES})")
+    text = spec.strip().lower()
     if text == "auto":
-        return torch.device("cuda") if _cuda_available(torch) else torch.device("cpu")
+        return torch.device("cuda") if _cuda_usable(torch) else torch.device("cpu")
     if text == "cpu":
         return torch.device("cpu")
     m = re.fullmatch(r"cuda(?::(\d+))?", text)
@@ -36,8 +38,7 @@ def resolve_device(spec="auto"):
     if not _cuda_available(torch):
         build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU found"
         raise ValueError(
-            f"device {text!r} requested but CUDA is not available ({build}); "
-            f"use --device cpu or auto"
+            f"device {text!r} requested but CUDA is not available ({build}); use cpu or auto"
         )
     if m.group(1) is None:
         return torch.device("cuda")
@@ -49,6 +50,24 @@ def resolve_device(spec="auto"):
             f"(cuda:0 ... cuda:{count - 1})"
         )
     return torch.device("cuda", index)
+
+
+def _cuda_usable(torch) -> bool:
+    """CUDA present and working: a tensor can be made on it. A present but unusable CUDA (a
+    driver too old for this torch, a GPU that fails to initialise) falls back to the CPU with
+    one warning line on stderr."""
+    if not _cuda_available(torch):
+        return False
+    try:
+        torch.zeros(1, device="cuda")
+        return True
+    except Exception as e:  # noqa: BLE001 (any failure to initialise means: not usable)
+        import sys
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if sys.stderr is not None:
+            sys.stderr.write(f"warning: CUDA is present but unusable ({first}); using the CPU\n")
+        return False
 
 
 def _cuda_available(torch) -> bool:

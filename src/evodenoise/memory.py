@@ -124,7 +124,7 @@ def check_fits(
         raise MemoryBudgetError(
             f"this {w}x{h} image needs about {_gb(need)} of memory but {_gb(budget)} "
             f"{'is free' if budget else 'is allowed'} on {device.type}; at most about "
-            f"{fits / 1e6:.1f} megapixels fit (free memory, or raise --max-memory)"
+            f"{fits / 1e6:.1f} megapixels fit (free memory, or raise max_memory)"
         )
     return need
 

@@ -10,6 +10,7 @@ random numbers are drawn here, so a plan never changes a run's random stream.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,13 +139,22 @@ def choose_patch_size(
     if sigma is None:
         if missing is not None:
             return min(get_preset(DEFAULT_PRESETS["inpaint"]).patch_size, limit)
-        from skimage.restoration import estimate_sigma
-
-        sigma = max(float(estimate_sigma(plane.cpu().numpy().astype(np.float64))), 1e-3)
+        sigma = _estimate_sigma(plane)
     var = float(values.double().var()) if values.numel() > 1 else 0.0
     ratio = math.sqrt(max(var - sigma**2, 0.0)) / sigma
     fits = [p for p, low in AUTO_PATCH_SIZES.items() if ratio >= low and p <= limit]
     return min(fits) if fits else min(AUTO_PATCH_SIZES)
+
+
+def _estimate_sigma(plane: torch.Tensor) -> float:
+    """scikit-image's wavelet estimate of a plane's noise σ (0–255 units), at least 1e-3; a
+    plane without any variation (all one value) has no measurable noise: 1e-3."""
+    from skimage.restoration import estimate_sigma
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = float(estimate_sigma(plane.cpu().numpy().astype(np.float64)))
+    return sigma if math.isfinite(sigma) and sigma > 1e-3 else 1e-3
 
 
 def band_rows(cfg: Config, width: int, height: int) -> int:

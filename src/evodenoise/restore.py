@@ -7,6 +7,7 @@ rates and σ floor are defined.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import torch
 
 from .color import fields_from_opponent, from_opponent, to_opponent, use_opponent
 from .config import Config
+from .device import resolve_device
 from .estimate import estimate_image
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
@@ -129,15 +131,17 @@ def inpaint(
 
 def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, max_memory=None):
     t0 = time.perf_counter()
-    cfg = get_preset(config) if isinstance(config, str) else config
+    cfg = _check_args(sigma, config, seed, callback, max_memory)
     img, missing = _check_inputs(image, mask, sigma, cfg, fill_only)
-    dev = torch.device(device)
+    dev = resolve_device(device)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     chw = img[None] if img.ndim == 2 else np.moveaxis(img, 2, 0)
     alpha = None
     if chw.shape[0] == 4:  # alpha is passed through untouched
         chw, alpha = chw[:3], chw[3:]
         missing = None if missing is None else missing[:3]
+        if missing is not None and bool(missing.all()):
+            raise ValueError("mask marks every colour value as missing: nothing to learn from")
     x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
     if missing is not None:
         missing = missing.to(dev)
@@ -183,6 +187,35 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     )
 
 
+MAX_SIGMA = 1e6  # σ in image units ([0, 1] scale): a million times the range is no noise level
+
+
+def _check_args(sigma, config, seed, callback, max_memory) -> Config:
+    """The configuration to run; ``TypeError`` or ``ValueError`` naming the argument, with one
+    line, before any work, for a value the library cannot take."""
+    if isinstance(config, str):
+        config = get_preset(config)
+    elif not isinstance(config, Config):
+        raise TypeError(f"config must be a Config or a preset name (got {type(config).__name__})")
+    if sigma is not None:
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+            raise TypeError(f"sigma must be a number or None (got {type(sigma).__name__})")
+        if not (math.isfinite(sigma) and 0 < sigma <= MAX_SIGMA):
+            raise ValueError(f"sigma must be a positive number up to {MAX_SIGMA:g} (got {sigma})")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer (got {type(seed).__name__})")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be between 0 and 2**63 - 1 (got {seed})")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None (got {type(callback).__name__})")
+    if max_memory is not None:
+        if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)):
+            raise TypeError(f"max_memory must be a number of bytes (got {max_memory!r})")
+        if max_memory < 1:
+            raise ValueError(f"max_memory must be at least 1 byte (got {max_memory})")
+    return config
+
+
 def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
     """The image as float32 (H, W) or (H, W, C) and the mask as a bool tensor (C, H, W) or
     None; ``ValueError`` with one line, before any work, on what cannot be restored."""
@@ -193,8 +226,6 @@ def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
         )
     if not np.isfinite(img).all():
         raise ValueError("image contains NaN or infinite values")
-    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number (got {sigma})")
     h, w = img.shape[:2]
     c = 1 if img.ndim == 2 else img.shape[2]
     p = cfg.patch_size or min(AUTO_PATCH_SIZES)  # automatic: at least the smallest size

@@ -198,8 +198,9 @@ def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
         if ctx.opts.command == "inpaint":
             return restore.inpaint(image, mask, **kwargs)
         return restore.denoise(image, mask=mask, **kwargs)
-    except ValueError as e:
-        raise InputError((str(e).strip().splitlines() or ["invalid input"])[0]) from None
+    except ValueError as e:  # the library's parameters named as the command line's
+        first = (str(e).strip().splitlines() or ["invalid input"])[0]
+        raise InputError(first.replace("raise max_memory", "raise --max-memory")) from None
     except (RuntimeError, MemoryError) as e:
         msg = _oom_message(e, ctx, settings.config)
         if msg is None:
