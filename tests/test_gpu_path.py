@@ -197,7 +197,7 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
 
 def test_compile_auto():
     from evodenoise.presets import get_preset
-    from evodenoise.train import use_compile
+    from evodenoise.plan import use_compile
 
     fast, paper = get_preset("fast"), get_preset("paper-house-25")
     assert use_compile(fast, "cuda") and use_compile(paper, "cuda")

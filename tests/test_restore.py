@@ -206,11 +206,12 @@ def test_output_shape_dtype_range(camera_denoised):
 def test_result_record(camera_denoised):
     _, _, _, res, epochs = camera_denoised
     assert isinstance(res, Result)
-    # the config that ran: the preset with the pool size, band rows and chunk it settled (a
-    # 40x40 image has 36x36 patches, all in the pool, one band)
+    # the config that ran: the preset with the pool size, band rows, chunk and training path
+    # the plan settled (a 40x40 image has 36x36 patches, all in the pool, one band; compile
+    # "auto" is off for a short CPU run)
     assert res.config == SMALL.replace(
-        train_patches=36 * 36, band_rows=36, chunk_size=256
-    )  # and the chunk (0: automatic)
+        train_patches=36 * 36, band_rows=36, chunk_size=256, compile="off"
+    )
     assert res.seed == 0 and res.device == "cpu"
     assert len(res.free_energy) == SMALL.epochs == len(res.log)
     assert all(np.isfinite(res.free_energy))

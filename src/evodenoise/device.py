@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["resolve_device", "DEVICE_CHOICES"]
+__all__ = ["resolve_device", "DEVICE_CHOICES", "EngineWarning"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+class EngineWarning(RuntimeWarning):
+    """The run goes on, differently than asked: the CPU for an unusable CUDA, eager for a
+    training step that failed to compile. The command line prints it as one line."""
 
 
 def resolve_device(spec="auto"):
@@ -55,18 +60,19 @@ def resolve_device(spec="auto"):
 def _cuda_usable(torch) -> bool:
     """CUDA present and working: a tensor can be made on it. A present but unusable CUDA (a
     driver too old for this torch, a GPU that fails to initialise) falls back to the CPU with
-    one warning line on stderr."""
+    an :class:`EngineWarning`."""
     if not _cuda_available(torch):
         return False
     try:
         torch.zeros(1, device="cuda")
         return True
     except Exception as e:  # noqa: BLE001 (any failure to initialise means: not usable)
-        import sys
+        import warnings
 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if sys.stderr is not None:
-            sys.stderr.write(f"warning: CUDA is present but unusable ({first}); using the CPU\n")
+        warnings.warn(
+            EngineWarning(f"CUDA is present but unusable ({first}); using the CPU"), stacklevel=3
+        )
         return False
 
 

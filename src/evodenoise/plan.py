@@ -35,7 +35,7 @@ class ModelPlan:
 
     name: str | None  # "luminance" / "chroma"; None: one model over every plane
     planes: slice  # its planes of the (colour-transformed) image
-    config: Config  # resolved: patch_size, epochs, train_patches (the pool), chunk_size, band_rows
+    config: Config  # resolved: patch_size, epochs, train_patches (pool), chunk, bands, compile
     n_patches: int  # N, the image's patches
     work: float  # training plus estimate work, E-step-sweep units (progress across models)
     train_work: float  # the training part of ``work``
@@ -98,6 +98,8 @@ def plan_run(
         shape = (planes.stop - planes.start, h, w)
         pool = min(n, g_cfg.train_patches)
         g_cfg = g_cfg.replace(train_patches=pool, epochs=training_epochs(g_cfg, pool))
+        steps = math.ceil(pool / g_cfg.batch_size)  # Adam steps per epoch
+        g_cfg = g_cfg.replace(compile="on" if use_compile(g_cfg, x.device, steps) else "off")
         g_cfg = g_cfg.replace(
             band_rows=plan_band_rows(g_cfg, shape, missing is not None, x.device, max_memory)
         )
@@ -110,6 +112,22 @@ def default_chunk(device: torch.device) -> int:
     """Patches per chunk of the E-step sweeps when ``Config.chunk_size`` is 0: 256 on the CPU
     (a chunk's candidates then stay in the caches), 16,384 on a GPU (fewer, larger calls)."""
     return 256 if torch.device(device).type == "cpu" else 16384
+
+
+def use_compile(cfg: Config, device, steps: int = 0) -> bool:
+    """Whether training runs compiled: ``on``; ``off``; ``auto``: on for CUDA; on the CPU
+    only for long runs of exact alternation (one E-step per Adam step, at least 50,000 Adam
+    steps, a C++ compiler present), where it measured faster overall: compiling costs about 3
+    minutes there, a compiled epoch of paper-house-25 is 1.4x faster, one of ``fast`` only 1.1x
+    (benchmarks/RESULTS.md). ``steps``: Adam steps per epoch."""
+    if cfg.compile != "auto":
+        return cfg.compile == "on"
+    if torch.device(device).type == "cuda":
+        return True
+    import shutil
+
+    long_exact = cfg.estep_batch <= cfg.batch_size and cfg.epochs * steps >= 50_000
+    return long_exact and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def training_epochs(cfg: Config, n_pool: int) -> int:

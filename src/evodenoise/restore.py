@@ -175,8 +175,10 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     fields = (fields / SCALE).cpu().numpy()
     fields = fields[:, 0] if img.ndim == 2 else np.moveaxis(fields, 1, 3)
     first = parts[0][1]
+    ran = plan.config  # as planned, with the training path that actually ran
+    ran = ran.replace(compile="on" if all(p[1]["compile"] == "on" for p in parts) else "off")
     return restored.astype(np.float32), Result(
-        config=plan.config,
+        config=ran,
         seed=int(seed),
         device=str(dev),
         sigma=first["sigma"],
@@ -279,7 +281,11 @@ def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fi
         p = cfg.patch_size
         fields = (model.decoder(eye) * unit + offset).reshape(cfg.n_latents, x.shape[0], p, p)
     log = [{**e, **tag, "sigma": e["sigma"] * to_image} for e in fitted.log]
-    record = {"sigma": float(model.sigma2.sqrt()) * to_image, "log": log}
+    record = {
+        "sigma": float(model.sigma2.sqrt()) * to_image,
+        "log": log,
+        "compile": fitted.config.compile,
+    }
     return out * unit + offset, record, fields
 
 

@@ -8,12 +8,14 @@ log and the progress display). The record reports the configuration that actuall
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +184,6 @@ def process(job: Job, ctx: RunContext) -> dict:
 def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
     """(restored, Result) of the library's ``denoise`` or ``inpaint`` on one loaded input, σ
     converted from the input's ``units``; library errors become one-line InputErrors."""
-    from . import restore
-
     settings, rep = ctx.settings, ctx.reporter
     kwargs = dict(
         sigma=None if settings.sigma is None else settings.sigma / units,
@@ -195,9 +195,8 @@ def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
     )
     rep.start_file(job.source if job.source != "-" else "stdin")
     try:
-        if ctx.opts.command == "inpaint":
-            return restore.inpaint(image, mask, **kwargs)
-        return restore.denoise(image, mask=mask, **kwargs)
+        with warnings_as_lines(rep):
+            return _call(ctx.opts.command, image, mask, kwargs)
     except ValueError as e:  # the library's parameters named as the command line's
         first = (str(e).strip().splitlines() or ["invalid input"])[0]
         raise InputError(first.replace("raise max_memory", "raise --max-memory")) from None
@@ -208,6 +207,31 @@ def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
         raise InputError(msg) from None
     finally:
         rep.end_file()
+
+
+def _call(command: str, image, mask, kwargs):
+    from . import restore
+
+    if command == "inpaint":
+        return restore.inpaint(image, mask, **kwargs)
+    return restore.denoise(image, mask=mask, **kwargs)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(rep: Reporter):
+    """Python warnings raised inside (the library's :class:`~evodenoise.device.EngineWarning`,
+    torch's) reported as one ``warning:`` line each, once per message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                line = (str(w.message).strip().splitlines() or [w.category.__name__])[0]
+                if line not in seen:
+                    seen.add(line)
+                    rep.warn(line)
 
 
 def _metrics(record, reference, restored, image, units, with_input, rep, job) -> None:
@@ -335,13 +359,14 @@ def run_batch(opts: Options) -> int:
     from .device import resolve_device
     from .memory import keep_freed_memory
 
+    rep = Reporter(quiet=opts.quiet, verbose=opts.verbose)
     try:
-        device = resolve_device(opts.device)
+        with warnings_as_lines(rep):
+            device = resolve_device(opts.device)
     except ValueError as e:
         raise UsageError(f"--device: {e}") from None
     if device.type == "cpu":  # a process-wide allocator setting: the CLI's, not the library's
         keep_freed_memory()
-    rep = Reporter(quiet=opts.quiet, verbose=opts.verbose)
     if (opts.json or opts.output == "-") and sys.stdout is None:
         rep.error(
             "stdout is closed; nothing was done (give -o FILE, drop --json, or keep stdout open)"

@@ -12,15 +12,18 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from .config import Config
+from .device import EngineWarning
 from .evolution import draw_noise, estep
 from .model import Constants, Model, as_rows
 from .mstep import PosteriorStats, add_estep_sums, learning_rate, make_adam, mstep
+from .plan import use_compile
 from .states import init_states, unpack
 
 MIN_SIGMA2 = 1e-12  # a fixed σ² below this (in y's units) is taken as this: no float32 overflow
@@ -64,22 +67,6 @@ def _engine(cfg: Config, device: torch.device, steps: int = 0):
     return est, mst
 
 
-def use_compile(cfg: Config, device, steps: int = 0) -> bool:
-    """``on``; ``off``; ``auto``: on for CUDA; on the CPU only for long runs of exact
-    alternation (one E-step per Adam step, at least 50,000 Adam steps, a C++ compiler present),
-    where it measured faster overall: compiling costs about 3 minutes there, a compiled epoch
-    of paper-house-25 is 1.4x faster, one of ``fast`` only 1.1x (benchmarks/RESULTS.md).
-    ``steps``: Adam steps per epoch."""
-    if cfg.compile != "auto":
-        return cfg.compile == "on"
-    if torch.device(device).type == "cuda":
-        return True
-    import shutil
-
-    long_exact = cfg.estep_batch <= cfg.batch_size and cfg.epochs * steps >= 50_000
-    return long_exact and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
 @dataclass
 class Fit:
     """A trained model with each patch's state set K (packed, best first), and the config it was
@@ -87,7 +74,7 @@ class Fit:
 
     model: Model
     states: torch.Tensor  # (N, S, W) int64
-    config: Config
+    config: Config  # as trained: ``compile`` "on" only if the compiled path ran to the end
     log: list[dict] = field(default_factory=list)
 
 
@@ -120,6 +107,7 @@ class _Run:
     cfg: Config
     n_train: int
     steps: int
+    compiled: bool  # the E-step and M-step run through torch.compile
     capture: bool  # CUDA: replay each chunk of K E-batches as one CUDA graph
     graphs: dict = field(default_factory=dict)
 
@@ -179,7 +167,8 @@ def _make_run(
         cfg=cfg,
         n_train=n_train,
         steps=steps,
-        capture=device.type == "cuda" and use_compile(cfg, device),
+        compiled=use_compile(cfg, device, steps),
+        capture=device.type == "cuda" and use_compile(cfg, device, steps),
     )
 
 
@@ -214,12 +203,32 @@ def _train_epoch(
             draw_noise(cfg, e_batch, device, gen, out=run.noise)
         # Adam steps of each E-batch of the chunk
         n_m = tuple(min(per_e, run.steps - j * per_e) for j in range(j0, min(j0 + k, n_eb)))
-        if run.capture:
-            _replay(run, y, obs, n_m)
-        else:
-            _chunk(run, y, obs, n_m)
+        _run_chunk(run, y, obs, n_m)
         n_seen += min(k * e_batch, run.n_train - j0 * e_batch)
     return PosteriorStats(run.sums, run.consts, n_seen, run.d_sum)
+
+
+def _run_chunk(run: _Run, y: torch.Tensor, obs: torch.Tensor | None, n_m: tuple[int, ...]):
+    """:func:`_chunk` as the run's engine says: compiled, captured (CUDA) or eager. If compiling
+    or capturing fails (no C++ compiler or Triton, an unsupported GPU, a driver quirk: the
+    failure comes before the chunk changes any state), the run goes on eagerly with one
+    :class:`EngineWarning`."""
+    if not run.compiled:
+        return _chunk(run, y, obs, n_m)
+    try:
+        return _replay(run, y, obs, n_m) if run.capture else _chunk(run, y, obs, n_m)
+    except Exception as e:  # noqa: BLE001 (whatever the compiler raises)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        warnings.warn(
+            EngineWarning(
+                f"compiling the training step failed ({type(e).__name__}: {first}); "
+                f"training goes on uncompiled"
+            ),
+            stacklevel=2,
+        )
+        run.estep, run.mstep = _engine(run.cfg.replace(compile="off"), y.device)
+        run.compiled = run.capture = False
+        return _chunk(run, y, obs, n_m)
 
 
 @torch.no_grad()
@@ -331,4 +340,5 @@ def fit(
         result.log.append(entry)
         if callback is not None:
             callback(entry)
+    result.config = cfg.replace(compile="on" if run.compiled else "off")  # the path that ran
     return result
