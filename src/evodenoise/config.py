@@ -13,6 +13,7 @@ MERGES = ("mean", "gaussian", "variance")
 COLORS = ("opponent", "rgb")
 MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
 COMPILES = ("auto", "on", "off")
+NOISE_LEVELS = ("learned", "estimated", "estimated-luminance")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Config:
     lr_half_cycle: float = 10.0  # epochs from minimum to maximum (cycles rounded to end low)
     sigma_mode: str = "fixed"  # with a sigma given: fixed keeps it, init only starts there
     sigma_floor: float = 0.5  # lower bound of a learned sigma (a given one is honoured)
+    noise_level: str = "learned"  # without a sigma: learned, estimated from the image (fixed),
+    #   or estimated-luminance (the luminance model's estimated, the chroma model's learned)
     estep_batch: int = 256  # patches per vectorised E-step call; 0: batch_size (the paper's)
     train_patches: int = 65536  # training pool: at most this many patches, drawn once
     grad_states: int = 16  # most probable states per patch in the gradient; 0: all S
@@ -127,6 +130,7 @@ class Config:
             ("merge", MERGES),
             ("color", COLORS),
             ("compile", COMPILES),
+            ("noise_level", NOISE_LEVELS),
         ):
             _check(
                 getattr(self, name) in allowed,

@@ -35,6 +35,7 @@ class ModelPlan:
 
     name: str | None  # "luminance" / "chroma"; None: one model over every plane
     planes: slice  # its planes of the (colour-transformed) image
+    sigma: float | None  # its noise σ, 0–255 units: given, estimated, or None (learned)
     config: Config  # resolved: patch_size, epochs, train_patches (pool), chunk, bands, compile
     n_patches: int  # N, the image's patches
     work: float  # training plus estimate work, E-step-sweep units (progress across models)
@@ -80,21 +81,22 @@ def plan_run(
     free); :class:`~evodenoise.memory.MemoryBudgetError` when not even one row of patches fits.
     """
     c, h, w = x.shape
+    groups = (
+        [("luminance", slice(0, 1)), ("chroma", slice(1, 3))] if opponent else [(None, slice(0, c))]
+    )
+    sigmas = _model_sigmas(cfg, x, missing, sigma, groups)
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
-        cfg = cfg.replace(patch_size=choose_patch_size(x[0], lum_missing, sigma, min(h, w)))
+        lum_sigma = sigmas[0] if sigma is None and sigmas[0] is not None else sigma
+        cfg = cfg.replace(patch_size=choose_patch_size(x[0], lum_missing, lum_sigma, min(h, w)))
     cfg = cfg.replace(chunk_size=cfg.chunk_size or default_chunk(x.device))
+    configs = [cfg]
     if opponent:
-        chroma = cfg.replace(
-            train_patches=max(1, round(cfg.train_patches * cfg.chroma_pool)),
-            fresh_sweeps=cfg.chroma_sweeps,
-        )
-        groups = [("luminance", slice(0, 1), cfg), ("chroma", slice(1, 3), chroma)]
-    else:
-        groups = [(None, slice(0, c), cfg)]
+        pool = max(1, round(cfg.train_patches * cfg.chroma_pool))
+        configs.append(cfg.replace(train_patches=pool, fresh_sweeps=cfg.chroma_sweeps))
     n = count_patches(h, w, cfg.patch_size)
     models = []
-    for name, planes, g_cfg in groups:
+    for (name, planes), g_cfg, g_sigma in zip(groups, configs, sigmas):
         shape = (planes.stop - planes.start, h, w)
         pool = min(n, g_cfg.train_patches)
         g_cfg = g_cfg.replace(train_patches=pool, epochs=training_epochs(g_cfg, pool))
@@ -104,7 +106,7 @@ def plan_run(
             band_rows=plan_band_rows(g_cfg, shape, missing is not None, x.device, max_memory)
         )
         train, est = _work(g_cfg, n)
-        models.append(ModelPlan(name, planes, g_cfg, n, train + est, train))
+        models.append(ModelPlan(name, planes, g_sigma, g_cfg, n, train + est, train))
     return Plan((c, h, w), opponent, tuple(models))
 
 
@@ -112,6 +114,22 @@ def default_chunk(device: torch.device) -> int:
     """Patches per chunk of the E-step sweeps when ``Config.chunk_size`` is 0: 256 on the CPU
     (a chunk's candidates then stay in the caches), 16,384 on a GPU (fewer, larger calls)."""
     return 256 if torch.device(device).type == "cpu" else 16384
+
+
+def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
+    """Each model's σ (0–255 units): the one given; else as ``cfg.noise_level`` says, None
+    (learned) or estimated from the model's planes (``noise.estimate_sigma``; images with
+    missing values are not estimated: learned)."""
+    if sigma is not None:
+        return [sigma] * len(groups)
+    if cfg.noise_level == "learned" or missing is not None:
+        return [None] * len(groups)
+    from .noise import estimate_sigma
+
+    out = [estimate_sigma(x[planes]) for _, planes in groups]
+    if cfg.noise_level == "estimated-luminance" and len(groups) > 1:
+        out[1:] = [None] * (len(groups) - 1)
+    return out
 
 
 def use_compile(cfg: Config, device, steps: int = 0) -> bool:

@@ -106,8 +106,8 @@ def human_line(record: dict) -> str:
     """The line printed for a restored input."""
     parts = [f"{quote(record['input'])} -> {quote(record['output'])}"]
     if record.get("sigma") is not None:
-        learned = record.get("sigma_given") is None
-        parts.append(f"σ={record['sigma']:.2f}" + (" (learned)" if learned else ""))
+        source = record.get("sigma_source") or ("given" if record.get("sigma_given") else "learned")
+        parts.append(f"σ={record['sigma']:.2f}" + ("" if source == "given" else f" ({source})"))
     if record.get("psnr") is not None:
         text = f"PSNR {record['psnr']:.2f} dB"
         if record.get("psnr_input") is not None:

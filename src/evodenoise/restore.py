@@ -37,10 +37,10 @@ class Result:
     sigma: float  # final model sigma, in image units ([0, 1] scale)
     seconds: float
     free_energy: list[float] = field(default_factory=list)  # per epoch, per patch
-    log: list[dict] = field(
-        default_factory=list
-    )  # per epoch: epoch, free_energy, sigma, mean_active, lr
+    # per epoch: epoch, free_energy, sigma, mean_active, lr
+    log: list[dict] = field(default_factory=list)
     fields: np.ndarray | None = None  # (H, p, p[, C]) generative fields, image units
+    noise: str = "learned"  # where sigma came from: given, estimated (fixed) or learned
 
 
 def denoise(
@@ -154,7 +154,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         _restore_planes(
             x[m.planes],
             None if missing is None else missing[m.planes],
-            sigma255,
+            m.sigma,
             m,
             gen,
             callback,
@@ -186,7 +186,15 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         free_energy=[e["free_energy"] for e in first["log"]],
         log=[e for p in parts for e in p[1]["log"]],
         fields=fields,
+        noise=_noise_source(sigma, plan),
     )
+
+
+def _noise_source(sigma, plan) -> str:
+    """Where the reported σ (the first model's) came from."""
+    if sigma is not None:
+        return "given"
+    return "learned" if plan.models[0].sigma is None else "estimated"
 
 
 MAX_SIGMA = 1e6  # σ in image units ([0, 1] scale): a million times the range is no noise level

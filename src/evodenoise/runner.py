@@ -61,6 +61,7 @@ def _record(job: Job, ctx: RunContext) -> dict:
         "psnr_input": None,
         "sigma": None,
         "sigma_given": ctx.settings.sigma,
+        "sigma_source": None,
         "data_range": None,
         "seconds": None,
         "device": str(ctx.device),
@@ -167,6 +168,7 @@ def process(job: Job, ctx: RunContext) -> dict:
     fe = result.free_energy
     record.update(
         sigma=float(result.sigma) * units,
+        sigma_source=result.noise,
         free_energy=fe[-1] if fe else None,
         config=ran.to_dict(),
         epochs=ran.epochs,

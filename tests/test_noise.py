@@ -1,0 +1,100 @@
+"""Noise levels estimated from the image: white noise read as it is, correlated noise (as
+demosaicing leaves it) read near its per-pixel σ where the plain wavelet estimate sees a
+fraction; the ``noise`` command; ``noise_level=estimated`` in a run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import uniform_filter
+from test_cli import run
+
+from evodenoise import denoise, get_preset
+from evodenoise.noise import estimate_sigma
+from evodenoise.noise_cmd import estimate_noise
+
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
+
+
+def smooth_image(n=128, seed=0):
+    """A smooth gray test image on the 0–255 scale (little fine-scale signal)."""
+    rng = np.random.default_rng(seed)
+    return 128 + 60 * uniform_filter(rng.standard_normal((n, n)), 24, mode="wrap") * 8
+
+
+def correlated_noise(shape, sigma, seed=1):
+    """Noise of per-pixel std ``sigma`` correlated over about 2 pixels (a 2x2 box filter of
+    white noise, rescaled): neighbours' correlation 0.5."""
+    white = np.random.default_rng(seed).standard_normal((shape[0] + 1, shape[1] + 1))
+    box = (white[:-1, :-1] + white[1:, :-1] + white[:-1, 1:] + white[1:, 1:]) / 2
+    return sigma * box
+
+
+@pytest.mark.parametrize("sigma", [5.0, 15.0])
+def test_white_noise_is_read_as_it_is(sigma):
+    clean = smooth_image()
+    noisy = clean + sigma * np.random.default_rng(2).standard_normal(clean.shape)
+    t = torch.from_numpy(noisy)
+    assert estimate_sigma(t) == pytest.approx(sigma, rel=0.1)
+    assert estimate_sigma(t, decorrelate=False) == pytest.approx(sigma, rel=0.1)
+
+
+def test_correlated_noise_is_read_near_its_per_pixel_sigma():
+    clean = smooth_image()
+    noise = correlated_noise(clean.shape, 10.0)
+    t = torch.from_numpy(clean + noise)
+    plain, decorrelated = estimate_sigma(t, decorrelate=False), estimate_sigma(t)
+    true = float(noise.std())
+    assert plain < 0.6 * true  # the finest scale sees little of it
+    assert decorrelated == pytest.approx(true, rel=0.25)
+    assert decorrelated > 1.5 * plain
+
+
+def test_flat_plane_has_the_minimum():
+    assert estimate_sigma(torch.zeros(32, 32)) == pytest.approx(1e-3)
+
+
+def test_estimate_noise_groups():
+    rng = np.random.default_rng(3)
+    gray = (smooth_image(64) + 10 * rng.standard_normal((64, 64))) / 255
+    assert set(estimate_noise(gray)) == {"gray"}
+    rgb = np.repeat(smooth_image(64)[..., None], 3, 2) / 255 + 10 / 255 * rng.standard_normal(
+        (64, 64, 3)
+    )
+    est = estimate_noise(rgb)
+    assert set(est) == {"luminance", "chroma"}
+    assert est["luminance"] * 255 == pytest.approx(10, rel=0.15)  # white: σ in every group
+    assert est["chroma"] * 255 == pytest.approx(10, rel=0.15)
+
+
+def test_noise_command_prints_and_writes_json(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    img = np.clip(smooth_image(64) + 8 * rng.standard_normal((64, 64)), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    r = run("noise", "a.png", "missing.png", "--json")
+    assert r.exit_code == 1  # one input could not be read
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert records[0]["status"] == "ok" and records[0]["sigma"]["gray"] == pytest.approx(8, rel=0.2)
+    assert records[1]["status"] == "error" and "missing.png" in records[1]["error"]
+    assert "σ gray" in r.stderr and r.stderr.count("missing.png") == 1
+
+
+def test_estimated_noise_level_is_fixed_and_reported():
+    rng = np.random.default_rng(5)
+    clean = smooth_image(48) / 255
+    noisy = (clean + 12 / 255 * rng.standard_normal(clean.shape)).astype(np.float32)
+    cfg = get_preset("fast").replace(epochs=2, min_visits=0, noise_level="estimated")
+    out, result = denoise(noisy, config=cfg, seed=0)
+    want = estimate_noise(noisy)["gray"]
+    assert result.noise == "estimated"
+    assert result.sigma == pytest.approx(want, rel=1e-5)  # fixed at the estimate
+    assert all(e["sigma"] == pytest.approx(want, rel=1e-5) for e in result.log)
+    _, learned = denoise(noisy, config=cfg.replace(noise_level="learned"), seed=0)
+    assert learned.noise == "learned"
+    _, given = denoise(noisy, 0.05, config=cfg, seed=0)
+    assert given.noise == "given" and given.sigma == pytest.approx(0.05)
