@@ -75,3 +75,30 @@ def test_unusable_cuda_falls_back_to_the_cpu_with_a_warning(monkeypatch):
     monkeypatch.setattr(torch, "zeros", broken)
     with pytest.warns(EngineWarning, match="unusable .*insufficient\\); using the CPU"):
         assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(hidden="64"),
+        dict(epochs=2.0),
+        dict(patch_size=4.0),
+        dict(n_states=True),
+        dict(batch_size=32.5),
+        dict(lr_max=float("inf")),
+        dict(standardize="no"),
+        dict(color=3),
+    ],
+)
+def test_config_fields_of_the_wrong_kind_are_refused(bad):
+    from evodenoise import Config
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Config(**bad)
+
+
+def test_unknown_command_is_refused():
+    from evodenoise.presets import resolve_config
+
+    with pytest.raises(ValueError, match="unknown command"):
+        resolve_config(command="bogus")

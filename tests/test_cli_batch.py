@@ -186,6 +186,7 @@ class Result:
     free_energy: list = dataclasses.field(default_factory=list)
     log: list = dataclasses.field(default_factory=list)
     fields: object = None
+    noise: str = "given"
 
 def denoise(image, sigma=None, *, config, seed, device, mask=None, callback=None,
             max_memory=None):

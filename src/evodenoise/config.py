@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 
 SELECTIONS = ("fitness", "uniform", "best")
@@ -79,6 +81,7 @@ class Config:
     chroma_sweeps: int = 0  # chroma model's fresh_sweeps (its poor fits still get swept)
 
     def __post_init__(self) -> None:
+        self._check_types()
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         _check(self.patch_size >= 0, "patch_size must be >= 1 (0: automatic)")
         _check(self.n_latents >= 1, "n_latents must be >= 1")
@@ -137,6 +140,27 @@ class Config:
                 f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})",
             )
 
+    def _check_types(self) -> None:
+        """Each field of its declared kind: integers (not bool, not float), finite numbers,
+        true booleans, names, and a tuple of integers for ``hidden``; ``ValueError`` naming
+        the field otherwise (a float epoch count or ``hidden="64"`` would fail mid-run)."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type
+            if kind == "int":
+                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            elif kind == "float":
+                ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+                ok = ok and math.isfinite(value)
+            elif kind == "bool":
+                ok = isinstance(value, bool)
+            elif kind == "str":
+                ok = isinstance(value, str)
+            else:  # hidden: a tuple (or list) of integers
+                ok = isinstance(value, (tuple, list)) and all(
+                    isinstance(h, numbers.Integral) and not isinstance(h, bool) for h in value
+                )
+            _check(ok, f"{f.name} must be {_KIND_NAMES.get(kind, 'integers')} (got {value!r})")
+
     def replace(self, **changes) -> Config:
         """A copy with ``changes`` applied; unknown keys raise ``ValueError``."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -152,6 +176,14 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> Config:
         return cls().replace(**d)
+
+
+_KIND_NAMES = {
+    "int": "an integer",
+    "float": "a finite number",
+    "bool": "true or false",
+    "str": "a name",
+}
 
 
 def _check(ok: bool, message: str) -> None:

@@ -170,6 +170,8 @@ PRESET_NOTES: dict[str, str] = {
 def preset_name(preset: str | None = None, *, command: str = "denoise") -> str:
     """The preset a run uses: ``preset`` itself, or the command's default when it is None
     (:data:`DEFAULT_PRESETS`: ``fast`` for denoising, ``inpaint`` for inpainting)."""
+    if command not in DEFAULT_PRESETS:
+        raise ValueError(f"unknown command {command!r}; known: {', '.join(DEFAULT_PRESETS)}")
     return DEFAULT_PRESETS[command] if preset is None else preset
 
 
