@@ -196,8 +196,8 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
 
 
 def test_compile_auto():
-    from evodenoise.presets import get_preset
     from evodenoise.plan import use_compile
+    from evodenoise.presets import get_preset
 
     fast, paper = get_preset("fast"), get_preset("paper-house-25")
     assert use_compile(fast, "cuda") and use_compile(paper, "cuda")

@@ -98,3 +98,66 @@ def test_estimated_noise_level_is_fixed_and_reported():
     assert learned.noise == "learned"
     _, given = denoise(noisy, 0.05, config=cfg, seed=0)
     assert given.noise == "given" and given.sigma == pytest.approx(0.05)
+
+
+# ---- signal-dependent noise: Poisson–Gaussian, the generalised Anscombe transform -------------
+
+
+def poisson_gaussian(clean, a, b, seed=6):
+    """clean (0–255) observed as a·Poisson(clean/a) + N(0, b²)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(clean, dtype=torch.float64)
+    return torch.poisson(x / a, generator=g) * a + b * torch.randn(
+        x.shape, generator=g, dtype=torch.float64
+    )
+
+
+@pytest.mark.parametrize("a, b", [(2.0, 3.0), (4.0, 0.0), (0.5, 1.0)])
+def test_noise_level_function_is_estimated(a, b):
+    from evodenoise.noise import estimate_poisson_gaussian
+
+    clean = torch.linspace(10, 200, 256, dtype=torch.float64).repeat(256, 1)
+    est_a, est_c = estimate_poisson_gaussian(poisson_gaussian(clean, a, b))
+    assert est_a == pytest.approx(a, rel=0.15)
+    assert est_c == pytest.approx(b * b, abs=0.15 * a * 100)  # c is small next to a·mean
+
+
+def test_gaussian_noise_has_no_gain():
+    from evodenoise.noise import estimate_poisson_gaussian, stabilise
+
+    clean = torch.linspace(10, 200, 256, dtype=torch.float64).repeat(256, 1)
+    noisy = clean + 5 * torch.randn(
+        256, 256, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+    )
+    a, c = estimate_poisson_gaussian(noisy)
+    assert a < 0.05 and c == pytest.approx(25, rel=0.15)
+    assert stabilise(noisy[None]) is None  # nothing to stabilise
+
+
+@pytest.mark.parametrize("lam", [0.5, 2.0, 20.0])
+def test_anscombe_whitens_and_its_inverse_is_unbiased(lam):
+    from evodenoise.noise import Anscombe
+
+    a, offset = 4.0, 2.5  # a black level: c = -a·offset
+    y = poisson_gaussian(torch.full((100_000,), lam * a), a, 0.0) + offset
+    t = Anscombe.fit(a, -a * offset)
+    z = t.forward(y)
+    if lam >= 2:
+        assert float(z.std()) / t.scale == pytest.approx(1.0, abs=0.05)  # white, σ = scale
+    mean = float(t.inverse(z.mean().reshape(1)))
+    assert mean == pytest.approx(float(y.mean()), rel=0.02)  # the exact unbiased inverse
+    algebraic = a * ((float(z.mean()) / t.scale) ** 2 / 4 - 0.375) + a * offset
+    if lam < 1:
+        assert abs(algebraic - float(y.mean())) > 3 * abs(mean - float(y.mean()))
+
+
+def test_poisson_gaussian_run_beats_the_input_and_refuses_a_sigma():
+    clean = np.clip(smooth_image(96), 5, 250)
+    noisy = poisson_gaussian(clean, 3.0, 1.0).numpy().astype(np.float32) / 255
+    cfg = get_preset("fast").replace(epochs=4, min_visits=0, noise_model="poisson-gaussian")
+    out, result = denoise(noisy, config=cfg, seed=0)
+    mse = lambda u: float(np.mean((u - clean / 255) ** 2))  # noqa: E731
+    assert mse(out) < 0.5 * mse(noisy) and result.noise == "estimated"
+    assert result.sigma * 255 == pytest.approx(np.sqrt(3.0 * clean.mean()), rel=0.3)
+    with pytest.raises(ValueError, match="leave sigma out"):
+        denoise(noisy, 0.05, config=cfg)

@@ -15,7 +15,8 @@ MERGES = ("mean", "gaussian", "variance")
 COLORS = ("opponent", "rgb")
 MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
 COMPILES = ("auto", "on", "off")
-NOISE_LEVELS = ("learned", "estimated", "estimated-luminance")
+NOISE_LEVELS = ("learned", "estimated")
+NOISE_MODELS = ("gaussian", "poisson-gaussian")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ class Config:
     lr_half_cycle: float = 10.0  # epochs from minimum to maximum (cycles rounded to end low)
     sigma_mode: str = "fixed"  # with a sigma given: fixed keeps it, init only starts there
     sigma_floor: float = 0.5  # lower bound of a learned sigma (a given one is honoured)
-    noise_level: str = "learned"  # without a sigma: learned, estimated from the image (fixed),
-    #   or estimated-luminance (the luminance model's estimated, the chroma model's learned)
+    noise_model: str = "gaussian"  # or poisson-gaussian: var = a·mean + c estimated per plane,
+    #   made white by the generalised Anscombe transform (exact unbiased inverse)
+    noise_level: str = "learned"  # without a sigma: learned, or estimated from the luminance
+    #   (noise.estimate_sigma) and fixed for every model
     estep_batch: int = 256  # patches per vectorised E-step call; 0: batch_size (the paper's)
     train_patches: int = 65536  # training pool: at most this many patches, drawn once
     grad_states: int = 16  # most probable states per patch in the gradient; 0: all S
@@ -134,6 +137,7 @@ class Config:
             ("color", COLORS),
             ("compile", COMPILES),
             ("noise_level", NOISE_LEVELS),
+            ("noise_model", NOISE_MODELS),
         ):
             _check(
                 getattr(self, name) in allowed,

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 MIN_SIGMA = 1e-3  # 0–255 units: a plane without variation has no measurable noise
+SIGNAL_DEPENDENT = 1.5  # noise variance ratio, bright (90th pct) to dark (10th), that needs a VST
 
 
 def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
@@ -46,3 +48,112 @@ def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
         values = [float(wavelet_sigma(p.numpy())) for p in x]
     sigma = factor * math.sqrt(sum(v * v for v in values) / len(values))
     return sigma if math.isfinite(sigma) and sigma > MIN_SIGMA else MIN_SIGMA
+
+
+def estimate_poisson_gaussian(plane: torch.Tensor, block: int = 0) -> tuple[float, float]:
+    """(a, c) of the noise level function var(y) = a·E[y] + c of a plane (H, W) of 0–255
+    values: a ≥ 0 the Poisson gain, c = b² − a·offset the rest (Gaussian read noise b, less
+    what a black level ``offset`` takes away: c may be negative). Blocks of ``block``²
+    pixels (0: 8, or 4 on images of fewer than 160 such blocks) give (mean, noise variance) pairs, the variance from horizontal and vertical first
+    differences (half the mean square of a difference of two noisy values, where the signal is
+    smooth); per intensity decile the lower quartile of the blocks' variances (textured blocks
+    overstate it), divided by what it is for pure noise (about 0.91), and a least-squares line
+    through those ten points gives a and c.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> clean = torch.linspace(10, 200, 256, dtype=torch.float64).repeat(256, 1)
+    >>> noisy = torch.poisson(clean / 2, generator=g) * 2 + 3 * torch.randn(256, 256, generator=g)
+    >>> a, c = estimate_poisson_gaussian(noisy)
+    >>> round(a, 1), round(c ** 0.5, 0)
+    (2.0, 3.0)
+    """
+    from scipy.stats import chi2
+
+    x = plane.detach().double().cpu()
+    block = block or (8 if x.shape[0] * x.shape[1] >= 160 * 64 else 4)
+    h, w = (s // block * block for s in x.shape)
+    x = x[:h, :w]
+    dx = torch.nn.functional.pad(x[:, 1:] - x[:, :-1], (0, 1))  # last column: no partner
+    dy = torch.nn.functional.pad(x[1:, :] - x[:-1, :], (0, 0, 0, 1))  # last row: none
+
+    def blocks(t):  # (H, W) -> (blocks, block²)
+        return t.unfold(0, block, block).unfold(1, block, block).reshape(-1, block * block)
+
+    n_dx, n_dy = (
+        blocks((dx != 0) | (torch.arange(w) < w - 1)).sum(1),
+        blocks((dy != 0) | (torch.arange(h)[:, None] < h - 1)).sum(1),
+    )
+    mean = blocks(x).mean(1)
+    var = (blocks(dx).square().sum(1) / n_dx + blocks(dy).square().sum(1) / n_dy) / 4
+    dof = 2 * block * (block - 1)  # differences per block
+    low = float(chi2.ppf(0.25, dof)) / dof  # the lower quartile of pure noise's variances
+    edges = torch.quantile(mean, torch.linspace(0, 1, 11, dtype=torch.float64))
+    points = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (mean >= lo) & (mean <= hi)
+        if int(sel.sum()) >= 8:
+            points.append((float(mean[sel].median()), float(torch.quantile(var[sel], 0.25)) / low))
+    if len(points) < 2 or max(p[0] for p in points) - min(p[0] for p in points) < 1e-6:
+        return 0.0, float(var.median())
+    m, v = (torch.tensor(c, dtype=torch.float64) for c in zip(*points))
+    design = torch.stack([m, torch.ones_like(m)], 1)
+    a, c = torch.linalg.lstsq(design, v[:, None]).solution[:, 0].tolist()
+    if a < 0:  # no signal dependence: a constant variance
+        a, c = 0.0, float(v.mean())
+    return float(a), float(c)
+
+
+ROOT_3_2 = math.sqrt(1.5)
+
+
+@dataclass(frozen=True)
+class Anscombe:
+    """The generalised Anscombe transform of one plane whose noise has var(y) = a·E[y] + c
+    (0–255 units, a > 0), scaled so that the transformed noise is white with σ = ``scale``:
+    z = scale · 2 √(y/a + 3/8 + c/a²). Its inverse is the closed-form approximation of the exact
+    unbiased inverse (Mäkitalo and Foi, 2011 and 2013), not the algebraic one, which is biased
+    at low counts: y = a·I(D) − c/a with D = z/scale and
+    I(D) = D²/4 + √(3/2)/(4D) − 11/(8D²) + 5√(3/2)/(8D³) − 1/8."""
+
+    a: float
+    c: float
+    scale: float
+
+    @classmethod
+    def fit(cls, a: float, c: float, top: float = 255.0) -> Anscombe:
+        """The transform for (a, c) that maps ``top`` near 255, so that the transformed plane
+        keeps about the range the model's settings were measured on."""
+        return cls(a, c, top / (2 * math.sqrt(max(top / a + 0.375 + c / a**2, 1e-12))))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        inner = (y / self.a + 0.375 + self.c / self.a**2).clamp(min=0)
+        return 2 * self.scale * inner.sqrt()
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        d = (z / self.scale).clamp(min=0.8)  # below it the series is no longer valid
+        exact = d * d / 4 + ROOT_3_2 / (4 * d) - 11 / (8 * d * d) + 5 * ROOT_3_2 / (8 * d**3)
+        return self.a * (exact - 0.125) - self.c / self.a
+
+
+def stabilise(x: torch.Tensor, missing: torch.Tensor | None = None) -> list[Anscombe] | None:
+    """One :class:`Anscombe` per plane of x (C, H, W) (0–255 values), from each plane's
+    estimated noise level function (:func:`estimate_poisson_gaussian`); None when a plane's
+    noise is not clearly signal-dependent (its variance at the 90th percentile of the values
+    less than ``SIGNAL_DEPENDENT`` times that at the 10th: Gaussian noise needs no transform)
+    or values are missing (their placeholders would bias the estimate)."""
+    if missing is not None:
+        return None
+    levels = [estimate_poisson_gaussian(p) for p in x]
+    for (a, c), p in zip(levels, x):
+        lo, hi = (
+            float(q)
+            for q in torch.quantile(
+                p.double().flatten()[::7], torch.tensor([0.1, 0.9], dtype=torch.float64)
+            )
+        )
+        if a <= 0 or (a * lo + c > 0 and (a * hi + c) < SIGNAL_DEPENDENT * (a * lo + c)):
+            return None
+    return [Anscombe.fit(a, c) for a, c in levels]

@@ -118,18 +118,16 @@ def default_chunk(device: torch.device) -> int:
 
 def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
     """Each model's σ (0–255 units): the one given; else as ``cfg.noise_level`` says, None
-    (learned) or estimated from the model's planes (``noise.estimate_sigma``; images with
-    missing values are not estimated: learned)."""
+    (learned) or estimated (``noise.estimate_sigma``) on the first model's planes (luminance,
+    or gray, or all of RGB) and fixed for every model, as a σ given is. Images with missing
+    values are not estimated (their placeholders would bias it): learned."""
     if sigma is not None:
         return [sigma] * len(groups)
     if cfg.noise_level == "learned" or missing is not None:
         return [None] * len(groups)
     from .noise import estimate_sigma
 
-    out = [estimate_sigma(x[planes]) for _, planes in groups]
-    if cfg.noise_level == "estimated-luminance" and len(groups) > 1:
-        out[1:] = [None] * (len(groups) - 1)
-    return out
+    return [estimate_sigma(x[groups[0][1]])] * len(groups)
 
 
 def use_compile(cfg: Config, device, steps: int = 0) -> bool:

@@ -19,6 +19,7 @@ from .color import fields_from_opponent, from_opponent, to_opponent, use_opponen
 from .config import Config
 from .device import resolve_device
 from .estimate import estimate_image
+from .noise import stabilise
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
 from .presets import DEFAULT_PRESETS, get_preset
@@ -145,10 +146,18 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
     if missing is not None:
         missing = missing.to(dev)
+    sigma255 = None if sigma is None else sigma * SCALE
+    vst, x0 = None, x
+    if cfg.noise_model == "poisson-gaussian":
+        if sigma is not None:
+            raise ValueError("noise_model poisson-gaussian estimates the noise: leave sigma out")
+        vst = stabilise(x, missing)
+    if vst is not None:  # signal-dependent noise made white, of σ = the transforms' scale
+        x = torch.stack([t.forward(p) for t, p in zip(vst, x)])
+        sigma255 = float(np.median([t.scale for t in vst]))
     opponent = use_opponent(x.shape[0], cfg, missing)
     if opponent:
         x = to_opponent(x)
-    sigma255 = None if sigma is None else sigma * SCALE
     plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory)
     parts = [
         _restore_planes(
@@ -167,6 +176,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
         out, fields = from_opponent(out), fields_from_opponent(fields)
+    if vst is not None:
+        out = torch.stack([t.inverse(p) for t, p in zip(vst, out)])
     restored = (out / SCALE).clamp(0, 1).cpu().numpy()
     if alpha is not None:
         restored = np.concatenate([restored, alpha])
@@ -181,13 +192,20 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         config=ran,
         seed=int(seed),
         device=str(dev),
-        sigma=first["sigma"],
+        sigma=first["sigma"] if vst is None else _sigma_at_mean(vst, x0),
         seconds=time.perf_counter() - t0,
         free_energy=[e["free_energy"] for e in first["log"]],
         log=[e for p in parts for e in p[1]["log"]],
         fields=fields,
         noise=_noise_source(sigma, plan),
     )
+
+
+def _sigma_at_mean(vst, x) -> float:
+    """The σ of signal-dependent noise at the image's mean level, in image units: what one
+    σ can say of it."""
+    var = [t.a * float(p.mean()) + t.c for t, p in zip(vst, x)]
+    return math.sqrt(max(float(np.mean(var)), 0.0)) / SCALE
 
 
 def _noise_source(sigma, plan) -> str:
