@@ -209,6 +209,24 @@ def test_memory_budget_shrinks_bands_before_refusing():
     assert r.config.band_rows == 1
 
 
+@pytest.mark.parametrize("colour", [False, True], ids=["gray", "colour"])
+def test_bands_and_chunks_never_change_the_result(colour):
+    """Same image, seed and device: the result does not depend on how the estimate is cut
+    into bands and chunks (which follows the free memory), beyond float rounding. The pool
+    holds a third of the patches, so fresh and poorly explained patches are swept too."""
+    if colour:
+        clean = data.astronaut()[100:136, 200:240].astype(np.float32) / 255
+        noisy = clean + SIGMA * np.random.default_rng(1).standard_normal(clean.shape)
+    else:
+        clean, noisy = noisy_crop(36, 40)
+    cfg = SMALL.replace(epochs=2, train_patches=400, dictionary_size=32, poor_fit_quantile=0.5)
+    want, _ = denoise(noisy.astype(np.float32), SIGMA, config=cfg, seed=3)
+    for change in (dict(band_rows=1), dict(chunk_size=7), dict(band_rows=5, chunk_size=64)):
+        got, r = denoise(noisy.astype(np.float32), SIGMA, config=cfg.replace(**change), seed=3)
+        assert all(getattr(r.config, k) == v for k, v in change.items())
+        np.testing.assert_allclose(got, want, atol=2e-5, err_msg=str(change))
+
+
 def test_fold_rows_with_per_value_weights_is_the_weighted_average():
     g = torch.Generator().manual_seed(3)
     c, h, w, p = 2, 6, 7, 3

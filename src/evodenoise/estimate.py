@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from .config import Config
-from .evolution import evolve, preactivations
+from .evolution import draw_noise, estep, preactivations
 from .model import Model
 from .patches import band_patches, chunks, fold_rows, gather_patches, patch_weights
 from .states import unpack
@@ -112,6 +112,45 @@ def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> to
     return (diff.square() * obs).sum(1) / obs.sum(1).clamp(min=1)
 
 
+POOL, FRESH, POOR = 0, 1, 2  # the estimate's random streams: pool, fresh and rescued patches
+
+
+class PatchNoise:
+    """The random numbers of the estimate's E-step sweeps as a function of (stream, sweep,
+    patch): each block of ``BLOCK`` patches (by raster index) draws its own from a generator
+    seeded by (seed, stream, sweep, block). How the image is cut into bands and chunks (which
+    follows the memory free) then never changes the result."""
+
+    BLOCK = 1024
+
+    def __init__(self, cfg: Config, seed: int, device):
+        self.cfg, self.seed, self.device = cfg, int(seed), torch.device(device)
+        self._last: dict = {}  # (stream, sweep) -> (block, its numbers (G, BLOCK, R))
+
+    def __call__(self, stream: int, sweep: int, idx: torch.Tensor) -> torch.Tensor | None:
+        """(G, B, R) numbers of :func:`evolution.draw_noise` for the patches ``idx`` (B,)."""
+        if self.cfg.n_generations == 0:
+            return None
+        out = None
+        block = idx // self.BLOCK
+        for b in torch.unique(block).tolist():  # one or two blocks per chunk
+            rows = (block == b).nonzero()[:, 0]
+            numbers = self._block(stream, sweep, b)
+            if out is None:
+                out = numbers.new_empty(numbers.shape[0], idx.numel(), numbers.shape[2])
+            out[:, rows] = numbers[:, idx[rows] % self.BLOCK]
+        return out
+
+    def _block(self, stream: int, sweep: int, b: int) -> torch.Tensor:
+        last = self._last.get((stream, sweep))
+        if last is None or last[0] != b:
+            mixed = ((self.seed * 1_000_003 + stream) * 1_000_033 + sweep) * 1_000_037 + b
+            gen = torch.Generator(device=self.device).manual_seed(mixed % 2**63)
+            last = (b, draw_noise(self.cfg, self.BLOCK, self.device, gen))
+            self._last[(stream, sweep)] = last
+        return last[1]
+
+
 @torch.no_grad()
 def estimate_image(
     fitted: Fit,
@@ -126,8 +165,12 @@ def estimate_image(
 
     ``observed`` (C, H, W) is 1 where a value is observed (None: all are); ``pool`` (M,) the
     sorted raster indices of the patches ``fitted`` was trained on (its states, in that order).
-    ``callback(band, bands)`` is called after each band.
+    ``callback(band, bands)`` is called after each band. The sweeps' random numbers come from
+    one seed drawn from ``gen``, per patch (:class:`PatchNoise`).
     """
+    noise = PatchNoise(
+        cfg, int(torch.randint(2**62, (1,), generator=gen, device=gen.device)), x.device
+    )
     c, h, w = x.shape
     p = cfg.patch_size
     cols = w - p + 1
@@ -145,8 +188,9 @@ def estimate_image(
         ob = None if observed is None else band_patches(observed, r0, r1, p)
         var = torch.empty_like(yb)
         lo, hi = (int(torch.searchsorted(pool, r * cols)) for r in (r0, r1))
+        trained_idx = pool[lo:hi]  # raster indices of the band's trained patches
         if hi - lo == yb.shape[0]:  # every patch of the band was trained on
-            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, gen)
+            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, noise, trained_idx)
         else:
             if dictionary is None:
                 dictionary = Dictionary(fitted, cfg.dictionary_size)
@@ -158,9 +202,11 @@ def estimate_image(
                         cfg.poor_fit_quantile,
                     )
             trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
-            trained[pool[lo:hi] - r0 * cols] = True
-            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, gen, trained)
-            _estimate_fresh(dictionary, model, yb, ob, var, cfg, gen, ~trained)
+            trained[trained_idx - r0 * cols] = True
+            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, noise, trained_idx, trained)
+            fresh = ~trained
+            idx = fresh.nonzero()[:, 0] + r0 * cols
+            _estimate_fresh(dictionary, model, yb, ob, var, cfg, noise, fresh, idx)
         if cfg.merge == "variance":  # inverse posterior variance, floored at σ²/D per value
             weights = 1.0 / (var.clamp(min=0) + model.sigma2 / yb.shape[1])
         fold_rows(num, den, yb, r0, p, weights)
@@ -170,24 +216,26 @@ def estimate_image(
     return num / den
 
 
-def _estimate(model, states, y, obs, var, cfg, gen, rows=None) -> None:
-    """Posterior means of the trained patches y[rows] (all: None) from their trained states
-    after the final sweeps, written over y (and their variances into var)."""
+def _estimate(model, states, y, obs, var, cfg, noise, idx, rows=None) -> None:
+    """Posterior means of the trained patches y[rows] (all: None; raster indices idx) from
+    their trained states after the final sweeps, written over y (and their variances into
+    var)."""
     if rows is None:
-        estimate_patches(model, states, y, obs, cfg, gen, out=y, var=var)
+        estimate_patches(model, states, y, obs, cfg, noise, out=y, var=var, idx=idx)
         return
     part, v = y[rows], var[rows]
     ob = None if obs is None else obs[rows]
-    y[rows] = estimate_patches(model, states, part, ob, cfg, gen, out=part, var=v)
+    y[rows] = estimate_patches(model, states, part, ob, cfg, noise, out=part, var=v, idx=idx)
     var[rows] = v
 
 
-def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
+def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> None:
     """Posterior means of the patches y[rows] that were not trained on, written over y: over
     their S best dictionary states directly (``fresh_sweeps`` 0), or after that many E-step
     sweeps starting there. A patch the dictionary explains poorly (its best entry leaves a
     residual above ``dictionary.poor``, see :meth:`Dictionary.set_poor_fit`) gets
-    ``poor_fit_sweeps`` sweeps from there instead, when they are more."""
+    ``poor_fit_sweeps`` sweeps from there instead, when they are more. ``idx``: the raster
+    indices of y[rows]."""
     part = y[rows]
     ob = None if obs is None else obs[rows]
     mean, v = torch.empty_like(part), torch.empty_like(part)
@@ -199,32 +247,49 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, gen, rows) -> None:
         top = dictionary.top(part[ch], och, cfg.n_states)
         if rescue:
             poor[ch] = dictionary.residual(part[ch], och, top.indices[:, 0]) > dictionary.poor
+        sweep = (noise, FRESH, idx[ch])
         _sweep_fresh(
-            dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, gen, mean[ch], v[ch]
+            dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, sweep, mean[ch], v[ch]
         )
     if rescue:  # the poorly explained patches again, with more sweeps (B' << B: gathered)
-        idx = poor.nonzero()[:, 0]
-        for ch in chunks(idx.numel(), size):
-            sel = idx[ch]
+        which = poor.nonzero()[:, 0]
+        for ch in chunks(which.numel(), size):
+            sel = which[ch]
             och = None if ob is None else ob[sel]
             top = dictionary.top(part[sel], och, cfg.n_states)
             m, vv = torch.empty_like(part[sel]), torch.empty_like(part[sel])
+            sweep = (noise, POOR, idx[sel])
             _sweep_fresh(
-                dictionary, model, part[sel], och, top, cfg.poor_fit_sweeps, cfg, gen, m, vv
+                dictionary, model, part[sel], och, top, cfg.poor_fit_sweeps, cfg, sweep, m, vv
             )
             mean[sel], v[sel] = m, vv
     y[rows], var[rows] = mean, v
 
 
-def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, gen, mean, var) -> None:
+def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var) -> None:
     """Posterior mean and variance (into ``mean``, ``var``, (B, D)) of patches y (B, D) whose
     best dictionary entries are ``top`` (a top-k of :meth:`Dictionary.scores`): over those
-    entries directly (``sweeps`` 0), or after ``sweeps`` E-step sweeps starting there."""
+    entries directly (``sweeps`` 0), or after ``sweeps`` E-step sweeps starting there
+    (``source``: the :class:`PatchNoise`, its stream and the patches' raster indices)."""
     if sweeps == 0:
         mean[:], var[:] = dictionary.posterior(top)
         return
     seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
-    estimate_patches(model, seeds, y, obs, cfg, gen, out=mean, var=var, a=a, sweeps=sweeps)
+    noise, stream, idx = source
+    estimate_patches(
+        model,
+        seeds,
+        y,
+        obs,
+        cfg,
+        noise,
+        out=mean,
+        var=var,
+        a=a,
+        sweeps=sweeps,
+        idx=idx,
+        stream=stream,
+    )
 
 
 @torch.no_grad()
@@ -234,11 +299,13 @@ def estimate_patches(
     y: torch.Tensor,
     obs: torch.Tensor | None,
     cfg: Config,
-    gen: torch.Generator,
+    noise: PatchNoise | torch.Generator,
     out: torch.Tensor | None = None,
     var: torch.Tensor | None = None,
     a: torch.Tensor | None = None,
     sweeps: int | None = None,
+    idx: torch.Tensor | None = None,
+    stream: int = 0,
 ) -> torch.Tensor:
     """Posterior mean ⟨μ(s)⟩_q of every patch y (N, D), after ``sweeps`` (default
     ``cfg.final_sweeps``) E-step sweeps from its states (N, S, W) (packed; updated in place)
@@ -250,14 +317,22 @@ def estimate_patches(
     overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
     receives the posterior variance of μ(s) per value. ``a`` (N, S, width_1 + 1): the states'
     extended pre-activations, if known (:func:`evolution.preactivations`).
+
+    ``noise``: the random numbers, a :class:`PatchNoise` (of the patches' raster indices
+    ``idx``, default 0 … N−1, and ``stream``), or a generator that seeds one.
     """
+    if isinstance(noise, torch.Generator):
+        seed = int(torch.randint(2**62, (1,), generator=noise, device=noise.device))
+        noise = PatchNoise(cfg, seed, y.device)
+    idx = torch.arange(y.shape[0], device=y.device) if idx is None else idx
     consts = model.constants()
     est = torch.empty_like(y) if out is None else out
     for c in chunks(y.shape[0], cfg.chunk_size or y.shape[0]):
         ob = None if obs is None else obs[c]
         s_c, a_c = states[c], None if a is None else a[c]
-        for _ in range(cfg.final_sweeps if sweeps is None else sweeps):
-            e = evolve(model, y[c], ob, s_c, cfg, gen, consts, a=a_c, keep=True)
+        for sweep in range(cfg.final_sweeps if sweeps is None else sweeps):
+            u = noise(stream, sweep, idx[c])
+            e = estep(model, y[c], ob, s_c, u, consts, cfg, a=a_c, keep=True)
             s_c, a_c = e.states, e.a
         states[c] = s_c
         h, q = e.a[..., :-1], e.q  # (B, S, width_1), (B, S)
