@@ -20,10 +20,12 @@ demo: setup
 	$(BIN)/evodenoise denoise sample_images/camera_noisy25.npy --sigma 25 \
 		--reference sample_images/camera.png -o out/camera_denoised.png --force
 
-# ruff: lint and format (configured in pyproject.toml); CI runs it before the tests.
+# ruff (lint and format) and mypy on the library core, configured in pyproject.toml; CI runs
+# them before the tests.
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 test: setup
 	$(BIN)/pytest -q

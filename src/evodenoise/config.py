@@ -163,7 +163,8 @@ class Config:
                 ok = isinstance(value, (tuple, list)) and all(
                     isinstance(h, numbers.Integral) and not isinstance(h, bool) for h in value
                 )
-            _check(ok, f"{f.name} must be {_KIND_NAMES.get(kind, 'integers')} (got {value!r})")
+            kind_name = _KIND_NAMES.get(str(kind), "integers")
+            _check(ok, f"{f.name} must be {kind_name} (got {value!r})")
 
     def replace(self, **changes) -> Config:
         """A copy with ``changes`` applied; unknown keys raise ``ValueError``."""

@@ -59,7 +59,8 @@ class Dictionary:
         self._c = self.prior - self.mu2.sum(1) / (2 * self.sigma2)  # (K,)
         # with a mask: [obs·y, obs] @ [μ/σ²; −μ²/2σ²] (2D, K) sums over observed values only
         self._w_obs = torch.cat([self._w, (self.mu2 / (-2 * self.sigma2)).T])
-        self.poor = None  # residual above which a patch is poorly explained (set_poor_fit)
+        # residual above which a patch is poorly explained (set_poor_fit)
+        self.poor: torch.Tensor | None = None
 
     def scores(self, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         """log p(y, s_k) of patches y (B, D) for every entry k, up to a constant per patch:
@@ -131,7 +132,7 @@ class PatchNoise:
         """(G, B, R) numbers of :func:`evolution.draw_noise` for the patches ``idx`` (B,)."""
         if self.cfg.n_generations == 0:
             return None
-        out = None
+        out: torch.Tensor | None = None
         block = idx // self.BLOCK
         for b in torch.unique(block).tolist():  # one or two blocks per chunk
             rows = (block == b).nonzero()[:, 0]
@@ -146,7 +147,9 @@ class PatchNoise:
         if last is None or last[0] != b:
             mixed = ((self.seed * 1_000_003 + stream) * 1_000_033 + sweep) * 1_000_037 + b
             gen = torch.Generator(device=self.device).manual_seed(mixed % 2**63)
-            last = (b, draw_noise(self.cfg, self.BLOCK, self.device, gen))
+            numbers = draw_noise(self.cfg, self.BLOCK, self.device, gen)
+            assert numbers is not None  # n_generations > 0
+            last = (b, numbers)
             self._last[(stream, sweep)] = last
         return last[1]
 
@@ -241,7 +244,7 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> No
     mean, v = torch.empty_like(part), torch.empty_like(part)
     size = cfg.chunk_size or part.shape[0]  # planned (plan.py); 0: one chunk
     rescue = dictionary.poor is not None  # set only when poor_fit_sweeps > fresh_sweeps
-    poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device) if rescue else None
+    poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device)
     for ch in chunks(part.shape[0], size):
         och = None if ob is None else ob[ch]
         top = dictionary.top(part[ch], och, cfg.n_states)
@@ -335,7 +338,8 @@ def estimate_patches(
             e = estep(model, y[c], ob, s_c, u, consts, cfg, a=a_c, keep=True)
             s_c, a_c = e.states, e.a
         states[c] = s_c
-        h, q = e.a[..., :-1], e.q  # (B, S, width_1), (B, S)
+        assert a_c is not None  # kept by the sweeps (keep=True), or given
+        h, q = a_c[..., :-1], e.q  # (B, S, width_1), (B, S)
         if var is None:  # the output layer once per patch, not once per state
             est[c] = model.decoder.mean(h, q)
         else:

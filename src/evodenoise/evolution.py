@@ -73,12 +73,12 @@ class _Population:
 
     states: torch.Tensor
     a: torch.Tensor
-    lj: torch.Tensor
+    lj: torch.Tensor  # empty after take(): a member set whose scores are not known yet
 
     def take(self, idx: torch.Tensor) -> _Population:
         """The members idx (B, K) (states and a; lj is left empty)."""
         b = row_ids(idx.shape[0], idx.device)
-        return _Population(self.states[b, idx], self.a[b, idx], None)
+        return _Population(self.states[b, idx], self.a[b, idx], self.a.new_empty(0))
 
 
 def _uniform(u, shape: tuple[int, ...], device) -> torch.Tensor:
@@ -340,11 +340,12 @@ def estep(
         out = blocks[len(cand_lj) - 1] if keep else None
         if cfg.mutation == "bitflip":
             idx = torch.index_select(idx, 1, rep)  # (B, P·C): parent of each child
-            ch_states, ch_a = _bitflip(pop, idx, *next(flips), out=out)
+            flip_masks, flip_rows = next(flips)
+            ch_states, ch_a = _bitflip(pop, idx, flip_masks, flip_rows, out=out)
         else:
             u_mut = u[:, n_sel:] if n_sel else u
             ch_states, ch_a = _recombine(model, pop.take(idx), wt, bias, cfg, u_mut)
-            if keep:
+            if out is not None:
                 out.copy_(ch_a)
         ch_lj, ch_norm = score(ch_a)
         cand_states.append(ch_states)

@@ -10,7 +10,7 @@ where ‖·‖_obs and D_n count observed values only.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -61,18 +61,23 @@ class Decoder(nn.Module):
         self.act = _ACTIVATIONS[activation]()
         self.activation = activation
         with torch.no_grad():  # Xavier-uniform weights from the run's generator, zero biases
-            for layer in self.layers:
+            for layer in self.linears:
                 bound = math.sqrt(6.0 / sum(layer.weight.shape))
                 layer.weight.uniform_(-bound, bound, generator=gen)
                 layer.bias.zero_()
 
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The layers, typed: first, hidden, output."""
+        return [cast(nn.Linear, layer) for layer in self.layers]
+
     def first(self, s: torch.Tensor) -> torch.Tensor:
         """Pre-activation of the first layer: (..., H) -> (..., width_1)."""
-        return self.layers[0](s)
+        return self.linears[0](s)
 
     def rest(self, a: torch.Tensor) -> torch.Tensor:
         """Decoder output from a first-layer pre-activation: (..., width_1) -> (..., D)."""
-        for layer in self.layers[1:]:
+        for layer in self.linears[1:]:
             a = layer(self.act(a))
         return a
 
@@ -83,7 +88,7 @@ class Decoder(nn.Module):
         """The first layer as columns (H, width_1) and bias (width_1,): a binary state's
         pre-activation is the bias plus its active latents' columns (a one-bit child's is its
         parent's plus or minus one column)."""
-        return self.layers[0].weight.T, self.layers[0].bias
+        return self.linears[0].weight.T, self.linears[0].bias
 
     def residual(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """μ − y from first-layer pre-activations a (B, K, width_1) and data y (B, D): (B, K, D)."""
@@ -94,14 +99,14 @@ class Decoder(nn.Module):
         operands prepared once (an E-step calls it once per generation). The output layer and
         the subtraction are one batched matrix product (``baddbmm`` with −(y − bias) as its
         added term), one pass over the (B, K, D) result fewer."""
-        if len(self.layers) == 1:
+        if len(self.linears) == 1:
             return lambda a: a - y.unsqueeze(1)
-        out = self.layers[-1]
+        out = self.linears[-1]
         yb = (out.bias - y).unsqueeze(1)
         wo = out.weight.T.expand(y.shape[0], -1, -1)
 
         def fn(a):
-            for layer in self.layers[1:-1]:
+            for layer in self.linears[1:-1]:
                 a = layer(self.act(a))
             return torch.baddbmm(yb, self.act(a), wo)
 
@@ -113,20 +118,20 @@ class Decoder(nn.Module):
         first gets a zero weight column for it, and the output layer and the subtraction are one
         batched matrix product (``baddbmm`` with scale · (bias − y) as its added term); operands
         are prepared once per call (an E-step then calls ``fn`` once per generation)."""
-        if len(self.layers) == 1:  # a holds μ itself
+        if len(self.linears) == 1:  # a holds μ itself
             ys = as_rows(y * -scale)
             return lambda a: torch.addcmul(ys, a[..., :-1], scale)
-        out = self.layers[-1]
+        out = self.linears[-1]
         yb = as_rows((out.bias - y) * scale)  # (B, 1, D)
         mid = [
             nn.functional.pad(layer.weight, (0, 1)) if i == 0 else layer.weight
-            for i, layer in enumerate(self.layers[1:-1])
+            for i, layer in enumerate(self.linears[1:-1])
         ]
         wo = out.weight * scale
         wo = (wo if mid else nn.functional.pad(wo, (0, 1))).T.expand(y.shape[0], -1, -1)
 
         def fn(a):
-            for layer, weight in zip(self.layers[1:-1], mid):
+            for layer, weight in zip(self.linears[1:-1], mid):
                 a = nn.functional.linear(self.act(a), weight, layer.bias)
             return torch.baddbmm(yb, self.act(a), wo)
 
@@ -136,11 +141,11 @@ class Decoder(nn.Module):
         """μ(s) (N, D) of states s (N, H) and what :meth:`backward` needs (inputs and
         pre-activations per layer)."""
         xs, zs, x = [s], [], s
-        for layer in self.layers[:-1]:
+        for layer in self.linears[:-1]:
             zs.append(nn.functional.linear(x, layer.weight, layer.bias))
             x = self.act(zs[-1])
             xs.append(x)
-        out = self.layers[-1]
+        out = self.linears[-1]
         return nn.functional.linear(x, out.weight, out.bias), (xs, zs)
 
     def backward(self, g: torch.Tensor, cache) -> list[torch.Tensor]:
@@ -148,10 +153,10 @@ class Decoder(nn.Module):
         back-propagated by hand through the MLP: no autograd graph, a fixed number of calls."""
         xs, zs = cache
         grads = []
-        for i in reversed(range(len(self.layers))):
+        for i in reversed(range(len(self.linears))):
             grads += [g.sum(0), g.T @ xs[i]]  # bias, weight
             if i:
-                g = _ACT_GRAD[self.activation](g @ self.layers[i].weight, zs[i - 1], xs[i])
+                g = _ACT_GRAD[self.activation](g @ self.linears[i].weight, zs[i - 1], xs[i])
         return grads[::-1]
 
     def mean(self, a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -159,13 +164,13 @@ class Decoder(nn.Module):
         :meth:`first`; the E-step keeps them) weighted by q (B, K) -> (B, D). The output layer
         is affine, so it is applied once to the q-weighted last hidden activations instead of
         to each of the K states: the same value (to rounding) at a K-th of that layer's cost."""
-        if len(self.layers) == 1:  # a is μ itself
+        if len(self.linears) == 1:  # a is μ itself
             return torch.bmm(q.unsqueeze(1), a).squeeze(1)
         x = self.act(a)
-        for layer in self.layers[1:-1]:
+        for layer in self.linears[1:-1]:
             x = self.act(layer(x))
         h = torch.bmm(q.unsqueeze(1), x).squeeze(1)  # (B, width_last)
-        out = self.layers[-1]
+        out = self.linears[-1]
         return torch.addmm(q.sum(1, keepdim=True) * out.bias, h, out.weight.T)
 
 
@@ -196,7 +201,7 @@ class Model(nn.Module):
     ):
         super().__init__()
         self.decoder = Decoder(n_latents, n_out, hidden, activation, gen)
-        device = self.decoder.layers[0].weight.device
+        device = self.decoder.linears[0].weight.device
         self.register_buffer("pi", torch.full((n_latents,), 1.0 / n_latents, device=device))
         self.register_buffer("sigma2", torch.tensor(float(sigma2), device=device))
 
@@ -227,9 +232,8 @@ class Model(nn.Module):
 
         ``obs`` (B, D) is 1 for observed values and 0 for missing ones (None: all observed).
         """
-        if obs is None:
-            d_n = diff.shape[-1]
-        else:
+        d_n: int | torch.Tensor = diff.shape[-1]
+        if obs is not None:
             diff = diff * obs[:, None, :]  # obs is 0/1, so this is the observed part
             d_n = obs.sum(-1, keepdim=True)
         sqerr = torch.linalg.vector_norm(diff, dim=-1).square()  # one fused reduction

@@ -15,8 +15,8 @@ from .model import PI_MIN, Constants, Model, as_rows
 from .states import unpack
 
 
-def learning_rate(t: float, cfg: Config) -> float:
-    """Triangular cyclic learning rate at (fractional) epoch t.
+def learning_rate(t, cfg: Config):
+    """Triangular cyclic learning rate at (fractional) epoch t (a number, or a tensor of them).
 
     Starts at ``lr_min``, peaks after a half cycle, and the number of cycles is rounded so
     that the last epoch ends exactly at a minimum (where the estimate is taken).

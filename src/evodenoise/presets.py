@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from .config import Config
 
@@ -19,7 +20,7 @@ from .config import Config
 # House σ=25 after 20 epochs 31.79 dB (reference 31.6) against 30.94 dB with per-point
 # fitness-proportional selection (``--set selection=fitness``, the paper's definition);
 # sigma is learned (the paper does not give it to the model; with --sigma it only starts there).
-_PAPER = dict(
+_PAPER: dict[str, Any] = dict(
     batch_size=32,
     lr_min=1e-4,
     epochs=500,

@@ -54,8 +54,8 @@ def _engine(cfg: Config, device: torch.device, steps: int = 0):
     """The E-step and M-step functions of a run: eager, or compiled whole
     (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
     E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
-    est = functools.partial(_estep, cfg=cfg)
-    mst = mstep
+    est: Callable = functools.partial(_estep, cfg=cfg)
+    mst: Callable = mstep
     if use_compile(cfg, device, steps):
         # Every run (config, shapes) compiles its own graphs of the same two functions: allow
         # many runs per process (fullgraph turns the default limit of 8 into an error).
