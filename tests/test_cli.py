@@ -654,6 +654,28 @@ def test_mask_dir_pairs_by_stem(tmp_path, engine):
     assert recs["b.png"]["missing_fraction"] == pytest.approx(mb.mean())
 
 
+def test_mask_dir_prefers_stem_mask_and_never_pairs_an_input_with_itself(tmp_path, engine):
+    """``STEM_mask.*`` is the explicit name: it wins over ``STEM.*``; and the input itself
+    is never its own mask (a --mask-dir that is the input folder)."""
+    (tmp_path / "in").mkdir()
+    gray(tmp_path / "in" / "a.png")
+    ma = RNG.random((H, W)) < 0.3
+    mask_png(tmp_path / "in" / "a_mask.png", ma)
+    gray(tmp_path / "in" / "c.png")
+    r = run("inpaint", "in/a.png", "in/c.png", "--mask-dir", "in", "--output-dir", "out",
+            "--json", *FAST)  # fmt: skip
+    recs = {Path(x["input"]).name: x for x in json_lines(r)}
+    assert recs["a.png"]["status"] == "ok" and recs["a.png"]["mask"].endswith("a_mask.png")
+    assert np.array_equal(engine.calls[0]["mask"], ma)
+    assert recs["c.png"]["status"] == "error" and "no mask for c" in recs["c.png"]["error"]
+    # a separate mask folder holding both a.png and a_mask.png: a_mask.png, not ambiguity
+    (tmp_path / "masks").mkdir()
+    mask_png(tmp_path / "masks" / "a.png", ~ma)
+    mask_png(tmp_path / "masks" / "a_mask.png", ma)
+    r = run("inpaint", "in/a.png", "--mask-dir", "masks", "-o", "o.png", *FAST)
+    assert r.exit_code == 0 and np.array_equal(engine.calls[-1]["mask"], ma)
+
+
 def test_reference_dir_pairs_by_stem(tmp_path, engine):
     (tmp_path / "in").mkdir()
     (tmp_path / "ref").mkdir()

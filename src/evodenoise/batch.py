@@ -81,14 +81,25 @@ def _index_by_stem(directory: Path) -> dict[str, list[Path]]:
     return index
 
 
-def _pair(index: dict[str, list[Path]], stem: str, extra_stems=()) -> tuple[Path | None, str]:
-    for s in (stem, *extra_stems):
-        cands = index.get(s, [])
+def _pair(
+    index: dict[str, list[Path]], stems, source: str | None = None
+) -> tuple[Path | None, str]:
+    """The one file of ``index`` named by the first of ``stems`` that names any (never the
+    input ``source`` itself); (None, why) when none does or several do."""
+    for s in stems:
+        cands = [c for c in index.get(s, []) if source is None or not _same_file(c, source)]
         if len(cands) == 1:
             return cands[0], ""
         if len(cands) > 1:
             return None, f"several candidates: {', '.join(quote(c.name) for c in cands)}"
     return None, "not found"
+
+
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _template(path: str | None, stem: str, many: bool, flag: str) -> str | None:
@@ -208,15 +219,15 @@ def _pair_side_files(job: Job, opts: Options, mask_index, ref_index) -> None:
     stem = job.stem
     job.mask, job.reference = opts.mask, opts.reference
     if mask_index is not None:
-        m, why = _pair(mask_index, stem, (f"{stem}_mask",))
+        m, why = _pair(mask_index, (f"{stem}_mask", stem), job.source)
         if m is None and job.error is None:
             job.error = (
                 f"no mask for {quote(stem)} in {quote(opts.mask_dir)} ({why}; "
-                f"looked for {quote(stem)}.* and {quote(stem)}_mask.*)"
+                f"looked for {quote(stem)}_mask.* and {quote(stem)}.*)"
             )
         job.mask = None if m is None else str(m)
     if ref_index is not None:
-        r, why = _pair(ref_index, stem)
+        r, why = _pair(ref_index, (stem,), job.source)
         if r is None:
             job.warnings.append(
                 f"no reference for {quote(stem)} in "
