@@ -161,3 +161,13 @@ def test_poisson_gaussian_run_beats_the_input_and_refuses_a_sigma():
     assert result.sigma * 255 == pytest.approx(np.sqrt(3.0 * clean.mean()), rel=0.3)
     with pytest.raises(ValueError, match="leave sigma out"):
         denoise(noisy, 0.05, config=cfg)
+
+
+def test_noise_option_sets_the_noise_model(tmp_path, engine):
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(tmp_path / "a.png")
+    r = run("denoise", "a.png", "--noise", "poisson-gaussian", "--device", "cpu", "-q")
+    assert r.exit_code == 0 and engine.calls[0]["config"].noise_model == "poisson-gaussian"
+    r = run("denoise", "a.png", "--noise", "laplace", "-f")
+    assert r.exit_code == 2 and "noise_model must be one of" in r.stderr

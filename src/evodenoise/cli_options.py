@@ -124,6 +124,17 @@ def restore_options(
         ),
     ] = None,
     sigma: Annotated[Text, in_noise("--sigma", "-s", metavar="S|auto")] = None,
+    noise: Annotated[
+        Text,
+        in_noise(
+            "--noise",
+            metavar="MODEL",
+            help="Noise model: [bold]gaussian[/bold] (white, one σ; the default) or "
+            "[bold]poisson-gaussian[/bold] (variance growing with the brightness: photon "
+            "counts, microscopy; its level function is estimated per channel and made white "
+            "by the generalised Anscombe transform). Same as --set noise_model=MODEL.",
+        ),
+    ] = None,
     data_range: DataRange = None,
     reference: Annotated[
         Text,

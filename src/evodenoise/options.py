@@ -57,6 +57,7 @@ class Options:
     recursive: bool = False
     shard: str | None = None
     sigma: str | None = None
+    noise: str | None = None
     data_range: float | None = None
     mask: str | None = None
     mask_dir: str | None = None
@@ -102,7 +103,10 @@ def check_options(opts: Options) -> Settings:
     )
     try:
         config = resolve_config(
-            opts.preset, command=opts.command, epochs=opts.epochs, overrides=opts.sets or ()
+            opts.preset,
+            command=opts.command,
+            epochs=opts.epochs,
+            overrides=[*(opts.sets or ()), *([f"noise_model={opts.noise}"] if opts.noise else [])],
         )
     except ValueError as e:
         raise UsageError(f"invalid configuration: {e}") from None
