@@ -106,10 +106,16 @@ def test_denoise_beats_noisy_input_and_gaussian_blur(camera_denoised):
 def test_denoise_learns_sigma_when_not_given():
     clean = camera_crop(150, 180, 40, 40)
     noisy = add_noise(clean, seed=1)
-    out, res = denoise(noisy, None, config=SMALL.replace(epochs=12, lr_half_cycle=3.0), seed=1)
+    cfg = SMALL.replace(epochs=12, lr_half_cycle=3.0, noise_level="learned")
+    out, res = denoise(noisy, None, config=cfg, seed=1)
     assert psnr(clean, out) >= psnr(clean, noisy) + 5
-    assert res.sigma == pytest.approx(SIGMA, rel=0.2)  # close to the true noise level
+    assert res.sigma == pytest.approx(SIGMA, rel=0.2) and res.noise == "learned"
     assert res.log[0]["sigma"] > res.log[-1]["sigma"]  # started at the data's spread
+    # the presets' default: estimated from the image and kept
+    out, res = denoise(noisy, None, config=cfg.replace(noise_level="estimated"), seed=1)
+    assert psnr(clean, out) >= psnr(clean, noisy) + 5
+    assert res.sigma == pytest.approx(SIGMA, rel=0.2) and res.noise == "estimated"
+    assert res.log[0]["sigma"] == res.log[-1]["sigma"]
 
 
 def test_inpaint_half_missing_beats_mean_fill():
