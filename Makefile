@@ -47,11 +47,19 @@ bench-color: setup
 	$(BIN)/python benchmarks/run.py --suite color $(BENCH_ARGS)
 	$(BIN)/python benchmarks/run.py --suite inpaint $(BENCH_ARGS)
 
-# Real camera noise: noisy/reference pairs kept outside the repository (never copy them in);
-# no σ is given, evodenoise learns it. Centre 256x256 crops of 15 photos, a few minutes each.
-REAL_DIR ?= ../shared/benchmark/real/camera
+# Real noise: noisy/reference pairs kept outside the repository (never copy them in); no σ is
+# given. Camera photos (default settings: σ estimated from the image) and microscope frames
+# (--noise poisson-gaussian), centre 256x256 crops, a few minutes each; the peers on the same
+# crops: (C)BM3D with σ estimated as a user would, at the best σ of a grid (an expert at
+# best), and, for the microscope frames, BM3D after the generalised Anscombe transform.
+REAL_DIR ?= ../shared/benchmark/real
 bench-real: setup
-	$(BIN)/python benchmarks/real.py $(REAL_DIR) --crop 256 --threads 2 --name real-camera $(BENCH_ARGS)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/real.py $(REAL_DIR)/camera $(REAL_DIR)/repro --crop 256 --threads 2 \
+		--methods input,evodenoise,cbm3d,cbm3d-best --name real-camera $(BENCH_ARGS)
+	$(BIN)/python benchmarks/real.py $(REAL_DIR)/microscopy --crop 256 --threads 2 \
+		--set noise_model=poisson-gaussian --methods input,evodenoise,cbm3d,cbm3d-best,gat-bm3d \
+		--name real-microscopy $(BENCH_ARGS)
 
 # CUDA machine only (fails with one line elsewhere): the cuda tests, then per preset compile time,
 # s/epoch, kernels and syncs per step, peak memory, TFLOP/s and PSNR vs the CPU at equal seed.

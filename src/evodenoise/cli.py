@@ -43,7 +43,7 @@ _EXAMPLES = """\
   [dim]# one image; σ in 8-bit units; writes photo_denoised.png beside it[/dim]
   evodenoise denoise photo.png --sigma 25
 
-  [dim]# unknown noise: σ is learned and reported[/dim]
+  [dim]# unknown noise: σ is estimated from the image and reported[/dim]
   evodenoise denoise photo.png -o clean.png
 
   [dim]# a folder (and its subfolders) into another folder, resumable[/dim]
@@ -144,7 +144,7 @@ _restore_command(
         "[bold]white/non-zero = missing[/bold], black/zero = observed.",
         "sigma": "Noise standard deviation in the input's units: 0-255 for 8-bit images, 0-65535 "
         "for 16-bit, --data-range for float. Must be > 0. Leave out (or [bold]auto[/bold]) "
-        "to learn it; the estimate is reported.",
+        "and σ is estimated from the image (the one `evodenoise noise` prints) and reported.",
         "suffix": _SUFFIX_HELP.format("_denoised"),
         "preset": preset_help(DEFAULT_PRESETS["denoise"]),
     },
