@@ -16,7 +16,7 @@ from .encode import atomic_write_bytes, encode_image, write_image
 from .imageio import ImageInfo, read_image
 from .options import InputError, UsageError, parse_positive, parse_seed
 from .outputs import check_not_inputs, check_stdout_target, check_writable_name, probe_dir
-from .report import Reporter, StreamError, image_to_stdout, json_line, write_stdout
+from .report import Reporter, emit_json, image_to_stdout
 
 __all__ = ["run_corrupt"]
 
@@ -91,12 +91,8 @@ def run_corrupt(
         rep.error(record["error"])
     if record["status"] == "ok":
         rep.info(_summary(record))
-    if json_out:
-        try:
-            write_stdout(json_line(record))
-        except StreamError as e:
-            rep.error(f"--json: {e}")
-            return 1
+    if json_out and not emit_json(rep, record):
+        return 1
     return 0 if record["status"] == "ok" else 1
 
 

@@ -85,27 +85,6 @@ def _working_set(cfg: Config, d: int) -> int:
     return rows * (3 * cand * width + cfg.dictionary_size) * FLOAT
 
 
-def estimate_bytes(
-    cfg: Config,
-    shape: tuple[int, int, int],
-    masked: bool,
-    n_pool: int,
-    band_patches: int,
-    device: torch.device,
-) -> int:
-    """Peak bytes of a run on an image of ``shape`` (C, H, W)."""
-    c, h, w = shape
-    d = c * cfg.patch_size**2
-    image = c * h * w * FLOAT * 6  # input, its copy on the device, sums, weights, output ×2
-    runtime = RUNTIME_BYTES if device.type == "cpu" else 0
-    return (
-        runtime
-        + image
-        + (n_pool + band_patches) * _per_patch(cfg, d, masked)
-        + _working_set(cfg, d)
-    )
-
-
 def check_fits(
     cfg: Config,
     shape: tuple[int, int, int],
@@ -115,8 +94,15 @@ def check_fits(
     device: torch.device,
     budget: int | None,
 ) -> int:
-    """The estimated peak bytes; :class:`MemoryBudgetError` if they exceed ``budget``."""
-    need = estimate_bytes(cfg, shape, masked, n_pool, band_patches, device)
+    """The estimated peak bytes of a run on an image of ``shape`` (C, H, W) with a pool of
+    ``n_pool`` patches and bands of ``band_patches``; :class:`MemoryBudgetError` if they
+    exceed ``budget``."""
+    c, h, w = shape
+    d = c * cfg.patch_size**2
+    image = c * h * w * FLOAT * 6  # input, its copy on the device, sums, weights, output ×2
+    runtime = RUNTIME_BYTES if device.type == "cpu" else 0
+    per_patch = _per_patch(cfg, d, masked)
+    need = runtime + image + (n_pool + band_patches) * per_patch + _working_set(cfg, d)
     if budget is not None and need > budget:
         c, h, w = shape
         fixed = need - c * h * w * FLOAT * 6

@@ -8,7 +8,7 @@ import numpy as np
 from .decode import ImageError, quote
 from .imageio import read_image
 from .options import parse_positive
-from .report import Reporter, StreamError, json_line, write_stdout
+from .report import Reporter, emit_json
 
 __all__ = ["run_noise", "estimate_noise"]
 
@@ -51,10 +51,6 @@ def run_noise(inputs: list[str], data_range: float | None, json_out: bool, quiet
             message = str(e) if str(e).startswith(quote(source)) else f"{quote(source)}: {e}"
             record.update(status="error", error=message)
             rep.error(record["error"])
-        if json_out:
-            try:
-                write_stdout(json_line(record))
-            except StreamError as e:
-                rep.error(f"--json: {e}")
-                return 1
+        if json_out and not emit_json(rep, record):
+            return 1
     return 1 if failed else 0

@@ -32,6 +32,22 @@ _PAPER: dict[str, Any] = dict(
     selection="best",
 )
 
+# The paper's two model sizes: 8x8 patches with 64 latents (House σ 15 and 25), 12x12 with 512.
+_HOUSE: dict[str, Any] = dict(
+    patch_size=8, n_latents=64, hidden=(64,), n_states=200, n_parents=10, n_children=9,
+    n_generations=4, lr_max=1e-2,
+)  # fmt: skip
+_LARGE: dict[str, Any] = dict(
+    patch_size=12, n_latents=512, hidden=(512,), n_states=64, n_parents=5, n_children=4,
+    n_generations=1,
+)  # fmt: skip
+
+
+def _paper(**settings) -> Config:
+    """A paper row: ``settings`` over the paper's common ones (:data:`_PAPER`)."""
+    return Config(**{**_PAPER, **settings})
+
+
 PRESETS: dict[str, Config] = {
     # CPU default: a 256x256 gray image in about a minute or two on 2 cores.
     # The patch size follows the image (patch_size 0: 4, 6 or 8 from the signal-to-noise
@@ -65,54 +81,14 @@ PRESETS: dict[str, Config] = {
         noise_level="estimated",
     ),
     # Exact settings of the paper's table (docs/method.md).
-    "paper-house-15": Config(
-        patch_size=8,
-        n_latents=64,
-        hidden=(64,),
-        n_states=200,
-        n_parents=10,
-        n_children=9,
-        n_generations=4,
-        lr_max=1e-2,
-        **_PAPER,
-    ),
-    "paper-house-25": Config(
-        patch_size=8,
-        n_latents=64,
-        hidden=(64,),
-        n_states=200,
-        n_parents=10,
-        n_children=9,
-        n_generations=4,
-        lr_max=1e-2,
-        **_PAPER,
-    ),
-    "paper-house-50": Config(
-        patch_size=12,
-        n_latents=512,
-        hidden=(512,),
-        n_states=64,
-        n_parents=5,
-        n_children=4,
-        n_generations=1,
-        lr_max=5e-2,
-        **_PAPER,
-    ),
+    "paper-house-15": _paper(**_HOUSE),
+    "paper-house-25": _paper(**_HOUSE),
+    "paper-house-50": _paper(**_LARGE, lr_max=5e-2),
     # The paper's House settings with E-steps over 8 mini-batches at once (estep_batch 256): on
     # a GPU a step then costs its M-step plus an eighth of an E-step, not a whole E-step of
     # launches (benchmarks/RESULTS.md: PSNR against exact alternation).
-    "gpu-house-25": Config(
-        patch_size=8,
-        n_latents=64,
-        hidden=(64,),
-        n_states=200,
-        n_parents=10,
-        n_children=9,
-        n_generations=4,
-        lr_max=1e-2,
-        **{**_PAPER, "estep_batch": 256},
-    ),
-    "paper-barbara-25": Config(
+    "gpu-house-25": _paper(**_HOUSE, estep_batch=256),
+    "paper-barbara-25": _paper(
         patch_size=8,
         n_latents=50,
         hidden=(500, 500),
@@ -122,41 +98,10 @@ PRESETS: dict[str, Config] = {
         n_children=4,
         n_generations=1,
         lr_max=1e-3,
-        **_PAPER,
-    ),
-    "paper-inpaint-house": Config(
-        patch_size=12,
-        n_latents=512,
-        hidden=(512,),
-        n_states=64,
-        n_parents=5,
-        n_children=4,
-        n_generations=1,
-        lr_max=1e-2,
-        **_PAPER,
-    ),
-    "paper-inpaint-color-50": Config(
-        patch_size=5,
-        n_latents=512,
-        hidden=(512,),
-        n_states=32,
-        n_parents=5,
-        n_children=4,
-        n_generations=1,
-        lr_max=1.25e-3,
-        **_PAPER,
-    ),
-    "paper-inpaint-color-80": Config(
-        patch_size=12,
-        n_latents=512,
-        hidden=(512,),
-        n_states=64,
-        n_parents=5,
-        n_children=4,
-        n_generations=1,
-        lr_max=1e-3,
-        **_PAPER,
-    ),
+    ),  # fmt: skip
+    "paper-inpaint-house": _paper(**_LARGE, lr_max=1e-2),
+    "paper-inpaint-color-50": _paper(**{**_LARGE, "patch_size": 5, "n_states": 32}, lr_max=1.25e-3),
+    "paper-inpaint-color-80": _paper(**_LARGE, lr_max=1e-3),
 }
 PRESETS["default"] = PRESETS["fast"]
 DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when none is named

@@ -98,6 +98,16 @@ def jsonable(value):
     return value
 
 
+def emit_json(rep: Reporter, record: dict) -> bool:
+    """Write ``record`` as one JSON line on stdout; False (reported once) if stdout failed."""
+    try:
+        write_stdout(json_line(record))
+        return True
+    except StreamError as e:
+        rep.error(f"--json: {e}")
+        return False
+
+
 def json_line(record: dict) -> str:
     return json.dumps(jsonable(record)) + "\n"
 
