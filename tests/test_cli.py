@@ -21,10 +21,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evodenoise.cli import app
+from evodenoise.encode import tile_fields
 from evodenoise.imageio import encode_png16 as _encode_png16
 from evodenoise.imageio import read_image
 from evodenoise.presets import PRESET_NOTES, PRESETS, get_preset
-from evodenoise.runner import tile_fields
 
 H, W = 20, 24
 RNG = np.random.default_rng(7)

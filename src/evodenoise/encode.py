@@ -10,6 +10,7 @@ directory, then ``os.replace``; nothing is left behind on an error or ``Keyboard
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -162,3 +163,25 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def tile_fields(fields: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Generative fields (n, p, p[, C]) as one [0, 1] image: a near-square grid, each field
+    scaled to its own min..max, separated by ``pad`` gray pixels."""
+    fields = np.asarray(fields, dtype=np.float64)
+    if fields.ndim == 2:
+        fields = fields[None]
+    n, p, q = fields.shape[:3]
+    channels = fields.shape[3] if fields.ndim == 4 else None
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    shape = (rows * (p + pad) + pad, cols * (q + pad) + pad) + ((channels,) if channels else ())
+    grid = np.full(shape, 0.5)
+    for k in range(n):
+        f = fields[k]
+        lo, hi = float(np.min(f)), float(np.max(f))
+        f = (f - lo) / (hi - lo) if hi > lo else np.full_like(f, 0.5)
+        r, c = divmod(k, cols)
+        y, x = pad + r * (p + pad), pad + c * (q + pad)
+        grid[y : y + p, x : x + q] = f
+    return grid.astype(np.float32)

@@ -171,11 +171,9 @@ def estimate_image(
     ``callback(band, bands)`` is called after each band. The sweeps' random numbers come from
     one seed drawn from ``gen``, per patch (:class:`PatchNoise`).
     """
-    noise = PatchNoise(
-        cfg, int(torch.randint(2**62, (1,), generator=gen, device=gen.device)), x.device
-    )
-    c, h, w = x.shape
-    p = cfg.patch_size
+    seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+    noise = PatchNoise(cfg, seed, x.device)
+    h, w, p = *x.shape[1:], cfg.patch_size
     cols = w - p + 1
     pool = pool.contiguous()  # searched once per band
     rows = cfg.band_rows or h - p + 1  # planned (plan.py); 0: one band

@@ -60,8 +60,11 @@ def denoise(
     Parameters
     ----------
     image : ndarray, (H, W) or (H, W, C), float on the [0, 1] scale (noise may leave it).
-    sigma : noise standard deviation in the image's units (e.g. 25/255), or None to learn it.
-        With a value, ``config.sigma_mode`` decides whether σ stays fixed or only starts there.
+    sigma : noise standard deviation in the image's units (e.g. 25/255), or None: estimated
+        from the image (``config.noise_level`` "estimated", the presets' default) or learned
+        ("learned"). With a value, ``config.sigma_mode`` decides whether σ stays fixed or only
+        starts there. ``config.noise_model`` "poisson-gaussian" estimates signal-dependent
+        noise instead (leave sigma out).
     config : a :class:`Config` or a preset name (see ``evodenoise.PRESETS``); None: ``fast``.
     seed : seed of the run's one random generator; equal seeds give equal results on a device.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
@@ -78,14 +81,17 @@ def denoise(
     restored : ndarray like ``image``, float32 clipped to [0, 1].
     result : :class:`Result` with the free-energy trace, final σ, timing and generative fields.
 
-    Notes
-    -----
-    Training costs about M·(S + G·P·C + 3·S) decoder evaluations per epoch for a pool of
-    M = min(N, ``train_patches``) of the N ≈ H·W patches (at the paper's House settings ~1
-    TFLOP); the estimate then streams over all N patches band by band, so time beyond the pool
-    and memory beyond one band grow only with the estimate's sweep. The ``fast`` preset
-    restores a 256×256 gray image in a minute or two on 2 CPU cores; the paper presets want a
-    GPU.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from evodenoise import denoise, get_preset
+    >>> rng = np.random.default_rng(0)
+    >>> clean = np.tile(np.linspace(0.2, 0.8, 32, dtype=np.float32), (32, 1))
+    >>> noisy = clean + rng.normal(0, 0.1, clean.shape).astype(np.float32)
+    >>> quick = get_preset("fast").replace(epochs=2, min_visits=0)  # a short run
+    >>> restored, result = denoise(noisy, 0.1, config=quick, seed=0)
+    >>> restored.shape, result.noise, bool(np.abs(restored - clean).mean() < 0.05)
+    ((32, 32), 'given', True)
     """
     return _restore(
         image,
@@ -114,7 +120,19 @@ def inpaint(
     """Fill the values of ``image`` marked True in ``mask`` (same shape, or (H, W) for all
     channels). Without ``sigma`` observed values are kept as they are; with ``sigma`` the image
     is also noisy and every value is estimated. ``config`` None: the ``inpaint`` preset. Other
-    parameters as in :func:`denoise`."""
+    parameters as in :func:`denoise`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from evodenoise import get_preset, inpaint
+    >>> image = np.tile(np.linspace(0.2, 0.8, 24, dtype=np.float32), (24, 1))
+    >>> missing = np.random.default_rng(0).random(image.shape) < 0.3
+    >>> quick = get_preset("inpaint").replace(epochs=2, min_visits=0)
+    >>> filled, _ = inpaint(np.where(missing, 0, image), missing, config=quick, seed=0)
+    >>> bool(np.allclose(filled[~missing], image[~missing], atol=1e-5))  # observed: kept
+    True
+    """
     if mask is None:
         raise ValueError("inpaint needs a mask (True = missing)")
     return _restore(
@@ -146,32 +164,16 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
     if missing is not None:
         missing = missing.to(dev)
-    sigma255 = None if sigma is None else sigma * SCALE
-    vst, x0 = None, x
-    if cfg.noise_model == "poisson-gaussian":
-        if sigma is not None:
-            raise ValueError("noise_model poisson-gaussian estimates the noise: leave sigma out")
-        vst = stabilise(x, missing)
-    if vst is not None:  # signal-dependent noise made white, of σ = the transforms' scale
-        x = torch.stack([t.forward(p) for t, p in zip(vst, x)])
-        sigma255 = float(np.median([t.scale for t in vst]))
+    x0, (x, vst, sigma255) = x, _stabilise(cfg, x, missing, sigma)
     opponent = use_opponent(x.shape[0], cfg, missing)
     if opponent:
         x = to_opponent(x)
     plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory)
     parts = [
-        _restore_planes(
-            x[m.planes],
-            None if missing is None else missing[m.planes],
-            m.sigma,
-            m,
-            gen,
-            callback,
-            share,
-            fill_only,
-        )
+        _restore_planes(x[m.planes], None if missing is None else missing[m.planes], m.sigma, m,
+                        gen, callback, share, fill_only)
         for m, share in zip(plan.models, plan.shares())
-    ]
+    ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
@@ -199,6 +201,21 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         fields=fields,
         noise=_noise_source(sigma, plan),
     )
+
+
+def _stabilise(cfg: Config, x, missing, sigma):
+    """(x, transforms or None, σ in 0–255 units or None): with ``noise_model``
+    "poisson-gaussian", signal-dependent noise made white of σ = the transforms' scale."""
+    sigma255 = None if sigma is None else sigma * SCALE
+    if cfg.noise_model != "poisson-gaussian":
+        return x, None, sigma255
+    if sigma is not None:
+        raise ValueError("noise_model poisson-gaussian estimates the noise: leave sigma out")
+    vst = stabilise(x, missing)
+    if vst is None:  # no signal dependence found: Gaussian noise
+        return x, None, None
+    x = torch.stack([t.forward(p) for t, p in zip(vst, x)])
+    return x, vst, float(np.median([t.scale for t in vst]))
 
 
 def _sigma_at_mean(vst, x) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 from .batch import Job, plan
 from .config import Config
 from .decode import ImageError, quote
-from .encode import atomic_write_bytes, encode_image, write_image
+from .encode import atomic_write_bytes, encode_image, tile_fields, write_image
 from .imageio import ImageInfo, read_image, read_mask
 from .options import InputError, Options, Settings, UsageError, check_options
 from .report import (
@@ -37,7 +36,7 @@ from .report import (
     write_stdout,
 )
 
-__all__ = ["run_batch", "process", "tile_fields"]
+__all__ = ["run_batch", "process"]
 
 
 @dataclass
@@ -305,28 +304,6 @@ def _in_units(entry: dict, units: float) -> dict:
 
 def _shape_text(shape) -> str:
     return f"{shape[1]}x{shape[0]}" + (f"x{shape[2]}" if len(shape) == 3 else "")
-
-
-def tile_fields(fields: np.ndarray, pad: int = 1) -> np.ndarray:
-    """Generative fields (n, p, p[, C]) as one [0, 1] image: a near-square grid, each field
-    scaled to its own min..max, separated by ``pad`` gray pixels."""
-    fields = np.asarray(fields, dtype=np.float64)
-    if fields.ndim == 2:
-        fields = fields[None]
-    n, p, q = fields.shape[:3]
-    channels = fields.shape[3] if fields.ndim == 4 else None
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    shape = (rows * (p + pad) + pad, cols * (q + pad) + pad) + ((channels,) if channels else ())
-    grid = np.full(shape, 0.5)
-    for k in range(n):
-        f = fields[k]
-        lo, hi = float(np.min(f)), float(np.max(f))
-        f = (f - lo) / (hi - lo) if hi > lo else np.full_like(f, 0.5)
-        r, c = divmod(k, cols)
-        y, x = pad + r * (p + pad), pad + c * (q + pad)
-        grid[y : y + p, x : x + q] = f
-    return grid.astype(np.float32)
 
 
 def _failed(job: Job, ctx: RunContext, message: str) -> dict:
