@@ -97,3 +97,22 @@ def test_noise_property_same_seed_same_noise_any_sigma(sigma, seed):
     noisy = add_noise(image, sigma, seed=seed)
     unit = add_noise(image, 1.0, seed=seed).astype(np.float64)
     np.testing.assert_allclose(noisy, (sigma * unit).astype(np.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_corrupt_with_an_overflowing_sigma_fails_in_one_line(tmp_path):
+    """--sigma 3e38 (a float32 value) overflows the noisy values: one error line, exit 1, a
+    JSON record, no traceback, no file."""
+    import json
+
+    from PIL import Image
+    from test_cli import run
+
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "c.png")
+    r = run("corrupt", str(tmp_path / "c.png"), "--sigma", "3e38", "-o", str(tmp_path / "n.npy"),
+            "--json")  # fmt: skip
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+        ln for ln in r.stderr.splitlines() if ln.startswith("error:")
+    ]
+    assert "overflow" in r.stderr and json.loads(r.stdout)["status"] == "error"
+    assert not (tmp_path / "n.npy").exists()

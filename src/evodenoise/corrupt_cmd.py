@@ -83,7 +83,7 @@ def run_corrupt(
         _corrupt(
             clean, output, mask_out, targets, out_fmt, per_pixel, data_range, force, rep, record
         )
-    except InputError as e:
+    except (InputError, ImageError) as e:
         record.update(status="error", error=str(e))
         rep.error(str(e))
     except OSError as e:
@@ -113,7 +113,10 @@ def _corrupt(
         raise InputError(str(e)) from None
     dr = record["data_range"] = info.data_range
     units = image.astype(np.float64) * dr  # the clean image on its own scale
-    corrupted = units if sigma is None else add_noise(units, sigma, seed=seed).astype(float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        corrupted = units if sigma is None else add_noise(units, sigma, seed=seed).astype(float)
+    if not np.isfinite(corrupted).all():
+        raise InputError(f"--sigma {sigma:g}: the noisy values overflow 32-bit floats")
     mask = None
     if missing is not None:
         mask = random_mask(image.shape[:2] if per_pixel else image.shape, missing, seed=seed)
