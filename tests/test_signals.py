@@ -107,3 +107,24 @@ def test_signal_during_a_real_run(tmp_path, sig, at, times):
 def test_signal_matrix(tmp_path, sig, at, times):
     code, err = _run_and_signal(tmp_path, sig, at, times)
     _check(tmp_path, code, err, may_finish=at >= 90)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_the_command_line_is_imported(sig):
+    """A signal during the imports (the first tenth of a second) exits 130 with one line, no
+    traceback (was: a KeyboardInterrupt traceback, or 143 for SIGTERM)."""
+    code = f"""
+import builtins, os, time
+import evodenoise.__main__ as entry
+real_import = builtins.__import__
+def imported(name, *args, **kwargs):
+    if name == "cli" or name.endswith(".cli"):
+        os.kill(os.getpid(), {int(sig)})
+        time.sleep(5)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = imported
+entry.run()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "interrupted; no partial output was written"
