@@ -102,3 +102,10 @@ def test_unknown_command_is_refused():
 
     with pytest.raises(ValueError, match="unknown command"):
         resolve_config(command="bogus")
+
+
+def test_a_mask_leaving_almost_nothing_observed_is_refused():
+    mask = np.ones(IMG.shape, bool)
+    mask[3, 4] = False  # one observed value
+    with pytest.raises(ValueError, match="leaves 1 observed value.*one 4x4 patch"):
+        inpaint(IMG, mask, config=TINY)

@@ -289,6 +289,11 @@ def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
         raise ValueError(f"mask of shape {m.shape} does not match the image's {img.shape}")
     if m.all():
         raise ValueError("mask marks every value as missing: nothing to learn from")
+    if (observed := int(m.size - np.count_nonzero(m))) < p * p:
+        raise ValueError(
+            f"mask leaves {observed} observed value(s): at least {p * p} (one "
+            f"{p}x{p} patch's worth) are needed to learn from"
+        )
     if fill_only and not m.any():
         raise ValueError("mask marks no value as missing: nothing to inpaint")
     return img, torch.from_numpy(np.array(m, dtype=bool))  # a copy: m may be a read-only view
