@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -242,3 +243,13 @@ def test_second_signal_during_shutdown_keeps_130(tmp_path, sig):
         "shutting",
         "started",
     ]
+
+
+def test_force_never_replaces_a_fifo_or_a_link_to_one(tmp_path, engine):
+    gray(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "out.png")
+    os.symlink(tmp_path / "out.png", tmp_path / "link.png")
+    for target in ("out.png", "link.png"):
+        r = run("denoise", "a.png", "-o", target, "-f", *FAST)
+        assert_one_line_error(r, 1, "not a regular file")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "out.png").st_mode) and engine.calls == []

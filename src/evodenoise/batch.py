@@ -305,8 +305,11 @@ def _check_existing(jobs: list[Job], opts: Options) -> None:
             for p in (job.output, job.fields_path, job.log_path)
             if p is not None and os.path.lexists(p)
         ]
+        special = [p for p in existing if os.path.exists(p) and not os.path.isfile(p)]
         if os.path.isdir(job.output):
             job.error = f"{quote(job.output)}: output path is a directory"
+        elif special:  # a device, a FIFO, a socket (or a link to one): never replaced
+            job.error = f"{quote(special[0])} exists and is not a regular file; never replaced"
         elif opts.skip_existing and os.path.lexists(job.output):
             job.skip = True
         elif existing and not opts.force:
