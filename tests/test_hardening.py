@@ -253,3 +253,9 @@ def test_force_never_replaces_a_fifo_or_a_link_to_one(tmp_path, engine):
         r = run("denoise", "a.png", "-o", target, "-f", *FAST)
         assert_one_line_error(r, 1, "not a regular file")
     assert stat.S_ISFIFO(os.stat(tmp_path / "out.png").st_mode) and engine.calls == []
+
+
+def test_invert_mask_without_a_mask_is_a_usage_error(tmp_path, engine):
+    gray(tmp_path / "a.png")
+    assert_one_line_error(run("denoise", "a.png", "--invert-mask", *FAST), 2, "--invert-mask")
+    assert engine.calls == []

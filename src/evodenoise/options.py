@@ -97,6 +97,8 @@ def check_options(opts: Options) -> Settings:
     """Every check of the options that needs no input file; :class:`UsageError` on the first."""
     if opts.quiet and opts.verbose:
         raise UsageError("-q/--quiet and -v/--verbose cannot be combined")
+    if opts.invert_mask and opts.mask is None and opts.mask_dir is None:
+        raise UsageError("--invert-mask needs a mask (--mask or --mask-dir)")
     sigma = parse_sigma(opts.sigma)
     data_range = (
         None if opts.data_range is None else parse_positive("--data-range", opts.data_range)
