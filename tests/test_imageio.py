@@ -601,3 +601,24 @@ def test_png16_encoder_accepts_non_contiguous_arrays():
     assert np.array_equal(_raw(eio.encode_png16(a)), a)
     b = np.asfortranarray(_u16(H, W, 3))
     assert np.array_equal(_raw(eio.encode_png16(b)), b)
+
+
+@pytest.mark.parametrize("fmt", ["png16", "tiff"])
+def test_decompression_bomb_guard_covers_16bit_colour_png_and_tiff(fmt, monkeypatch):
+    """A small file may declare a huge image: the pixel limit Pillow applies to its formats is
+    checked before decoding 16-bit colour PNG and TIFF too (here lowered to 100 pixels)."""
+    import io
+
+    import tifffile
+    from PIL import Image
+
+    if fmt == "png16":
+        data = eio.encode_png16(_u16(16, 16, 3))
+    else:
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, _u8(16, 16), compression="zlib")
+        data = buf.getvalue()
+    decode(data)  # within the default limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageError, match="16x16 pixels exceeds the limit"):
+        decode(data)

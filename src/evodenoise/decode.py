@@ -171,6 +171,8 @@ def _decode_tiff_inner(data: bytes):
             or int(getattr(page, "planarconfig", 1)) not in (1, 2)
         ):
             return _decode_pillow(data)
+        shape = dict(zip(series.axes, series.shape))
+        _check_bomb(shape.get("X", 1), shape.get("Y", 1))
         arr = series.asarray()
         axes = series.axes
         orientation = 1
@@ -292,12 +294,26 @@ def _png_is_16bit_colour(data: bytes) -> bool:
     return data[24] == 16 and data[25] in (2, 4, 6)
 
 
+def _check_bomb(width: int, height: int) -> None:
+    """The decompression-bomb guard Pillow applies to the formats it decodes, applied before
+    decoding a 16-bit colour PNG or a TIFF: a small file may declare a huge image."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise ImageError(
+            f"image of {width}x{height} pixels exceeds the limit of {limit / 1e6:.0f} megapixels "
+            f"(a possible decompression bomb)"
+        )
+
+
 def _decode_png16(data: bytes):
     import imagecodecs
 
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if width == 0 or height == 0 or width * height > MAX_PIXELS:
         raise ImageError(f"unsupported PNG size {width}x{height}")
+    _check_bomb(width, height)
     orientation, frames = _pillow_header(data)
     if frames > 1:
         raise _multi_frame(frames, "PNG file")
