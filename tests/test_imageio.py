@@ -622,3 +622,17 @@ def test_decompression_bomb_guard_covers_16bit_colour_png_and_tiff(fmt, monkeypa
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ImageError, match="16x16 pixels exceeds the limit"):
         decode(data)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint32])
+def test_integer_tiffs_other_than_8_and_16_bit_unsigned_are_refused(dtype):
+    """An int32 TIFF (0-254000) was read as floats on the 0-255 scale (all white), int8 near
+    black: each is now refused in one line naming its type."""
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, (np.arange(64).reshape(8, 8) % 100).astype(dtype))
+    with pytest.raises(ImageError, match=f"samples of type {np.dtype(dtype)} are not supported"):
+        decode(buf.getvalue())

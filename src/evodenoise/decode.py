@@ -187,6 +187,11 @@ def _decode_tiff_inner(data: bytes):
         arr = np.moveaxis(arr, 0, -1)
     elif axes not in ("YX", "YXS"):
         raise ImageError(f"multi-page or stacked TIFF is not supported (axes {series.axes})")
+    if arr.dtype not in (np.uint8, np.uint16, np.float16, np.float32, np.float64):
+        raise ImageError(
+            f"TIFF samples of type {arr.dtype} are not supported (use 8- or 16-bit unsigned "
+            f"integers or floats)"
+        )
     meta = {"format": "tiff", "orientation": orientation}
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         meta["alpha"] = True
