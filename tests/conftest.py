@@ -19,6 +19,15 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+def tiny_cli(epochs: int | None = 1, patch_size: int = 4, **settings) -> list[str]:
+    """Command-line options of a tiny model (a real run in a second or so): on the CPU,
+    ``epochs`` epochs (None: the preset's), ``--set`` for each setting."""
+    sets = dict(n_states=4, n_latents=8, hidden=8, n_parents=2, n_children=2,
+                patch_size=patch_size, grad_states=2, **settings)  # fmt: skip
+    head = ["--device", "cpu"] + ([] if epochs is None else ["--epochs", str(epochs)])
+    return head + [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+
+
 @pytest.fixture
 def in_tmp_path(tmp_path, monkeypatch):
     """Run the test inside its own temporary folder (relative paths land there)."""

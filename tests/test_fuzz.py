@@ -25,7 +25,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import tifffile
-from conftest import FakeEngine
+from conftest import FakeEngine, tiny_cli
 from hypothesis import HealthCheck, event, given, note, seed, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -421,28 +421,7 @@ def _check_inputs(case, real: bool = False):
             p.write_bytes(data)
             paths.append(p)
         before = digest(paths)
-        tiny = (
-            [
-                "--set",
-                "n_states=4",
-                "--set",
-                "n_latents=8",
-                "--set",
-                "hidden=8",
-                "--set",
-                "n_parents=2",
-                "--set",
-                "n_children=2",
-                "--set",
-                "patch_size=3",
-                "--set",
-                "grad_states=2",
-                "--set",
-                "chunk_size=64",
-            ]
-            if real
-            else []
-        )
+        tiny = tiny_cli(epochs=None, patch_size=3, chunk_size=64) if real else []
         inputs = ["in"] if use_dir else [str(p.relative_to(root)) for p in paths]
         argv = [
             "denoise",

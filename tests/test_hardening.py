@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_cli
 from PIL import Image
 from test_cli import FAST, assert_one_line_error, files, gray, json_lines, run
 
@@ -25,30 +26,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
 EXE = [sys.executable, "-m", "evodenoise"]
-TINY = [
-    "--device",
-    "cpu",
-    "--epochs",
-    "1",
-    "--set",
-    "n_states=4",
-    "--set",
-    "n_latents=8",
-    "--set",
-    "hidden=8",
-    "--set",
-    "n_parents=2",
-    "--set",
-    "n_children=2",
-    "--set",
-    "patch_size=4",
-    "--set",
-    "grad_states=2",
-    "--set",
-    "estep_batch=32",
-    "--set",
-    "chunk_size=64",
-]
+TINY = tiny_cli(epochs=1, chunk_size=64, estep_batch=32)
 
 
 def sh(cmd: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -17,30 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_cli
 from PIL import Image
 
 from evodenoise.imageio import read_image
 
-TINY_LONG = [
-    "--device",
-    "cpu",
-    "--epochs",
-    "400",
-    "--set",
-    "n_states=4",
-    "--set",
-    "n_latents=8",
-    "--set",
-    "hidden=8",
-    "--set",
-    "n_parents=2",
-    "--set",
-    "n_children=2",
-    "--set",
-    "patch_size=4",
-    "--set",
-    "grad_states=2",
-]
+TINY_LONG = tiny_cli(epochs=400)
 
 
 def _run_and_signal(tmp_path: Path, sig, at_percent: int, times: int):

@@ -58,6 +58,8 @@ class Decoder(nn.Module):
             nn.utils.skip_init(nn.Linear, a, b, device=device)
             for a, b in zip(widths[:-1], widths[1:])
         )
+        # the same modules as a typed list (the hot paths index it; not a second registration)
+        self.linears: list[nn.Linear] = [cast(nn.Linear, layer) for layer in self.layers]
         self.act = _ACTIVATIONS[activation]()
         self.activation = activation
         with torch.no_grad():  # Xavier-uniform weights from the run's generator, zero biases
@@ -65,11 +67,6 @@ class Decoder(nn.Module):
                 bound = math.sqrt(6.0 / sum(layer.weight.shape))
                 layer.weight.uniform_(-bound, bound, generator=gen)
                 layer.bias.zero_()
-
-    @property
-    def linears(self) -> list[nn.Linear]:
-        """The layers, typed: first, hidden, output."""
-        return [cast(nn.Linear, layer) for layer in self.layers]
 
     def first(self, s: torch.Tensor) -> torch.Tensor:
         """Pre-activation of the first layer: (..., H) -> (..., width_1)."""

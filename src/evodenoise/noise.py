@@ -82,10 +82,9 @@ def estimate_poisson_gaussian(plane: torch.Tensor, block: int = 0) -> tuple[floa
     def blocks(t):  # (H, W) -> (blocks, block²)
         return t.unfold(0, block, block).unfold(1, block, block).reshape(-1, block * block)
 
-    n_dx, n_dy = (
-        blocks((dx != 0) | (torch.arange(w) < w - 1)).sum(1),
-        blocks((dy != 0) | (torch.arange(h)[:, None] < h - 1)).sum(1),
-    )
+    # differences per block: all but the image's last column (dx) or last row (dy)
+    n_dx = blocks((torch.arange(w) < w - 1).expand(h, w)).sum(1)
+    n_dy = blocks((torch.arange(h)[:, None] < h - 1).expand(h, w)).sum(1)
     mean = blocks(x).mean(1)
     var = (blocks(dx).square().sum(1) / n_dx + blocks(dy).square().sum(1) / n_dy) / 4
     dof = 2 * block * (block - 1)  # differences per block
