@@ -3,7 +3,8 @@
 Pairs are found by name in the folders given: ``NAME_real.png`` + ``NAME_mean.png`` (camera
 photos, many-shot mean as reference), ``NAME_noisy.*`` + ``NAME_clean.*`` or
 ``NAME_reference.*`` (microscopy, single cases). No σ is given to evodenoise (it learns it);
-``cbm3d``/``nlm`` get σ from scikit-image's wavelet estimator, as a user would. PSNR against the
+``cbm3d``/``nlm`` get σ from scikit-image's wavelet estimator, as a user would; ``nlm-cal`` tunes
+NL-means' strength on the noisy image itself (``calibrate_denoiser``). PSNR against the
 reference over the whole (cropped) image, data range 255, also per RGB channel.
 
     python benchmarks/real.py ../shared/benchmark/real/camera --crop 256 --threads 2 \\
@@ -76,6 +77,8 @@ def run_method(method: str, noisy: np.ndarray, config, seed: int, ref: np.ndarra
         return denoise_nl_means(
             noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, channel_axis=-1 if colour else None
         ), sigma * 255
+    if method == "nlm-cal":
+        return calibrated_nlm(noisy, sigma)
     import bm3d
 
     fn = bm3d.bm3d_rgb if colour else bm3d.bm3d
@@ -99,6 +102,27 @@ def run_method(method: str, noisy: np.ndarray, config, seed: int, ref: np.ndarra
     raise ValueError(f"unknown method {method!r}")
 
 
+NLM_STRENGTHS = (0.4, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)  # h as multiples of σ estimated
+
+
+def calibrated_nlm(noisy: np.ndarray, sigma: float):
+    """(estimate, h in 0–255 units): scikit-image NL-means with its strength h chosen by
+    ``calibrate_denoiser`` (Noise2Self's self-supervised loss on the noisy image alone) from
+    ``NLM_STRENGTHS`` times the wavelet estimate σ; a self-tuned classical peer."""
+    from skimage.restoration import calibrate_denoiser, denoise_nl_means
+
+    sigma = max(sigma, 1e-3)
+    axis = -1 if noisy.ndim == 3 else None
+    grid = {"h": [k * sigma for k in NLM_STRENGTHS], "sigma": [sigma], "fast_mode": [True]}
+    grid["channel_axis"] = [axis]
+    _, (tried, losses) = calibrate_denoiser(
+        noisy.astype(np.float64), denoise_nl_means, grid, extra_output=True
+    )
+    h = tried[int(np.argmin(losses))]["h"]
+    out = denoise_nl_means(noisy, h=h, sigma=sigma, fast_mode=True, channel_axis=axis)
+    return out, h * 255
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="folders holding noisy/reference pairs")
@@ -106,7 +130,7 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--methods",
         default="input,evodenoise",
-        help="comma separated, from input,evodenoise,cbm3d,cbm3d-best,gat-bm3d,nlm",
+        help="comma separated, from input,evodenoise,cbm3d,cbm3d-best,gat-bm3d,nlm,nlm-cal",
     )
     ap.add_argument("--preset", default=None, help="evodenoise preset (default: the default)")
     ap.add_argument(
