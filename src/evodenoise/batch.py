@@ -31,6 +31,7 @@ class Job:
     reference: str | None = None
     fields_path: str | None = None
     log_path: str | None = None
+    compare_path: str | None = None
     error: str | None = None  # known before any work (missing file, no mask ...)
     skip: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -184,13 +185,16 @@ def _find(opts: Options, suffix: str) -> tuple[list, bool]:
         raise UsageError(f"-o {quote(opts.output)}: is a directory (use --output-dir)")
     if opts.reference is not None and len(found) > 1:
         raise UsageError("--reference takes a single input; use --reference-dir for several")
-    if opts.save_fields is not None:
+    for flag, value in (("--save-fields", opts.save_fields), ("--compare", opts.compare)):
         try:
-            output_format(opts.save_fields)
+            if value is not None:
+                output_format(value)
         except ImageError:
             raise UsageError(
-                f"--save-fields {quote(opts.save_fields)}: use a .png (or .tif / .npy) file name"
+                f"{flag} {quote(value)}: use a .png (or .tif / .npy) file name"
             ) from None
+    if opts.compare == "-":
+        raise UsageError("--compare needs a file name (not '-')")
     return found, len(found) > 1
 
 
@@ -258,6 +262,7 @@ def plan(opts: Options, shard: tuple[int, int] | None = None) -> list[Job]:
         _pair_side_files(job, opts, mask_index, ref_index)
         job.fields_path = _template(opts.save_fields, job.stem, many, "--save-fields")
         job.log_path = _template(opts.save_log, job.stem, many, "--save-log")
+        job.compare_path = _template(opts.compare, job.stem, many, "--compare")
         jobs.append(job)
     _check_collisions(jobs)  # over the whole batch: every shard refuses the same way
     if shard is not None:  # every N-th of the sorted list, from K: shards never overlap
@@ -277,23 +282,34 @@ def _check_collisions(jobs: list[Job]) -> None:
                 ("output", job.output),
                 ("--save-fields", job.fields_path),
                 ("--save-log", job.log_path),
+                ("--compare", job.compare_path),
             )
         ],
         [p for job in jobs for p in (job.source, job.mask, job.reference)],
     )
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[Job, str]] = {}
     for job in jobs:
-        for p in (job.output, job.fields_path, job.log_path):
+        for kind, p in (
+            ("the output", job.output),
+            ("--save-fields", job.fields_path),
+            ("--save-log", job.log_path),
+            ("--compare", job.compare_path),
+        ):
             if p is None or p == "-":
                 continue
             key = os.path.realpath(p)
+            if key in seen and seen[key][0] is job:  # one input, two of its files
+                raise UsageError(
+                    f"{kind} and {seen[key][1]} are the same file {quote(p)}; "
+                    f"give them different names"
+                )
             if key in seen:
                 raise UsageError(
-                    f"{quote(seen[key])} and {quote(job.source)} would both write "
+                    f"{quote(seen[key][0].source)} and {quote(job.source)} would both write "
                     f"{quote(p)}; use --output-dir / --suffix / {{stem}} to tell "
                     f"them apart"
                 )
-            seen[key] = job.source
+            seen[key] = (job, kind)
 
 
 def _check_existing(jobs: list[Job], opts: Options) -> None:
@@ -302,7 +318,7 @@ def _check_existing(jobs: list[Job], opts: Options) -> None:
             continue
         existing = [
             p
-            for p in (job.output, job.fields_path, job.log_path)
+            for p in (job.output, job.fields_path, job.log_path, job.compare_path)
             if p is not None and os.path.lexists(p)
         ]
         special = [p for p in existing if os.path.exists(p) and not os.path.isfile(p)]
@@ -310,6 +326,11 @@ def _check_existing(jobs: list[Job], opts: Options) -> None:
             job.error = f"{quote(job.output)}: output path is a directory"
         elif special:  # a device, a FIFO, a socket (or a link to one): never replaced
             job.error = f"{quote(special[0])} exists and is not a regular file; never replaced"
+        elif opts.skip_existing and os.path.islink(job.output) and not os.path.exists(job.output):
+            job.error = (
+                f"{quote(job.output)} is a broken symbolic link, not an output to skip "
+                f"(remove it, or use -f/--force to replace it)"
+            )
         elif opts.skip_existing and os.path.lexists(job.output):
             job.skip = True
         elif existing and not opts.force:
@@ -327,6 +348,7 @@ def _check_directories(jobs: list[Job], opts: Options, output_dir: Path | None) 
         for flag, value in (
             ("--save-fields", jobs[0].fields_path),
             ("--save-log", jobs[0].log_path),
+            ("--compare", jobs[0].compare_path),
         ):
             if value is not None:
                 probe_dir(Path(value).parent, f"{flag} directory")

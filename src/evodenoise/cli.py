@@ -17,7 +17,7 @@ import copy
 import inspect
 import signal
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -70,7 +70,7 @@ app = typer.Typer(
     epilog=_EXAMPLES,
     rich_markup_mode="rich",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -94,6 +94,18 @@ def _guarded(fn, *args, **kwargs) -> None:
     raise typer.Exit(code)
 
 
+def _once(kwargs: dict, single: list[tuple[str, str]]) -> dict:
+    """Options that take one value: the value, or a usage error when given more than once
+    (the last one silently winning would run with a mask, a reference ... not meant)."""
+    for name, flag in single:
+        values = kwargs[name]
+        if values is not None and len(values) > 1:
+            shown = ", ".join(repr(v) for v in values[:3]) + (" ..." if len(values) > 3 else "")
+            raise UsageError(f"{flag} given {len(values)} times ({shown}); give it once")
+        kwargs[name] = None if values is None else values[0]
+    return kwargs
+
+
 def _stderr(line: str) -> None:
     """One message on stderr (control characters escaped); silent when stderr is gone."""
     from .report import one_line
@@ -110,19 +122,22 @@ def _stderr(line: str) -> None:
 def _restore_command(command: str, doc: str, helps: dict[str, str]) -> None:
     """Declare `command` with the shared options; ``helps`` sets the help texts that differ."""
     signature = inspect.signature(restore_options, eval_str=True)
-    params = []
+    params, single = [], []
     for p in signature.parameters.values():
+        base, info = p.annotation.__origin__, p.annotation.__metadata__[0]
         if p.name in helps:
-            base, info = p.annotation.__origin__, p.annotation.__metadata__[0]
             info = copy.copy(info)
             info.help = helps[p.name]
-            p = p.replace(annotation=Annotated[base, info])
-        params.append(p)
+        if base == Text:  # taken as a list, so that an option given twice is seen (below)
+            base = Optional[list[str]]  # noqa: UP045 (a runtime value Typer reads)
+            decls = [d for d in (info.default, *info.param_decls) if isinstance(d, str)]
+            single.append((p.name, next(d for d in decls if d.startswith("--"))))
+        params.append(p.replace(annotation=Annotated[base, info]))
 
     def body(**kwargs) -> None:
         from .runner import run_batch
 
-        _guarded(run_batch, Options(command=command, **kwargs))
+        _guarded(lambda: run_batch(Options(command=command, **_once(kwargs, single))))
 
     body.__signature__ = signature.replace(parameters=params)
     body.__name__, body.__doc__ = command, doc

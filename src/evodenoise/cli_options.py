@@ -215,5 +215,16 @@ def restore_options(
             "learning rate. With several inputs use {stem} in the name.",
         ),
     ] = None,
+    compare: Annotated[
+        Text,
+        in_report(
+            "--compare",
+            metavar="FILE.png",
+            help="Write a side-by-side image: input, result and (with --reference) the "
+            "reference, each with the same magnified detail where the result changed the "
+            "input most; with a reference a caption gives PSNR, σ and time. With several "
+            "inputs use {stem} in the name.",
+        ),
+    ] = None,
 ) -> None:
     """The signature of `denoise` and `inpaint` (see :func:`_restore_command`)."""

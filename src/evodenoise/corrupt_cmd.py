@@ -123,6 +123,11 @@ def _corrupt(
         corrupted = corrupted.copy()
         corrupted[mask] = 0.0
         record["missing_fraction"] = float(mask.mean())
+        if not mask.any():
+            rep.warn(
+                f"--missing {missing:g} dropped none of the {mask.size} values (the mask marks "
+                f"nothing missing); a larger P drops some"
+            )
     out01 = (corrupted / dr).astype(np.float32)
     if out_fmt in ("npy", "tiff"):
         data = encode_image(out01, replace(info, dtype="float32"), out_fmt, clip=False)

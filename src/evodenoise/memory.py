@@ -21,7 +21,25 @@ FLOAT = 4
 
 
 class MemoryBudgetError(ValueError):
-    """The run would need more memory than the budget allows."""
+    """The run would need more memory than the budget allows: ``need`` and ``budget`` bytes,
+    ``fits`` megapixels; the message says the budget is what is free (``limit=False``) or
+    the limit given (``limit=True``, see :meth:`as_limit`)."""
+
+    def __init__(self, shape, need: int, budget: int, fits: float, device: str, limit=False):
+        self.shape, self.need, self.budget, self.fits = shape, need, budget, fits
+        self.device, self.limit = device, limit
+        c, h, w = shape
+        have, spare = size_text(need, budget)
+        where = f"max_memory allows {spare}" if limit else f"{spare} is free on {device}"
+        fix = "raise max_memory" if limit else "free memory, or raise max_memory"
+        super().__init__(
+            f"this {w}x{h} image needs about {have} of memory but {where}; at most about "
+            f"{fits:.2g} megapixels fit ({fix})"
+        )
+
+    def as_limit(self) -> MemoryBudgetError:
+        """The same refusal, the budget being the limit given (max_memory)."""
+        return MemoryBudgetError(self.shape, self.need, self.budget, self.fits, self.device, True)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -107,13 +125,42 @@ def check_fits(
         c, h, w = shape
         fixed = need - c * h * w * FLOAT * 6
         fits = max(0, budget - fixed) // (c * FLOAT * 6)
-        raise MemoryBudgetError(
-            f"this {w}x{h} image needs about {_gb(need)} of memory but {_gb(budget)} "
-            f"{'is free' if budget else 'is allowed'} on {device.type}; at most about "
-            f"{fits / 1e6:.1f} megapixels fit (free memory, or raise max_memory)"
-        )
+        raise MemoryBudgetError(shape, need, budget, fits / 1e6, device.type)
     return need
 
 
-def _gb(n: int) -> str:
-    return f"{n / 2**30:.2f} GB"
+def size_text(*sizes: int) -> tuple[str, ...]:
+    """Byte counts for a message, each in its binary unit (bytes, KiB, MiB, GiB, TiB) with
+    four significant digits; counts that would print alike are printed in bytes.
+
+    >>> size_text(429496730, 1024)
+    ('409.6 MiB', '1 KiB')
+    >>> size_text(483183820, 483183821)
+    ('483183820 bytes', '483183821 bytes')
+    """
+    texts = []
+    for n in sizes:
+        k = min(4, max(0, (max(n, 1).bit_length() - 1) // 10))
+        unit = ("bytes", "KiB", "MiB", "GiB", "TiB")[k]
+        texts.append(f"{n / 1024**k:.4g} {unit}" if k else f"{n} bytes")
+    if len(set(texts)) < len(set(sizes)):
+        return tuple(f"{n} bytes" for n in sizes)
+    return tuple(texts)
+
+
+def cap_sizes(cfg: Config, height: int, width: int) -> Config:
+    """``cfg`` with batch sizes and the dictionary no larger than an image of ``height`` x
+    ``width`` pixels can use (an absurd ``batch_size`` would pad every mini-batch to its
+    size): ``batch_size`` and ``estep_batch`` at most its training pool (its patches, at most
+    ``train_patches``; one per pixel while the patch size is automatic), ``chunk_size`` at
+    most its patches, ``dictionary_size`` at most the pool's distinct states. A size capped
+    runs as the pool's size would; sizes within the bounds are kept."""
+    p = cfg.patch_size
+    n = (height - p + 1) * (width - p + 1) if 0 < p <= min(height, width) else height * width
+    pool = max(1, min(cfg.train_patches, n))
+    bounds = {"batch_size": pool, "estep_batch": pool, "chunk_size": max(1, n)}
+    capped = {key: bound for key, bound in bounds.items() if getattr(cfg, key) > bound}
+    states = max(cfg.n_states, pool * cfg.n_states)
+    if cfg.dictionary_size > states:
+        capped["dictionary_size"] = states
+    return cfg.replace(**capped) if capped else cfg

@@ -76,6 +76,7 @@ class Options:
     fail_fast: bool = False
     save_fields: str | None = None
     save_log: str | None = None
+    compare: str | None = None
 
 
 @dataclass(frozen=True)

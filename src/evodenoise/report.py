@@ -6,7 +6,9 @@ full or broken stdout raises :class:`StreamError` (one line), never a traceback.
 
 Progress: one bar per input driven by the library's ``progress`` (the fraction of the whole
 run done; ``epoch/epochs`` when absent), with an ETA, animated on a terminal; otherwise a line
-at every tenth of the run.
+at every tenth of the run. With several inputs the same one live line also shows the files
+done of the total and the batch's ETA (:class:`BatchProgress`, from the pixels done), and
+the line of each finished input ends with both.
 """
 
 from __future__ import annotations
@@ -170,6 +172,48 @@ def _times(value, factor: float):
     return None if value is None else value * factor
 
 
+class BatchProgress:
+    """Where a batch of ``total`` inputs is: files done, and an ETA from the pixels done.
+
+    The time per pixel so far (failed and skipped inputs included, at their cost) times the
+    pixels left: the input in progress (``fraction`` of it done) and, for inputs not yet
+    started, the mean size of those started.
+    """
+
+    def __init__(self, total: int, clock=time.perf_counter):
+        self.total, self.clock, self.t0 = total, clock, clock()
+        self.done = self.sized = 0  # inputs finished; of them, restored (with pixels)
+        self.pixels_done = 0
+        self.current = 0  # pixels of the input in progress (0: none, or not yet loaded)
+
+    def start(self, pixels: int) -> None:
+        self.current = max(0, int(pixels))
+
+    def finish(self, pixels: int = 0) -> None:
+        self.done += 1
+        if pixels > 0:
+            self.pixels_done += int(pixels)
+            self.sized += 1
+        self.current = 0
+
+    def eta(self, fraction: float = 0.0) -> float | None:
+        """Seconds left for the whole batch; None until some pixels are done."""
+        done = self.pixels_done + fraction * self.current
+        if done <= 0:
+            return None
+        in_progress = 1 if self.current else 0
+        mean = (self.pixels_done + self.current) / max(1, self.sized + in_progress)
+        left = self.total - self.done - in_progress
+        total = self.pixels_done + self.current + mean * max(0, left)
+        return (self.clock() - self.t0) / done * max(0.0, total - done)
+
+    def text(self, fraction: float = 0.0) -> str:
+        """``[2/5 files, batch ETA 0:01:10]`` (no ETA when unknown or finished)."""
+        eta = None if self.done >= self.total else self.eta(fraction)
+        tail = "" if eta is None else f", batch ETA {_duration(eta)}"
+        return f"[{self.done}/{self.total} files{tail}]"
+
+
 class Reporter:
     """Human output on stderr; an animated bar only when stderr is a terminal."""
 
@@ -180,6 +224,7 @@ class Reporter:
         self.progress = None
         self.file_task = self.bar = None
         self.name, self.started, self.next_line = "", 0.0, 0.1
+        self.batch: BatchProgress | None = None  # several inputs
         if not quiet and sys.stderr is not None:
             try:
                 from rich.console import Console
@@ -208,6 +253,7 @@ class Reporter:
                     TimeElapsedColumn(),
                     TextColumn("ETA"),
                     TimeRemainingColumn(),
+                    TextColumn("{task.fields[batch]}"),
                     console=console,
                     transient=True,
                 )
@@ -251,24 +297,35 @@ class Reporter:
     # ---- progress -------------------------------------------------------------------------
 
     def start_files(self, total: int) -> None:
-        if self.progress is not None and total > 1:
-            self.file_task = self.progress.add_task("files", total=total, stats="")
+        self.batch = BatchProgress(total) if total > 1 else None
 
-    def advance_files(self) -> None:
-        if self.progress is not None and self.file_task is not None:
-            self.progress.advance(self.file_task)
+    def advance_files(self, pixels: int = 0) -> None:
+        """An input finished (``pixels``: its size when it was restored, else 0)."""
+        if self.batch is not None:
+            self.batch.finish(pixels)
 
-    def start_file(self, name: str) -> None:
+    def batch_text(self) -> str:
+        """What a finished input's line ends with: files done and the batch's ETA."""
+        return "" if self.batch is None else "  " + self.batch.text()
+
+    def start_file(self, name: str, pixels: int = 0) -> None:
         self.name, self.started, self.next_line = quote(name), time.perf_counter(), 0.1
-        if self.progress is not None:
-            self.bar = self.progress.add_task(self.name, total=self.STEPS, stats="")
+        if self.progress is not None:  # the batch has its own column
+            batch = "" if self.batch is None else self.batch.text()
+            self.bar = self.progress.add_task(self.name, total=self.STEPS, stats="", batch=batch)
+        if self.batch is not None:
+            self.batch.start(pixels)
+            self.name = f"[{self.batch.done + 1}/{self.batch.total}] {self.name}"
 
     def update(self, state: dict, sigma_units: float) -> None:
         """One callback of the library; ``sigma_units`` turns its σ into input units."""
         done = progress_fraction(state)
         stats = progress_stats(state, sigma_units)
         if self.progress is not None and self.bar is not None:
-            self.progress.update(self.bar, completed=round(done * self.STEPS), stats=stats)
+            batch = "" if self.batch is None else self.batch.text(done)
+            self.progress.update(
+                self.bar, completed=round(done * self.STEPS), stats=stats, batch=batch
+            )
         elif not self.quiet and done >= self.next_line - 1e-9:  # a line per tenth of the run
             while self.next_line <= done + 1e-9:
                 self.next_line += 0.1

@@ -19,6 +19,7 @@ from .color import fields_from_opponent, from_opponent, to_opponent, use_opponen
 from .config import Config
 from .device import resolve_device
 from .estimate import estimate_image
+from .memory import MemoryBudgetError, cap_sizes
 from .noise import stabilise
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
@@ -168,7 +169,11 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     opponent = use_opponent(x.shape[0], cfg, missing)
     if opponent:
         x = to_opponent(x)
-    plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory)
+    cfg = cap_sizes(cfg, x.shape[1], x.shape[2])  # an absurd batch size: the image's
+    try:
+        plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory)
+    except MemoryBudgetError as e:  # the budget was the limit given, not the free memory
+        raise (e if max_memory is None else e.as_limit()) from None
     parts = [
         _restore_planes(x[m.planes], None if missing is None else missing[m.planes], m.sigma, m,
                         gen, callback, share, fill_only)

@@ -9,32 +9,28 @@ log and the progress display). The record reports the configuration that actuall
 from __future__ import annotations
 
 import contextlib
-import json
-import os
+import re
 import sys
 import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .batch import Job, plan
 from .config import Config
 from .decode import ImageError, quote
-from .encode import atomic_write_bytes, encode_image, tile_fields, write_image
-from .imageio import ImageInfo, read_image, read_mask
+from .imageio import read_image, read_mask
 from .options import InputError, Options, Settings, UsageError, check_options
 from .report import (
     Reporter,
     StreamError,
     human_line,
-    image_to_stdout,
     json_line,
-    jsonable,
     write_stdout,
 )
+from .save import save_outputs
 
 __all__ = ["run_batch", "process"]
 
@@ -79,6 +75,7 @@ def _record(job: Job, ctx: RunContext) -> dict:
         "free_energy": None,
         "fields": job.fields_path,
         "log": job.log_path,
+        "compare": job.compare_path,
     }
 
 
@@ -160,9 +157,15 @@ def process(job: Job, ctx: RunContext) -> dict:
     rep.debug(
         f"{quote(job.source)}: {info.describe()}, data range {units:g}, preset {settings.preset}"
     )
+    if info.is_float and settings.data_range is None and 0 < float(np.max(image)) <= 1 / 255:
+        rep.warn(
+            f"{quote(job.source)}: every value is within 0..1 but float inputs are on a 0-255 "
+            f"scale, so it reads as nearly black; if white is 1, give --data-range 1"
+        )
 
     restored, result = _run_engine(job, ctx, image, mask, units)
     restored = np.asarray(restored, dtype=np.float32)
+    _check_diverged(restored, result)
     ran = result.config  # the configuration that actually ran (the plan's)
     fe = result.free_energy
     record.update(
@@ -176,9 +179,12 @@ def process(job: Job, ctx: RunContext) -> dict:
     if reference is not None:
         with_input = mask is None and opts.command == "denoise"
         _metrics(record, reference, restored, image, units, with_input, rep, job)
-    _save(job, ctx, restored, info, result, record)
     record["seconds"] = time.perf_counter() - t0
-    record["status"] = "ok"
+    views = (image, reference) if job.compare_path is not None else None
+    saved = save_outputs(job, opts, restored, info, result, record, views)
+    record["status"] = "ok" if saved else "skipped"
+    if not saved:
+        record["skipped_because"] = "appeared"
     return record
 
 
@@ -194,13 +200,13 @@ def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
         callback=lambda state: rep.update(state, units),
         max_memory=settings.max_memory,
     )
-    rep.start_file(job.source if job.source != "-" else "stdin")
+    rep.start_file(job.source if job.source != "-" else "stdin", image.shape[0] * image.shape[1])
     try:
         with warnings_as_lines(rep):
             return _call(ctx.opts.command, image, mask, kwargs)
     except ValueError as e:  # the library's parameters named as the command line's
         first = (str(e).strip().splitlines() or ["invalid input"])[0]
-        raise InputError(first.replace("raise max_memory", "raise --max-memory")) from None
+        raise InputError(re.sub(r"(?<![-\w])max_memory", "--max-memory", first)) from None
     except (RuntimeError, MemoryError) as e:
         msg = _oom_message(e, ctx, settings.config)
         if msg is None:
@@ -247,70 +253,32 @@ def _metrics(record, reference, restored, image, units, with_input, rep, job) ->
         record["psnr_input"] = psnr(reference * units, image * units, data_range=units)
 
 
-def _save(job: Job, ctx: RunContext, restored, info: ImageInfo, result, record: dict) -> None:
-    """The restored image, then the fields and the log; atomic writes."""
-    opts, units = ctx.opts, info.data_range
-    try:
-        if job.output == "-":
-            data = encode_image(restored, info, "png")
-            image_to_stdout(data)
-        else:
-            if not opts.force and os.path.lexists(job.output):  # appeared while we worked
-                raise InputError(f"{quote(job.output)} exists (use -f/--force to overwrite)")
-            Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-            write_image(job.output, restored, info)
-        if job.fields_path is not None:
-            tiled = tile_fields(np.asarray(result.fields, dtype=np.float32))
-            Path(job.fields_path).parent.mkdir(parents=True, exist_ok=True)
-            write_image(
-                job.fields_path,
-                tiled,
-                ImageInfo(
-                    shape=tiled.shape[:2],
-                    channels=1 if tiled.ndim == 2 else tiled.shape[2],
-                    dtype="uint8",
-                    data_range=255.0,
-                ),
-            )
-        if job.log_path is not None:
-            log = {
-                "input": job.source,
-                "command": opts.command,
-                "seed": record["seed"],
-                "preset": record["preset"],
-                "config": record["config"],
-                "device": record["device"],
-                "data_range": units,
-                "sigma_units": units,
-                "sigma": record["sigma"],
-                "seconds": result.seconds,
-                "epochs": [_in_units(e, units) for e in result.log],
-            }
-            Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(job.log_path, (json.dumps(jsonable(log), indent=1) + "\n").encode())
-    except ImageError as e:
-        raise InputError(str(e)) from None
-    except OSError as e:
-        where = getattr(e, "filename", None) or job.output
-        raise InputError(f"cannot write {quote(where)}: {e.strerror or type(e).__name__}") from None
-
-
-def _in_units(entry: dict, units: float) -> dict:
-    out = dict(entry)
-    if out.get("sigma") is not None:
-        out["sigma"] = float(out["sigma"]) * units
-    return out
-
-
 def _shape_text(shape) -> str:
     return f"{shape[1]}x{shape[0]}" + (f"x{shape[2]}" if len(shape) == 3 else "")
 
 
-def _failed(job: Job, ctx: RunContext, message: str) -> dict:
+def _check_diverged(restored, result) -> None:
+    """A run whose result is not finite diverged: say so (and what to lower), rather than
+    only refusing to write NaN."""
+    if np.isfinite(restored).all():
+        return
+    fe = [f for f in (result.free_energy or []) if f is not None]
+    bad = next((i for i, f in enumerate(fe) if not np.isfinite(f)), None)
+    when = f" (free energy {fe[bad]} at epoch {bad + 1})" if bad is not None else ""
+    lr = getattr(result.config, "lr_max", None)
+    raise InputError(
+        f"training diverged{when}: the result is not finite; nothing written "
+        f"(lower --set lr_max, now {lr:g}, or use another --seed)"
+        if lr is not None
+        else f"training diverged{when}: the result is not finite; nothing written"
+    )
+
+
+def _failed(job: Job, ctx: RunContext, message: str, output: str | None = None) -> dict:
     if job.source != "-" and not message.startswith(quote(job.source)):
         message = f"{quote(job.source)}: {message}"  # name the input the error is about
     record = _record(job, ctx)
-    record.update(status="error", error=message, output=None)
+    record.update(status="error", error=message, output=output)
     ctx.reporter.error(message)
     return record
 
@@ -319,8 +287,8 @@ def _process_or_fail(job: Job, ctx: RunContext) -> dict:
     """:func:`process`, with any failure of the input turned into its error record."""
     try:
         return process(job, ctx)
-    except InputError as e:
-        return _failed(job, ctx, str(e))
+    except InputError as e:  # a side file's failure keeps the output written before it
+        return _failed(job, ctx, str(e), getattr(e, "written", None))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # a bug or an unexpected fault: one line, keep going
@@ -366,17 +334,25 @@ def run_batch(opts: Options) -> int:
         for job in jobs:
             record = _process_or_fail(job, ctx)
             counts[record["status"]] += 1
-            if record["status"] == "ok":
-                rep.info(human_line(record))
+            ok = record["status"] == "ok"
+            rep.advance_files(record["width"] * record["height"] if ok else 0)
+            if ok:
+                rep.info(human_line(record) + rep.batch_text())
+            elif record.pop("skipped_because", None):
+                rep.info(
+                    f"{quote(job.source)}: skipped, {quote(job.output)} was made meanwhile "
+                    f"(another process?)" + rep.batch_text()
+                )
             elif record["status"] == "skipped":
-                rep.info(f"{quote(job.source)}: skipped, {quote(job.output)} exists")
+                rep.info(
+                    f"{quote(job.source)}: skipped, {quote(job.output)} exists" + rep.batch_text()
+                )
             if json_out:
                 try:
                     write_stdout(json_line(record))
                 except StreamError as e:  # reported once; the batch goes on without JSON
                     rep.error(f"--json: {e}; no more JSON Lines are written")
                     json_out, stream_failed = False, True
-            rep.advance_files()
             if record["status"] == "error" and opts.fail_fast:
                 break
     if len(jobs) > 1:  # one input: its own line says it all
