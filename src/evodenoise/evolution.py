@@ -160,17 +160,20 @@ def _bitflip(
     rows: torch.Tensor,
     out: torch.Tensor | None = None,
 ):
-    """Children of the members idx (B, P·C) of ``pop`` (each parent repeated C times), each
-    flipping the bit of its mask (B, P·C, W), built packed: a child's extended pre-activation
-    (log-prior included) is its parent's plus or minus its row of :func:`_flips`, so no child is
-    ever unpacked. Returns packed (B, P·C, W) and a (B, P·C, width_1 + 1)."""
+    """Children of the members idx (B, P) of ``pop``, C per parent, each flipping the bit of
+    its mask (B, P·C, W), built packed: a child's extended pre-activation (log-prior included)
+    is its parent's plus or minus its row of :func:`_flips`, so no child is ever unpacked.
+    Parents are gathered once and broadcast over their C children. Returns packed
+    (B, P·C, W) and a (B, P·C, width_1 + 1)."""
     b = row_ids(idx.shape[0], idx.device)
-    par = pop.states[b, idx]
+    p = idx.shape[1]
+    par = pop.states[b, idx].unsqueeze(2)  # (B, P, 1, W)
+    masks = masks.unflatten(1, (p, -1))  # (B, P, C, W)
     children = par ^ masks
     if masks.shape[-1] == 1:  # one word: the child is smaller (signed: see _flips)
         was_set = children < par
     else:
-        was_set = (par & masks).any(-1, keepdim=True)  # (B, P·C, 1)
+        was_set = (par & masks).any(-1, keepdim=True)  # (B, P, C, 1)
     plus, minus = cached_const(
         ("pm", str(rows.device), rows.dtype),
         lambda: (
@@ -178,7 +181,13 @@ def _bitflip(
             -torch.ones((), device=rows.device, dtype=rows.dtype),
         ),
     )
-    return children, torch.addcmul(pop.a[b, idx], rows, torch.where(was_set, plus, minus), out=out)
+    a = torch.addcmul(
+        pop.a[b, idx].unsqueeze(2),  # (B, P, 1, width_1 + 1)
+        rows.unflatten(1, (p, -1)),
+        torch.where(was_set, plus, minus),
+        out=None if out is None else out.unflatten(1, (p, -1)),
+    )
+    return children.flatten(1, 2), a.flatten(1, 2)
 
 
 def _recombine(
@@ -331,15 +340,11 @@ def estep(
         u_mut = noise[..., n_sel:] if n_sel else noise
         bits = distinct_bits((g_all, b, p), cfg.n_latents, c, u_mut)
         flips = zip(*_flips(wt, bits, states.shape[-1]))
-        rep = cached_const(
-            ("rep", p, c, str(y.device)), lambda: torch.arange(p * c, device=y.device) // c
-        )
     for u in noise.unbind(0) if g_all else ():
         u_sel = u[:, : pop.lj.shape[1]] if n_sel else None
         idx = _select_parents(pop.lj, p, cfg.selection, u_sel)  # (B, P)
         out = blocks[len(cand_lj) - 1] if keep else None
         if cfg.mutation == "bitflip":
-            idx = torch.index_select(idx, 1, rep)  # (B, P·C): parent of each child
             flip_masks, flip_rows = next(flips)
             ch_states, ch_a = _bitflip(pop, idx, flip_masks, flip_rows, out=out)
         else:
