@@ -299,6 +299,20 @@ def _process_or_fail(job: Job, ctx: RunContext) -> dict:
         return record
 
 
+def _tell(rep: Reporter, job: Job, record: dict) -> None:
+    """The line of a finished input (a failure's was printed when it failed), with the
+    batch's count and ETA."""
+    ok = record["status"] == "ok"
+    rep.advance_files(record["width"] * record["height"] if ok else 0)
+    if ok:
+        rep.info(human_line(record) + rep.batch_text())
+    elif record.pop("skipped_because", None):
+        why = "was made meanwhile (another process?)"
+        rep.info(f"{quote(job.source)}: skipped, {quote(job.output)} {why}{rep.batch_text()}")
+    elif record["status"] == "skipped":
+        rep.info(f"{quote(job.source)}: skipped, {quote(job.output)} exists{rep.batch_text()}")
+
+
 def run_batch(opts: Options) -> int:
     """The whole of ``denoise`` / ``inpaint``; returns the exit code (0 or 1)."""
     settings = check_options(opts)
@@ -334,19 +348,7 @@ def run_batch(opts: Options) -> int:
         for job in jobs:
             record = _process_or_fail(job, ctx)
             counts[record["status"]] += 1
-            ok = record["status"] == "ok"
-            rep.advance_files(record["width"] * record["height"] if ok else 0)
-            if ok:
-                rep.info(human_line(record) + rep.batch_text())
-            elif record.pop("skipped_because", None):
-                rep.info(
-                    f"{quote(job.source)}: skipped, {quote(job.output)} was made meanwhile "
-                    f"(another process?)" + rep.batch_text()
-                )
-            elif record["status"] == "skipped":
-                rep.info(
-                    f"{quote(job.source)}: skipped, {quote(job.output)} exists" + rep.batch_text()
-                )
+            _tell(rep, job, record)
             if json_out:
                 try:
                     write_stdout(json_line(record))
