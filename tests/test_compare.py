@@ -127,6 +127,7 @@ def test_compare_never_overwrites_without_force(tmp_path, engine):
         (["--compare", "a.png"], "would overwrite an input"),
         (["--compare", "o.png", "-o", "o.png"], "same file"),
         (["--compare", "k.txt"], "--compare"),
+        (["--compare", "k.npy"], "--compare"),
         (["--compare", "-"], "--compare"),
         (["--compare", "k.png", "--compare", "l.png"], "given 2 times"),
     ],

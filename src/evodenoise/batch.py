@@ -185,14 +185,16 @@ def _find(opts: Options, suffix: str) -> tuple[list, bool]:
         raise UsageError(f"-o {quote(opts.output)}: is a directory (use --output-dir)")
     if opts.reference is not None and len(found) > 1:
         raise UsageError("--reference takes a single input; use --reference-dir for several")
-    for flag, value in (("--save-fields", opts.save_fields), ("--compare", opts.compare)):
+    for flag, value, formats in (
+        ("--save-fields", opts.save_fields, "a .png (or .tif / .npy)"),
+        ("--compare", opts.compare, "a .png (or .tif)"),
+    ):
         try:
-            if value is not None:
-                output_format(value)
+            fmt = None if value is None else output_format(value)
         except ImageError:
-            raise UsageError(
-                f"{flag} {quote(value)}: use a .png (or .tif / .npy) file name"
-            ) from None
+            fmt = "?"
+        if fmt == "?" or (fmt == "npy" and flag == "--compare"):
+            raise UsageError(f"{flag} {quote(value)}: use {formats} file name")
     if opts.compare == "-":
         raise UsageError("--compare needs a file name (not '-')")
     return found, len(found) > 1
