@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .check import Check, check_residual, plane_names
 from .color import fields_from_opponent, from_opponent, to_opponent, use_opponent
 from .config import Config
 from .device import resolve_device
@@ -43,6 +44,7 @@ class Result:
     log: list[dict] = field(default_factory=list)
     fields: np.ndarray | None = None  # (H, p, p[, C]) generative fields, image units
     noise: str = "learned"  # where sigma came from: given, estimated (fixed) or learned
+    check: Check | None = None  # the result checked against its noise (None: not checked)
 
 
 def denoise(
@@ -180,6 +182,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         for m, share in zip(plan.models, plan.shares())
     ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
+    out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
         out, fields = from_opponent(out), fields_from_opponent(fields)
@@ -205,7 +208,25 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         log=[e for p in parts for e in p[1]["log"]],
         fields=fields,
         noise=_noise_source(sigma, plan),
+        check=check,
     )
+
+
+def _self_check(x, out, missing, plan, parts, opponent: bool, fill_only: bool):
+    """(output, :class:`Check` or None): the estimate ``out`` (C, H, W) checked against the
+    input ``x`` and each model's final σ, in the planes the models saw (after the colour and
+    noise transforms, where the noise is white); repaired where the check can (check.py).
+    Inpainting alone (observed values kept) is not checked."""
+    if fill_only:
+        return out, None
+    planes = range(x.shape[0])
+    sigma = [p[1]["sigma"] * SCALE for m, p in zip(plan.models, parts) for _ in planes[m.planes]]
+    names = plane_names(x.shape[0], opponent)
+    observed = None if missing is None else (~missing).cpu().numpy()
+    fixed, check = check_residual(x.cpu().numpy(), out.cpu().numpy(), sigma, observed, names)
+    if check.repaired:
+        out = torch.from_numpy(fixed).to(out)
+    return out, check
 
 
 def _stabilise(cfg: Config, x, missing, sigma):

@@ -57,6 +57,7 @@ def _record(job: Job, ctx: RunContext) -> dict:
         "sigma": None,
         "sigma_given": ctx.settings.sigma,
         "sigma_source": None,
+        "check": None,
         "data_range": None,
         "seconds": None,
         "device": str(ctx.device),
@@ -175,6 +176,7 @@ def process(job: Job, ctx: RunContext) -> dict:
         config=ran.to_dict(),
         epochs=ran.epochs,
     )
+    _report_check(job, record, result, rep)
 
     if reference is not None:
         with_input = mask is None and opts.command == "denoise"
@@ -186,6 +188,15 @@ def process(job: Job, ctx: RunContext) -> dict:
     if not saved:
         record["skipped_because"] = "appeared"
     return record
+
+
+def _report_check(job: Job, record: dict, result, rep: Reporter) -> None:
+    """The result's self-check (check.py) into the record, and one warning line if it failed."""
+    check = getattr(result, "check", None)
+    if check is not None:
+        record["check"] = check.as_dict()
+        if not check.passed:
+            rep.warn(f"{quote(job.source)}: check: {check.message}")
 
 
 def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
