@@ -18,7 +18,8 @@ setup: $(BIN)/evodenoise
 
 demo: setup
 	$(BIN)/evodenoise denoise sample_images/camera_noisy25.npy --sigma 25 \
-		--reference sample_images/camera.png -o out/camera_denoised.png --force
+		--reference sample_images/camera.png -o out/camera_denoised.png \
+		--compare out/camera_compare.png --force
 
 # ruff (lint and format) and mypy on the library core, configured in pyproject.toml; CI runs
 # them before the tests.
