@@ -89,27 +89,31 @@ def check_residual(noisy, restored, sigma, observed=None, names=None):
     >>> found.repaired, bool(abs((noisy - out)[0, 32:64, 32:64].mean()) < 1)
     (True, True)
     """
-    noisy = np.asarray(noisy, dtype=np.float64)
-    out = np.array(restored, dtype=np.float64)
+    noisy, restored = np.asarray(noisy), np.asarray(restored)
     c, h, w = noisy.shape
-    weight = np.ones_like(noisy) if observed is None else np.asarray(observed, dtype=np.float64)
     names = list(names) if names is not None else [str(i) for i in range(c)]
     block = BLOCK if (h // BLOCK) * (w // BLOCK) >= MIN_BLOCKS else BLOCK // 2
-    findings, planes, flagged_total = [], [], 0  # values blended back, over the planes
+    findings, planes, out, blended = [], [], None, 0  # out: a copy, made on the first repair
     for p in range(c):
-        s = float(sigma[p])
-        flagged, local = _local_means(noisy[p], out[p], weight[p], s, block)
-        if flagged.any():
-            out[p] += _feather(flagged, block) * (noisy[p] - out[p]) * weight[p]
-            area = int(flagged.sum())
-            flagged_total += area
-            share = max(100 * area / (h * w), 0.1)
+        s, x = float(sigma[p]), restored[p].astype(np.float64)
+        weight = np.ones((h, w)) if observed is None else np.asarray(observed[p], np.float64)
+        r = (noisy[p] - x) * weight  # the residual, 0 where a value is missing
+        flagged, local = _local_means(r, weight, s, block)
+        if flagged.any():  # blended back toward the input, then the rest measured
+            x += _feather(flagged, block) * r
+            r = (noisy[p] - x) * weight
+            blended += int(flagged.sum())
+            share = max(100 * flagged.sum() / (h * w), 0.1)
             findings.append(f"{names[p]}: local mean on {share:.1f}% of the image, "
                             "blended back toward the input")  # fmt: skip
-        stats = _plane_stats(noisy[p], out[p], weight[p], s, block)
-        if stats.pop("biased"):
-            out[p] += stats["bias"] * s
+        stats = _plane_stats(r, weight, x, s, block, flagged)
+        biased = stats.pop("biased")
+        if biased:
+            x += stats["bias"] * s
             findings.append(f"{names[p]}: bias of {stats['bias']:.2f}σ, added back")
+        if biased or flagged.any():
+            out = np.array(restored) if out is None else out
+            out[p] = x
         stats = {k: None if v is None else round(float(v), 3) for k, v in stats.items()}
         if stats["level"] is not None and stats["level"] < LEVEL_LOW:
             findings.append(f"{names[p]}: removed {stats['level']:.2f}σ where flat, "
@@ -118,10 +122,10 @@ def check_residual(noisy, restored, sigma, observed=None, names=None):
             findings.append(f"{names[p]}: residual {stats['structure']:.1f}x stronger on "
                             "detail than on flat areas (image structure removed)")  # fmt: skip
         planes.append({"plane": names[p], "sigma": round(s, 4), "local": round(local, 3), **stats})
-    repaired = flagged_total > 0 or any("added back" in f for f in findings)
-    blended = round(flagged_total / (c * h * w), 4)
-    check = Check(not findings, repaired, tuple(findings), blended, planes)
-    return (out if repaired else restored), check
+    check = Check(
+        not findings, out is not None, tuple(findings), round(blended / (c * h * w), 4), planes
+    )
+    return (restored if out is None else out), check
 
 
 def plane_names(planes: int, opponent: bool) -> list[str]:
@@ -131,13 +135,14 @@ def plane_names(planes: int, opponent: bool) -> list[str]:
     return ["gray"] if planes == 1 else ["red", "green", "blue"][:planes]
 
 
-def _blocks(a: np.ndarray, block: int) -> np.ndarray:
-    """(H, W) -> (H/block, W/block, block²), zero-padded to whole blocks."""
+def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
+    """Sums of (H, W) over blocks of block x block: (ceil(H/block), ceil(W/block)), the last
+    row and column of blocks zero-padded."""
     h, w = a.shape
-    ph, pw = -h % block, -w % block
-    a = np.pad(a, ((0, ph), (0, pw)))
+    if h % block or w % block:
+        a = np.pad(a, ((0, -h % block), (0, -w % block)))
     hb, wb = a.shape[0] // block, a.shape[1] // block
-    return a.reshape(hb, block, wb, block).transpose(0, 2, 1, 3).reshape(hb, wb, block * block)
+    return a.reshape(hb, block, wb, block).sum(axis=(1, 3))
 
 
 def _robust_spread(values: np.ndarray) -> float:
@@ -147,17 +152,17 @@ def _robust_spread(values: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
-def _local_means(y, x, weight, sigma: float, block: int) -> tuple[np.ndarray, float]:
+def _local_means(r, weight, sigma: float, block: int) -> tuple[np.ndarray, float]:
     """Values (H, W) inside blocks whose mean residual fails (beyond ``Z`` times the larger of
     σ/√n and the robust spread of the well-filled blocks' means, and beyond ``MIN_SHIFT``·σ),
     blocks taken on four grids offset by half a block (a region of 1.5 blocks holds a whole
     one); and the largest block mean over its limit (above 1: some block fails)."""
-    h, w = y.shape
+    h, w = r.shape
     hard, worst = np.zeros((h, w), dtype=bool), 0.0
     for dy in (0, block // 2):
         for dx in (0, block // 2):
-            n = _blocks(weight[dy:, dx:], block).sum(-1)
-            sums = _blocks(((y - x) * weight)[dy:, dx:], block).sum(-1)
+            n = _block_sums(weight[dy:, dx:], block)
+            sums = _block_sums(r[dy:, dx:], block)
             mean = np.where(n > 0, sums / np.maximum(n, 1), 0.0)
             full = n >= block * block / 2
             spread = _robust_spread(mean[full])
@@ -165,8 +170,9 @@ def _local_means(y, x, weight, sigma: float, block: int) -> tuple[np.ndarray, fl
             limit = np.maximum(Z * np.maximum(noise, spread), MIN_SHIFT * sigma)
             excess = np.where(full, np.abs(mean) / np.maximum(limit, 1e-12), 0.0)
             worst = max(worst, float(excess.max(initial=0.0)))
-            flagged = np.kron(excess > 1, np.ones((block, block), dtype=bool))
-            hard[dy:, dx:] |= flagged[: h - dy, : w - dx]
+            if (excess > 1).any():
+                flagged = np.kron(excess > 1, np.ones((block, block), dtype=bool))
+                hard[dy:, dx:] |= flagged[: h - dy, : w - dx]
     return hard, worst
 
 
@@ -188,15 +194,16 @@ def _moving_mean(a: np.ndarray, width: int, axis: int) -> np.ndarray:
     return (hi - lo)[: a.shape[0], : a.shape[1]] / width
 
 
-def _plane_stats(y, x, weight, sigma: float, block: int) -> dict:
-    """A plane's mean residual in σ (``bias``, ``biased`` when it fails), ``level`` and
-    ``structure`` (None on too few blocks or σ below ``MIN_SIGMA``)."""
-    r = (y - x) * weight
+def _plane_stats(r, weight, x, sigma: float, block: int, flagged) -> dict:
+    """A plane's mean residual ``r`` (0 where missing) in σ (``bias``, ``biased`` when it
+    fails), ``level`` and ``structure`` of the output ``x`` (None on too few blocks or σ below
+    ``MIN_SIGMA``); blocks touching ``flagged`` values (a local mean) left out of the last two."""
     total = float(weight.sum())
-    n = _blocks(weight, block).sum(-1)
-    sums = _blocks(r, block).sum(-1)
+    n = _block_sums(weight, block)
+    sums = _block_sums(r, block)
     full = n >= block * block / 2
     mean = np.where(full, sums / np.maximum(n, 1), 0.0)
+    full_clean = full & ~(_block_sums(flagged.astype(np.float64), block) > 0)
     bias = float(r.sum()) / max(total, 1.0)
     # what white noise allows, or the blocks' own spread shrunk by their number
     allowed = max(
@@ -206,13 +213,14 @@ def _plane_stats(y, x, weight, sigma: float, block: int) -> dict:
     biased = abs(bias) > Z * allowed and abs(bias) > MIN_SHIFT * sigma
     stats = {"bias": bias / sigma if sigma > 0 else 0.0, "biased": biased, "level": None,
              "structure": None}  # fmt: skip
+    full = full_clean
     if int(full.sum()) < MIN_BLOCKS or sigma < MIN_SIGMA:
         return stats
-    energy = (_blocks(r * r, block).sum(-1) - sums * mean) / np.maximum(n - 1, 1)
+    energy = (_block_sums(r * r, block) - sums * mean) / np.maximum(n - 1, 1)
     gy, gx = np.zeros_like(x), np.zeros_like(x)
     gy[:-1] = np.diff(x, axis=0)
     gx[:, :-1] = np.diff(x, axis=1)
-    detail = _blocks(gy * gy + gx * gx, block).mean(-1)[full]
+    detail = _block_sums(gy * gy + gx * gx, block)[full]
     energy = energy[full]
     order = np.argsort(detail, kind="stable")
     flat = energy[order[: order.size // 2]]
