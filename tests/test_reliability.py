@@ -232,7 +232,7 @@ def test_an_all_black_image_runs_without_numpy_warnings(tmp_path):
     Image.fromarray(np.zeros((20, 24), np.uint8)).save(tmp_path / "k.png")
     r = run("denoise", "k.png", "--reference", "k.png", *tiny_cli())  # warnings are errors
     assert r.exit_code == 0, r.stderr
-    assert "Warning" not in r.stderr and "warning" not in r.stderr
+    assert "RuntimeWarning" not in r.stderr and "encountered" not in r.stderr  # numpy's
 
 
 def test_a_tiny_16_bit_rgb_bomb_prints_one_line(tmp_path):
