@@ -60,7 +60,7 @@ _EXAMPLES = """\
 
   [dim]# measure on your own image: add noise, restore, compare[/dim]
   evodenoise corrupt clean.png --sigma 25 -o noisy.npy
-  evodenoise denoise noisy.npy --sigma 25 --reference clean.png
+  evodenoise denoise noisy.npy --sigma 25 --reference clean.png --compare look.png
 
 Exit codes: 0 all inputs succeeded, 1 some input failed, 2 usage error, 130 interrupted.
 """
