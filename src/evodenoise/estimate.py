@@ -24,15 +24,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from .config import Config
-from .evolution import draw_noise, estep, preactivations
+from .evolution import draw_noise, estep_rows, preactivations
 from .model import Model
+from .parallel import map_rows
 from .patches import band_patches, chunks, fold_rows, gather_patches, patch_weights
 from .states import unpack
 from .train import Fit
+
+
+class _Top(NamedTuple):
+    """A top-k's (values, indices), as ``torch.topk`` returns them."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
 
 
 class Dictionary:
@@ -73,7 +82,14 @@ class Dictionary:
     def top(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
         """For each patch the ``n_states`` entries of highest log-joint: a top-k (values,
         indices), both (B, S), best first."""
-        return torch.topk(self.scores(y, obs), n_states, dim=1)
+
+        def part(r: slice):
+            return torch.topk(self.scores(y[r], None if obs is None else obs[r]), n_states, dim=1)
+
+        parts = map_rows(part, y.shape[0])  # split over the run's CPU threads (parallel.py)
+        if len(parts) == 1:
+            return parts[0]
+        return _Top(torch.cat([t.values for t in parts]), torch.cat([t.indices for t in parts]))
 
     def posterior(self, top):
         """Posterior mean and variance of μ(s) per value, (B, D) each, under the truncated
@@ -333,7 +349,7 @@ def estimate_patches(
         s_c, a_c = states[c], None if a is None else a[c]
         for sweep in range(cfg.final_sweeps if sweeps is None else sweeps):
             u = noise(stream, sweep, idx[c])
-            e = estep(model, y[c], ob, s_c, u, consts, cfg, a=a_c, keep=True)
+            e = estep_rows(model, y[c], ob, s_c, u, consts, cfg, a=a_c, keep=True)
             s_c, a_c = e.states, e.a
         states[c] = s_c
         assert a_c is not None  # kept by the sweeps (keep=True), or given

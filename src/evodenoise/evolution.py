@@ -25,6 +25,7 @@ import torch
 
 from .config import Config
 from .model import Constants, Model, as_rows
+from .parallel import map_rows
 from .states import WORD, cached_const, const_arange, duplicate_mask, pack, row_ids, unpack
 
 FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
@@ -362,6 +363,31 @@ def estep(
     offset = -consts.half_log * d
     offset = offset.reshape(b, 1) if torch.is_tensor(d) else offset
     return EStep(new, best_lj, best_norm, offset, consts.inv2s2, kept)
+
+
+def estep_rows(
+    model: Model, y, obs, states, noise, consts: Constants, cfg: Config, a=None, keep: bool = False
+) -> EStep:
+    """:func:`estep` with the rows split over the run's CPU threads
+    (:func:`parallel.map_rows`): each point's E-step depends on its own row only, so the
+    result is the same, bit for bit."""
+
+    def part(r: slice) -> EStep:
+        o = None if obs is None else obs[r]
+        u = None if noise is None else noise[:, r]
+        return estep(model, y[r], o, states[r], u, consts, cfg, None if a is None else a[r], keep)
+
+    parts = map_rows(part, y.shape[0])
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(e, name) for e in parts])
+
+    offset = cat("offset") if first.offset.dim() else first.offset  # (B, 1) with a mask
+    kept = cat("a") if first.a is not None else None
+    return EStep(cat("states"), cat("score"), cat("norm"), offset, first.inv2s2, kept)
 
 
 def _survivors(cand_states, cand_lj, cand_norm, all_a, n_states: int):

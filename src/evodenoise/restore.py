@@ -22,6 +22,7 @@ from .device import resolve_device
 from .estimate import estimate_image
 from .memory import MemoryBudgetError, cap_sizes
 from .noise import stabilise
+from .parallel import split_rows
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
 from .presets import DEFAULT_PRESETS, get_preset
@@ -176,11 +177,13 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory)
     except MemoryBudgetError as e:  # the budget was the limit given, not the free memory
         raise (e if max_memory is None else e.as_limit()) from None
-    parts = [
-        _restore_planes(x[m.planes], None if missing is None else missing[m.planes], m.sigma, m,
-                        gen, callback, share, fill_only)
-        for m, share in zip(plan.models, plan.shares())
-    ]  # fmt: skip
+    # E-steps split their rows over the CPU's threads (not in compiled runs: parallel.py)
+    with split_rows(dev, enabled=all(m.config.compile == "off" for m in plan.models)):
+        parts = [
+            _restore_planes(x[m.planes], None if missing is None else missing[m.planes],
+                            m.sigma, m, gen, callback, share, fill_only)
+            for m, share in zip(plan.models, plan.shares())
+        ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
     out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)

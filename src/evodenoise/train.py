@@ -20,7 +20,7 @@ import torch
 
 from .config import Config
 from .device import EngineWarning
-from .evolution import draw_noise, estep
+from .evolution import draw_noise, estep, estep_rows
 from .model import Constants, Model, as_rows
 from .mstep import PosteriorStats, add_estep_sums, learning_rate, make_adam, mstep
 from .plan import use_compile
@@ -39,11 +39,13 @@ def _estep(
     w: torch.Tensor,
     acc: torch.Tensor,
     cfg: Config,
+    split: bool,
 ):
     """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
     log-joints less a constant per point (B, S, 1); adds the batch's weighted posterior sums
-    (w (B, 1), 0 for padding rows) to ``acc`` (see :func:`mstep.add_estep_sums`)."""
-    e = estep(model, y, obs, states, noise, consts, cfg)
+    (w (B, 1), 0 for padding rows) to ``acc`` (see :func:`mstep.add_estep_sums`). ``split``:
+    the rows split over the run's CPU threads (:func:`evolution.estep_rows`; not compiled)."""
+    e = (estep_rows if split else estep)(model, y, obs, states, noise, consts, cfg)
     new, lj = e.states, e.score
     bits = unpack(new, cfg.n_latents, lj.dtype)
     add_estep_sums(acc, lj, bits, w)
@@ -51,12 +53,14 @@ def _estep(
 
 
 def _engine(cfg: Config, device: torch.device, steps: int = 0):
-    """The E-step and M-step functions of a run: eager, or compiled whole
-    (``fullgraph=True, dynamic=False``) when ``cfg.compile`` says so. On CUDA the compiled
-    E-batch (E-step, write-back, Adam steps) is then captured as one CUDA graph (:func:`_replay`)."""
-    est: Callable = functools.partial(_estep, cfg=cfg)
+    """The E-step and M-step functions of a run: eager (the E-step's rows split over the run's
+    CPU threads, ``parallel.py``), or compiled whole (``fullgraph=True, dynamic=False``) when
+    ``cfg.compile`` says so. On CUDA the compiled E-batch (E-step, write-back, Adam steps) is
+    then captured as one CUDA graph (:func:`_replay`)."""
+    est: Callable = functools.partial(_estep, cfg=cfg, split=True)
     mst: Callable = mstep
     if use_compile(cfg, device, steps):
+        est = functools.partial(_estep, cfg=cfg, split=False)
         # Every run (config, shapes) compiles its own graphs of the same two functions: allow
         # many runs per process (fullgraph turns the default limit of 8 into an error).
         dyn = torch._dynamo.config
@@ -322,23 +326,29 @@ def fit(
     run = _make_run(model, y, obs, cfg, gen, n, steps, e_batch)
     result = Fit(model, run.buf[:n], cfg)
     for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        stats = _train_epoch(run, as_rows(y), None if obs is None else as_rows(obs), epoch, gen)
-        with torch.no_grad():
-            model.pi.copy_(stats.pi())
-            if learn_sigma:
-                model.sigma2.copy_(stats.sigma2(floor2))
-        entry = {
-            "epoch": epoch + 1,
-            "epochs": cfg.epochs,
-            "free_energy": float(stats.f / stats.n),
-            "sigma": float(model.sigma2.sqrt()),
-            "mean_active": float(model.pi.sum()),
-            "lr": float(learning_rate(epoch + 1, cfg)),
-            "seconds": time.perf_counter() - t0,
-        }
-        result.log.append(entry)
+        result.log.append(_epoch(run, y, obs, epoch, gen, floor2 if learn_sigma else None))
         if callback is not None:
-            callback(entry)
+            callback(result.log[-1])
     result.config = cfg.replace(compile="on" if run.compiled else "off")  # the path that ran
     return result
+
+
+def _epoch(run: _Run, y, obs, epoch: int, gen, floor2: float | None) -> dict:
+    """One training epoch, then π (and σ², learned: ``floor2`` its floor) in closed form; the
+    epoch's log entry."""
+    t0 = time.perf_counter()
+    model, cfg = run.model, run.cfg
+    stats = _train_epoch(run, as_rows(y), None if obs is None else as_rows(obs), epoch, gen)
+    with torch.no_grad():
+        model.pi.copy_(stats.pi())
+        if floor2 is not None:
+            model.sigma2.copy_(stats.sigma2(floor2))
+    return {
+        "epoch": epoch + 1,
+        "epochs": cfg.epochs,
+        "free_energy": float(stats.f / stats.n),
+        "sigma": float(model.sigma2.sqrt()),
+        "mean_active": float(model.pi.sum()),
+        "lr": float(learning_rate(epoch + 1, cfg)),
+        "seconds": time.perf_counter() - t0,
+    }

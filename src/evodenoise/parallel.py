@@ -1,0 +1,62 @@
+"""CPU threads for the E-step: a batch's rows in parts, side by side, one core each.
+
+An E-step's operators are many and small (a few hundred rows of a few dozen values): split
+over two cores inside each operator they gain little, while two threads that each run the
+whole E-step on half of the rows keep both cores busy. Every data point's E-step depends on its
+own row only, so the parts give the same result, bit for bit, as one piece.
+
+:func:`split_rows` is set once per run at the edge (``restore.py``); inside it torch's own
+thread count is one, and :func:`map_rows` runs a function on row parts in the run's threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import TypeVar
+
+import torch
+
+MIN_ROWS = 64  # rows per part below which a batch is not split
+_POOL: ContextVar[ThreadPoolExecutor | None] = ContextVar("evodenoise_rows", default=None)
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def split_rows(device: torch.device, enabled: bool = True) -> Iterator[int]:
+    """Within the block, E-steps on the CPU split their rows over torch's thread count at
+    entry (when more than one and ``enabled``), with torch's own thread count set to one
+    (restored at exit). Yields the number of threads (1: no split)."""
+    threads = torch.get_num_threads()
+    if not enabled or device.type != "cpu" or threads < 2 or _POOL.get() is not None:
+        yield 1
+        return
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="evodenoise-rows") as pool:
+            token = _POOL.set(pool)
+            try:
+                yield threads
+            finally:
+                _POOL.reset(token)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def map_rows(fn: Callable[[slice], T], n: int) -> list[T]:
+    """``fn`` applied to consecutive row slices covering range(n): one slice per thread of the
+    current :func:`split_rows` (at least ``MIN_ROWS`` rows each), or one slice, in this
+    thread. Each call runs with gradients off (grad mode is per thread)."""
+    pool = _POOL.get()
+    parts = 1 if pool is None else min(pool._max_workers, n // MIN_ROWS)
+    if pool is None or parts < 2:
+        return [fn(slice(0, n))]
+    size = -(-n // parts)
+
+    def run(lo: int) -> T:
+        with torch.no_grad():
+            return fn(slice(lo, min(lo + size, n)))
+
+    return list(pool.map(run, range(0, n, size)))
