@@ -176,3 +176,25 @@ def test_progress_lines_of_a_batch_name_the_place(capsys):
 def test_shell_completion_is_offered():
     r = run("--help")
     assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
+
+
+def test_compare_of_an_inpainting_run(tmp_path, engine):
+    from test_cli import mask_png
+
+    gray(tmp_path / "a.png")
+    mask_png(tmp_path / "m.png", np.eye(20, 24))
+    r = run("inpaint", "a.png", "--mask", "m.png", "--compare", "k.png", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert _sheet(tmp_path / "k.png").shape[1] > 2 * 192
+
+
+def test_compare_with_the_real_engine(tmp_path):
+    """One tiny real run: the sheet is written beside the output, with three panels."""
+    from conftest import tiny_cli
+
+    save_png(tmp_path / "c.png", RNG.integers(0, 256, (16, 16, 3)).astype("u1"))
+    args = ["--sigma", "20", "--reference", "c.png", "--compare", "look.png", *tiny_cli()]
+    r = run("denoise", "c.png", *args)
+    assert r.exit_code == 0, r.stderr
+    assert _sheet(tmp_path / "look.png").shape[1] > 3 * 192
+    assert {"c.png", "c_denoised.png", "look.png"} == files(tmp_path)
