@@ -250,3 +250,24 @@ def test_a_tiny_16_bit_rgb_bomb_prints_one_line(tmp_path):
     r = run("denoise", "b.png", "--sigma", "5", *FAST)
     assert_one_line_error(r, 1, "decompression bomb")
     assert r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.slow  # three interpreters start (about 13 s); the stand-in test above is the fast one
+def test_three_unsharded_processes_with_skip_existing_all_succeed(tmp_path):
+    """Three processes over one folder, not sharded, resumable: whichever makes an output,
+    every process exits 0 and every output is made."""
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    for k in range(4):
+        gray(tmp_path / "in" / f"p{k}.png", 12, 12)
+    argv = [sys.executable, "-m", "evodenoise", "denoise", "in", "-O", "out", "--sigma", "20"]
+    argv += ["--skip-existing", "-q", *tiny_cli()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE) for _ in "abc"]
+    results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert all(code == 0 for code, _ in results), results
+    assert sorted(os.listdir(tmp_path / "out")) == [f"p{k}_denoised.png" for k in range(4)]
