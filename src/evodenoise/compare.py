@@ -26,7 +26,7 @@ MARK = np.array([230, 30, 30], dtype=np.uint8)  # the detail's frame on the pane
 
 
 def _as_hwc(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float32)  # 32-bit: a 12-megapixel sheet stays within ~1 GB
     return a[:, :, None] if a.ndim == 2 else a
 
 
@@ -53,7 +53,7 @@ def detail_box(before: np.ndarray, after: np.ndarray, side: int) -> tuple[int, i
     """(top, left) of the ``side`` x ``side`` square where ``after`` differs most from
     ``before`` (mean absolute difference of the colour values; the first such square)."""
     diff = np.abs(_colour_channels(_as_hwc(after)) - _colour_channels(_as_hwc(before)))
-    diff = np.nan_to_num(diff, nan=0.0, posinf=0.0, neginf=0.0).mean(axis=2)
+    diff = np.nan_to_num(diff, nan=0.0, posinf=0.0, neginf=0.0).mean(axis=2, dtype=np.float64)
     h, w = diff.shape
     side = min(side, h, w)
     total = np.zeros((h + 1, w + 1))
