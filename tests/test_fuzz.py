@@ -230,8 +230,8 @@ def check(result, before: dict, argv) -> list[dict]:
         assert (result.exit_code == 1) == bool(failed)
         for r in records:
             event(f"input {r['status']}")
-            if r["status"] == "error":
-                assert r["output"] is None
+            if r["status"] == "error":  # a side file's failure keeps the output it wrote
+                assert r["output"] is None or "was written" in r["error"], r
     if result.exit_code == 2:
         assert len(errors) <= 1
     elif result.exit_code == 1:
