@@ -310,6 +310,7 @@ OPTIONS = {
     "--reference": mostly(["a.png"], ["nope.png", "small.png", "junk.png"]),
     "--save-fields": mostly(["f.png", "f_{stem}.png"], ["f.txt", "a.png"]),
     "--save-log": mostly(["l.json", "sub/l.json"], ["a.png", "od"]),
+    "--compare": mostly(["k.png", "k_{stem}.tif"], ["a.png", "k.npy", "-", "k.txt"]),
     "--missing": mostly(["0.5", "0.1"], NUMBER_EDGES + ["1", "1.5"]),
     "--mask-out": mostly(["mo.png"], ["a.png", "mo.txt", "-"]),
 }
