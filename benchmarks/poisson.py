@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real import psnr, run_method  # noqa: E402
+from real import CHECKS, psnr, run_method  # noqa: E402
 
 READ_NOISE = 2 / 255  # b, on the [0, 1] scale
 
@@ -101,6 +101,8 @@ def main(argv=None) -> None:
                     "seed": args.seed,
                     "threads": args.threads,
                 }
+                if method == "evodenoise":
+                    rec["check"] = CHECKS.get("check")
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
             (out / f"{args.name}.json").write_text(json.dumps(records, indent=1))

@@ -53,6 +53,8 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.clip(x, 0, 1) - ref) ** 2)))
 
 
+CHECKS: dict[str, str | None] = {}  # the last evodenoise run's self-check: "check" -> message
+
 SIGMA_GRID = (2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60)  # 0–255 units
 
 
@@ -68,6 +70,7 @@ def run_method(method: str, noisy: np.ndarray, config, seed: int, ref: np.ndarra
         from evodenoise import denoise
 
         out, result = denoise(noisy, None, config=config, seed=seed)
+        CHECKS["check"] = None if result.check is None else result.check.message
         return out, result.sigma * 255
     from skimage.restoration import denoise_nl_means, estimate_sigma
 
@@ -176,6 +179,8 @@ def main(argv=None) -> None:
                 "seed": args.seed,
                 "threads": args.threads,
             }
+            if method == "evodenoise":
+                rec["check"] = CHECKS.get("check")
             if noisy.ndim == 3:
                 rec["channels"] = [
                     round(psnr(est[..., c], ref[..., c]), 2) for c in range(noisy.shape[2])
