@@ -262,6 +262,9 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from evodenoise.corrupt import add_noise
     from evodenoise.imageio import read_image
+    from evodenoise.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does
 
     clean = np.asarray(read_image(args.image)[0], dtype=np.float64)
     noisy = add_noise(clean * 255, args.sigma, seed=args.seed).astype(np.float32) / 255

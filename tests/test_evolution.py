@@ -364,7 +364,7 @@ def test_bitflip_children_flip_distinct_single_bits_and_score_exactly(h):
         bits[0, :, 0] = torch.tensor([63, 0, 1])
     with torch.no_grad():
         flips = [x[0] for x in _flips(wt, bits, n_words(h))]
-        ch, a = _bitflip(pop, idx[:, torch.arange(p * c) // c], *flips)
+        ch, a = _bitflip(pop, idx, *flips)  # each parent of idx (B, P) makes C children
         a, prior = split(a)
     parents = pop.take(idx)
     par = unpack(parents.states, h)[:, :, None, :].expand(b, p, c, h)

@@ -31,7 +31,7 @@ import torch
 from .config import Config
 from .evolution import draw_noise, estep_rows, preactivations
 from .model import Model
-from .parallel import map_rows
+from .parallel import map_rows, n_parts
 from .patches import band_patches, chunks, fold_rows, gather_patches, patch_weights
 from .states import unpack
 from .train import Fit
@@ -82,13 +82,13 @@ class Dictionary:
     def top(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
         """For each patch the ``n_states`` entries of highest log-joint: a top-k (values,
         indices), both (B, S), best first."""
+        if n_parts(y.shape[0]) == 1:
+            return torch.topk(self.scores(y, obs), n_states, dim=1)
 
         def part(r: slice):
             return torch.topk(self.scores(y[r], None if obs is None else obs[r]), n_states, dim=1)
 
         parts = map_rows(part, y.shape[0])  # split over the run's CPU threads (parallel.py)
-        if len(parts) == 1:
-            return parts[0]
         return _Top(torch.cat([t.values for t in parts]), torch.cat([t.indices for t in parts]))
 
     def posterior(self, top):

@@ -25,7 +25,7 @@ import torch
 
 from .config import Config
 from .model import Constants, Model, as_rows
-from .parallel import map_rows
+from .parallel import map_rows, n_parts
 from .states import WORD, cached_const, const_arange, duplicate_mask, pack, row_ids, unpack
 
 FLOYD_ON_CPU = True  # distinct bits by Floyd's loop on the CPU (False: a GPU's one top-k)
@@ -137,12 +137,10 @@ def _bit_masks(bits: torch.Tensor, w: int) -> torch.Tensor:
 
 def _flips(wt: torch.Tensor, bits: torch.Tensor, w: int):
     """The bits (G, B, P, C) a bitflip E-step flips -> per generation (tuples of G) the
-    one-bit masks (B, P·C, W) and the rows −wt[bit] (B, P·C, width_1 + 1) of the extended first
+    one-bit masks (B, P, C, W) and the rows −wt[bit] (B, P, C, width_1 + 1) of the extended first
     layer wt (H, width_1 + 1) that a child adds when its parent had the bit set (it is
     cleared), their negatives when not. With one word :func:`_bitflip` asks "child < parent"
     instead, true for a cleared bit but for bit 63 (the sign bit) a set one: its row is +wt."""
-    g, b, p, c = bits.shape
-    bits = bits.view(g, b, p * c)
     h = wt.shape[0]
     sign = cached_const(
         ("sign", h, w, str(wt.device), wt.dtype),
@@ -162,14 +160,14 @@ def _bitflip(
     out: torch.Tensor | None = None,
 ):
     """Children of the members idx (B, P) of ``pop``, C per parent, each flipping the bit of
-    its mask (B, P·C, W), built packed: a child's extended pre-activation (log-prior included)
+    its mask (B, P, C, W), built packed: a child's extended pre-activation (log-prior included)
     is its parent's plus or minus its row of :func:`_flips`, so no child is ever unpacked.
     Parents are gathered once and broadcast over their C children. Returns packed
     (B, P·C, W) and a (B, P·C, width_1 + 1)."""
-    b = row_ids(idx.shape[0], idx.device)
-    p = idx.shape[1]
-    par = pop.states[b, idx].unsqueeze(2)  # (B, P, 1, W)
-    masks = masks.unflatten(1, (p, -1))  # (B, P, C, W)
+    n, p = idx.shape
+    b = cached_const(("rows3", n, str(idx.device)), lambda: row_ids(n, idx.device)[..., None])
+    idx = idx.unsqueeze(2)  # (B, P, 1): each parent, broadcast over its children
+    par = pop.states[b, idx]  # (B, P, 1, W)
     children = par ^ masks
     if masks.shape[-1] == 1:  # one word: the child is smaller (signed: see _flips)
         was_set = children < par
@@ -183,8 +181,8 @@ def _bitflip(
         ),
     )
     a = torch.addcmul(
-        pop.a[b, idx].unsqueeze(2),  # (B, P, 1, width_1 + 1)
-        rows.unflatten(1, (p, -1)),
+        pop.a[b, idx],  # (B, P, 1, width_1 + 1)
+        rows,
         torch.where(was_set, plus, minus),
         out=None if out is None else out.unflatten(1, (p, -1)),
     )
@@ -372,14 +370,15 @@ def estep_rows(
     (:func:`parallel.map_rows`): each point's E-step depends on its own row only, so the
     result is the same, bit for bit."""
 
+    if n_parts(y.shape[0]) == 1:
+        return estep(model, y, obs, states, noise, consts, cfg, a, keep)
+
     def part(r: slice) -> EStep:
         o = None if obs is None else obs[r]
         u = None if noise is None else noise[:, r]
         return estep(model, y[r], o, states[r], u, consts, cfg, None if a is None else a[r], keep)
 
     parts = map_rows(part, y.shape[0])
-    if len(parts) == 1:
-        return parts[0]
     first = parts[0]
 
     def cat(name: str) -> torch.Tensor:

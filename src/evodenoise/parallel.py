@@ -45,12 +45,17 @@ def split_rows(device: torch.device, enabled: bool = True) -> Iterator[int]:
         torch.set_num_threads(threads)
 
 
+def n_parts(n: int) -> int:
+    """The parts :func:`map_rows` cuts n rows into (1: no split)."""
+    pool = _POOL.get()
+    return 1 if pool is None else max(1, min(pool._max_workers, n // MIN_ROWS))
+
+
 def map_rows(fn: Callable[[slice], T], n: int) -> list[T]:
     """``fn`` applied to consecutive row slices covering range(n): one slice per thread of the
     current :func:`split_rows` (at least ``MIN_ROWS`` rows each), or one slice, in this
     thread. Each call runs with gradients off (grad mode is per thread)."""
-    pool = _POOL.get()
-    parts = 1 if pool is None else min(pool._max_workers, n // MIN_ROWS)
+    pool, parts = _POOL.get(), n_parts(n)
     if pool is None or parts < 2:
         return [fn(slice(0, n))]
     size = -(-n // parts)
