@@ -52,7 +52,9 @@ def test_bias_is_found_and_added_back():
     shifted = clean + np.array([0.0, 4.0, 0.0])[:, None, None]  # a colour cast on one plane
     out, found = check_residual(noisy, shifted, [10.0] * 3, names=plane_names(3, True))
     assert not found.passed and found.repaired
-    assert found.message.startswith("red-blue: bias of -0.4") and "added back" in found.message
+    assert found.message.startswith("bias of -0.4") and found.message.endswith(
+        "σ in red-blue: added back"
+    )
     assert abs((noisy - out)[1].mean()) < 0.1
     np.testing.assert_array_equal(out[0], shifted[0])  # the other planes untouched
 
@@ -65,7 +67,7 @@ def test_local_shift_is_blended_back_toward_the_input():
     wrong[0, 50:70, 60:80] += 25  # a 20x20 region of wrong level (a colour shift)
     out, found = check_residual(noisy, wrong, [8.0], names=["red-blue"])
     assert not found.passed and found.repaired and 0 < found.blended < 0.1
-    assert found.message.startswith("red-blue: local mean on")
+    assert found.message.startswith("local mean on ") and "% of red-blue: blended" in found.message
     assert abs((noisy - out)[0, 50:70, 60:80].mean()) < 1.0  # the shift is gone
     far = np.s_[0, :30, :30]
     np.testing.assert_array_equal(out[far], wrong[far])  # away from it: unchanged

@@ -37,12 +37,20 @@ STRUCTURE = 3.0  # residual energy, most-detailed tenth of the blocks over the f
 MIN_SIGMA = 0.5  # σ (the values' units) below which level and structure are not tested
 
 
+SAY = {  # each failed test in one phrase: before and after the list of planes
+    "local": ("local mean on ", ": blended back toward the input"),
+    "bias": ("bias of ", ": added back"),
+    "level": ("removed only ", " where flat: far less than the assumed noise (σ too large?)"),
+    "structure": ("residual ", " stronger on detail than on flat areas: image structure removed"),
+}
+
+
 @dataclass(frozen=True)
 class Check:
     """What :func:`check_residual` found. ``passed``: the residual looked like the assumed
     noise; ``repaired``: the output was changed (a fraction ``blended`` of its values blended
-    back toward the input, a plane's bias added back); ``findings``: one phrase per failed test; ``planes``:
-    per plane its statistics (mean residual in σ, level, structure; None where not tested)."""
+    back toward the input, a plane's bias added back); ``findings``: one phrase per failed
+    test, naming the planes; ``planes``: per plane its statistics (mean residual in σ, level, structure; None where not tested)."""
 
     passed: bool
     repaired: bool = False
@@ -93,7 +101,8 @@ def check_residual(noisy, restored, sigma, observed=None, names=None):
     c, h, w = noisy.shape
     names = list(names) if names is not None else [str(i) for i in range(c)]
     block = BLOCK if (h // BLOCK) * (w // BLOCK) >= MIN_BLOCKS else BLOCK // 2
-    findings, planes, out, blended = [], [], None, 0  # out: a copy, made on the first repair
+    found: dict[str, list[str]] = {"local": [], "bias": [], "level": [], "structure": []}
+    planes, out, blended = [], None, 0  # out: a copy, made on the first repair
     for p in range(c):
         s, x = float(sigma[p]), restored[p].astype(np.float64)
         weight = np.ones((h, w)) if observed is None else np.asarray(observed[p], np.float64)
@@ -104,27 +113,23 @@ def check_residual(noisy, restored, sigma, observed=None, names=None):
             r = (noisy[p] - x) * weight
             blended += int(flagged.sum())
             share = max(100 * flagged.sum() / (h * w), 0.1)
-            findings.append(f"{names[p]}: local mean on {share:.1f}% of the image, "
-                            "blended back toward the input")  # fmt: skip
+            found["local"].append(f"{share:.1f}% of {names[p]}")
         stats = _plane_stats(r, weight, x, s, block, flagged)
         biased = stats.pop("biased")
         if biased:
             x += stats["bias"] * s
-            findings.append(f"{names[p]}: bias of {stats['bias']:.2f}σ, added back")
+            found["bias"].append(f"{stats['bias']:.2f}σ in {names[p]}")
         if biased or flagged.any():
             out = np.array(restored) if out is None else out
             out[p] = x
         stats = {k: None if v is None else round(float(v), 3) for k, v in stats.items()}
         if stats["level"] is not None and stats["level"] < LEVEL_LOW:
-            findings.append(f"{names[p]}: removed {stats['level']:.2f}σ where flat, "
-                            "far less than the assumed noise (σ too large?)")  # fmt: skip
+            found["level"].append(f"{stats['level']:.2f}σ ({names[p]})")
         if stats["structure"] is not None and stats["structure"] > STRUCTURE:
-            findings.append(f"{names[p]}: residual {stats['structure']:.1f}x stronger on "
-                            "detail than on flat areas (image structure removed)")  # fmt: skip
+            found["structure"].append(f"{stats['structure']:.1f}x ({names[p]})")
         planes.append({"plane": names[p], "sigma": round(s, 4), "local": round(local, 3), **stats})
-    check = Check(
-        not findings, out is not None, tuple(findings), round(blended / (c * h * w), 4), planes
-    )
+    findings = tuple(f"{SAY[k][0]}{', '.join(v)}{SAY[k][1]}" for k, v in found.items() if v)
+    check = Check(not findings, out is not None, findings, round(blended / (c * h * w), 4), planes)
     return (restored if out is None else out), check
 
 
@@ -153,7 +158,8 @@ def _robust_spread(values: np.ndarray) -> float:
 
 
 def _local_means(r, weight, sigma: float, block: int) -> tuple[np.ndarray, float]:
-    """Values (H, W) inside blocks whose mean residual fails (beyond ``Z`` times the larger of
+    """Values (H, W) inside blocks whose mean residual, from the median block's (a bias of the
+    whole plane is tested apart), fails (beyond ``Z`` times the larger of
     σ/√n and the robust spread of the well-filled blocks' means, and beyond ``MIN_SHIFT``·σ),
     blocks taken on four grids offset by half a block (a region of 1.5 blocks holds a whole
     one); and the largest block mean over its limit (above 1: some block fails)."""
@@ -168,7 +174,8 @@ def _local_means(r, weight, sigma: float, block: int) -> tuple[np.ndarray, float
             spread = _robust_spread(mean[full])
             noise = sigma / np.sqrt(np.maximum(n, 1))
             limit = np.maximum(Z * np.maximum(noise, spread), MIN_SHIFT * sigma)
-            excess = np.where(full, np.abs(mean) / np.maximum(limit, 1e-12), 0.0)
+            centre = float(np.median(mean[full])) if full.any() else 0.0  # a plane's bias: below
+            excess = np.where(full, np.abs(mean - centre) / np.maximum(limit, 1e-12), 0.0)
             worst = max(worst, float(excess.max(initial=0.0)))
             if (excess > 1).any():
                 flagged = np.kron(excess > 1, np.ones((block, block), dtype=bool))
