@@ -165,3 +165,14 @@ def test_command_line_reports_a_failed_check(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args + ["--sigma", "13", "-f"])
     assert result.exit_code == 0 and json.loads(result.stdout)["check"]["passed"] is True
     assert "check:" not in result.stderr
+
+
+def test_level_and_structure_findings_warn_only_for_a_given_sigma():
+    from evodenoise.check import Check
+
+    found = Check(False, True, ("local mean on 1% of gray: blended", "removed only 0.2σ (gray)"),
+                  tests=("local", "level"))  # fmt: skip
+    assert found.said(sigma_given=True) == found.message
+    assert found.said(sigma_given=False) == "local mean on 1% of gray: blended"
+    report = Check(False, False, ("removed only 0.2σ (gray)",), tests=("level",))
+    assert report.said(sigma_given=False) == "" and report.said(sigma_given=True)

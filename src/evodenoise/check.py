@@ -57,6 +57,17 @@ class Check:
     findings: tuple[str, ...] = ()
     blended: float = 0.0
     planes: list[dict] = field(default_factory=list)
+    tests: tuple[str, ...] = ()  # the failed test of each finding: local, bias, level, structure
+
+    def said(self, sigma_given: bool) -> str:
+        """The findings worth a warning line ("" for none): the repairs always; the level and
+        structure findings only when σ was given (they test σ: an estimated or learned σ rests
+        on the same white-noise assumption as the tests, which real camera noise, correlated
+        and brighter where the image is, breaks on nearly every photo)."""
+        repairs = ("local", "bias")
+        return "; ".join(
+            f for t, f in zip(self.tests, self.findings) if sigma_given or t in repairs
+        )
 
     @property
     def message(self) -> str:
@@ -128,8 +139,10 @@ def check_residual(noisy, restored, sigma, observed=None, names=None):
         if stats["structure"] is not None and stats["structure"] > STRUCTURE:
             found["structure"].append(f"{stats['structure']:.1f}x ({names[p]})")
         planes.append({"plane": names[p], "sigma": round(s, 4), "local": round(local, 3), **stats})
-    findings = tuple(f"{SAY[k][0]}{', '.join(v)}{SAY[k][1]}" for k, v in found.items() if v)
-    check = Check(not findings, out is not None, findings, round(blended / (c * h * w), 4), planes)
+    failed = tuple(k for k, v in found.items() if v)
+    findings = tuple(f"{SAY[k][0]}{', '.join(found[k])}{SAY[k][1]}" for k in failed)
+    share = round(blended / (c * h * w), 4)
+    check = Check(not findings, out is not None, findings, share, planes, failed)
     return (restored if out is None else out), check
 
 

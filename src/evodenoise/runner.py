@@ -195,8 +195,9 @@ def _report_check(job: Job, record: dict, result, rep: Reporter) -> None:
     check = getattr(result, "check", None)
     if check is not None:
         record["check"] = check.as_dict()
-        if not check.passed:
-            rep.warn(f"{quote(job.source)}: check: {check.message}")
+        said = check.said(sigma_given=result.noise == "given")
+        if said:  # level and structure findings of an estimated σ: in the record only
+            rep.warn(f"{quote(job.source)}: check: {said}")
 
 
 def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
