@@ -18,8 +18,12 @@ With ``--src`` (repeatable) the same run is profiled for each source tree (e.g. 
 before a change, ``git archive REV src | tar -x -C /tmp/before``), in one process, one after
 the other. Example::
 
-    OMP_NUM_THREADS=2 python benchmarks/phases.py --threads 2
-    python benchmarks/phases.py --src /tmp/before/src --src src --threads 1 --json out.json
+    python benchmarks/phases.py
+    python benchmarks/phases.py --src /tmp/before/src --src src --epochs 2 --json out.json
+
+On one torch thread: with more, a run's E-steps run in worker threads (``parallel.py``),
+whose time the phases cannot attribute; ``benchmarks/wall_pair.py`` times whole runs on all
+threads.
 """
 
 from __future__ import annotations
@@ -211,7 +215,7 @@ def profile(src: str, tag: str, args, noisy: np.ndarray, clean: np.ndarray) -> d
     cfg = pkg.get_preset(args.preset)
     if args.epochs:
         cfg = cfg.replace(epochs=args.epochs, min_visits=0)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     t0, w0 = time.process_time(), time.perf_counter()
     out, res = pkg.denoise(noisy, args.sigma / 255, config=cfg, seed=args.seed)
     total, wall = time.process_time() - t0, time.perf_counter() - w0
@@ -263,7 +267,6 @@ def main(argv=None) -> None:
     ap.add_argument("--sigma", type=float, default=25.0, help="noise σ on the 0–255 scale")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--epochs", type=int, default=0, help="override the epochs (0: the preset's)")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--src", action="append", help="source tree(s) to profile (default: src)")
     ap.add_argument("--json", help="write the runs here")
@@ -277,7 +280,7 @@ def main(argv=None) -> None:
 
     clean = np.asarray(read_image(args.image)[0], dtype=np.float64)
     noisy = add_noise(clean * 255, args.sigma, seed=args.seed).astype(np.float32) / 255
-    rate = matmul_rate(args.threads)
+    rate = matmul_rate(1)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's one-off lazy imports
     runs = []
     for i, src in enumerate(args.src or [str(ROOT / "src")]):
@@ -286,7 +289,7 @@ def main(argv=None) -> None:
         runs.append(run)
     print(
         f"{Path(args.image).name} σ={args.sigma:g}, preset {args.preset}, "
-        f"{args.threads} thread(s), seed {args.seed}; float32 matrix product "
+        f"1 thread, seed {args.seed}; float32 matrix product "
         f"{rate / 1e9:.1f} GFLOP per CPU second (rates below: per CPU second, and against it)"
     )
     print(table(runs, rate))
