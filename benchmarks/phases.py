@@ -196,20 +196,10 @@ def matmul_rate(threads: int, n: int = 1024, reps: int = 10, trials: int = 5) ->
     return 2.0 * n**3 * reps / best
 
 
-def load(src: str, name: str):
-    """The package evodenoise under ``src`` imported as ``name``."""
-    spec = importlib.util.spec_from_file_location(
-        name, f"{src}/evodenoise/__init__.py", submodule_search_locations=[f"{src}/evodenoise"]
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def profile(src: str, tag: str, args, noisy: np.ndarray, clean: np.ndarray) -> dict:
-    pkg = load(src, f"evo_{tag}")
+    from cpu_pair import load  # a source tree as a package
+
+    pkg = load(f"evo_{tag}", src)
     timer = Timer()
     instrument(pkg.__name__, timer)
     cfg = pkg.get_preset(args.preset)

@@ -29,17 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def load(src: str, name: str):
-    spec = importlib.util.spec_from_file_location(
-        name, f"{src}/evodenoise/__init__.py", submodule_search_locations=[f"{src}/evodenoise"]
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("before")
@@ -55,8 +44,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     import run as bench  # benchmarks/run.py: images and the protocol's noise
+    from cpu_pair import load  # a source tree as a package
 
-    versions = {"before": load(args.before, "evo_before"), "after": load(args.after, "evo_after")}
+    versions = {"before": load("evo_before", args.before), "after": load("evo_after", args.after)}
     importlib.import_module("evo_after.memory").keep_freed_memory()
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's one-off lazy imports
     torch.set_num_threads(args.threads)

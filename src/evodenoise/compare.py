@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from .report import psnr_text
+
 __all__ = ["compare_image", "detail_box"]
 
 MIN_SIDE = 192  # panels of smaller images are enlarged to at least this (whole factors)
@@ -100,10 +102,7 @@ def caption(record: dict | None) -> str:
     record = record or {}
     parts = []
     if record.get("psnr") is not None:
-        text = f"PSNR {record['psnr']:.2f} dB"
-        if record.get("psnr_input") is not None:
-            text += f" (input {record['psnr_input']:.2f} dB)"
-        parts.append(text)
+        parts.append(psnr_text(record))
     if record.get("sigma") is not None:
         parts.append(f"sigma {record['sigma']:.4g}")
     if record.get("seconds") is not None:

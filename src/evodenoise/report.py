@@ -114,6 +114,14 @@ def json_line(record: dict) -> str:
     return json.dumps(jsonable(record)) + "\n"
 
 
+def psnr_text(record: dict) -> str:
+    """ "PSNR 31.20 dB (input 20.17 dB)" of a record with a PSNR."""
+    text = f"PSNR {record['psnr']:.2f} dB"
+    if record.get("psnr_input") is not None:
+        text += f" (input {record['psnr_input']:.2f} dB)"
+    return text
+
+
 def human_line(record: dict) -> str:
     """The line printed for a restored input."""
     parts = [f"{quote(record['input'])} -> {quote(record['output'])}"]
@@ -121,10 +129,7 @@ def human_line(record: dict) -> str:
         source = record.get("sigma_source") or ("given" if record.get("sigma_given") else "learned")
         parts.append(f"σ={record['sigma']:.2f}" + ("" if source == "given" else f" ({source})"))
     if record.get("psnr") is not None:
-        text = f"PSNR {record['psnr']:.2f} dB"
-        if record.get("psnr_input") is not None:
-            text += f" (input {record['psnr_input']:.2f} dB)"
-        parts.append(text)
+        parts.append(psnr_text(record))
     if record.get("ssim") is not None:
         parts.append(f"SSIM {record['ssim']:.4f}")
     if record.get("seconds") is not None:
