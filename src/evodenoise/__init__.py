@@ -7,7 +7,7 @@ engine is first used, so ``evodenoise --help`` stays fast.
 from .config import Config
 from .presets import PRESETS, get_preset
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["Config", "PRESETS", "Result", "denoise", "get_preset", "inpaint", "__version__"]
 
 
