@@ -20,9 +20,10 @@ import torch
 
 from .config import Config
 from .device import EngineWarning
-from .evolution import draw_noise, estep, estep_rows
+from .evolution import draw_noise, estep
 from .model import Constants, Model, as_rows
 from .mstep import PosteriorStats, add_estep_sums, learning_rate, make_adam, mstep
+from .parallel import map_rows, n_parts
 from .plan import use_compile
 from .states import init_states, unpack
 
@@ -44,10 +45,21 @@ def _estep(
     """E-step of one (padded) E-batch: new states (B, S, W), unpacked (B, S, H), and their
     log-joints less a constant per point (B, S, 1); adds the batch's weighted posterior sums
     (w (B, 1), 0 for padding rows) to ``acc`` (see :func:`mstep.add_estep_sums`). ``split``:
-    the rows split over the run's CPU threads (:func:`evolution.estep_rows`; not compiled)."""
-    e = (estep_rows if split else estep)(model, y, obs, states, noise, consts, cfg)
-    new, lj = e.states, e.score
-    bits = unpack(new, cfg.n_latents, lj.dtype)
+    the rows split over the run's CPU threads (``parallel.py``; not compiled), each thread
+    unpacking its own part too. The sums are added once, over the whole batch."""
+
+    def part(r: slice):
+        o = None if obs is None else obs[r]
+        u = None if noise is None else noise[:, r]
+        e = estep(model, y[r], o, states[r], u, consts, cfg)
+        return e.states, e.score, unpack(e.states, cfg.n_latents, e.score.dtype)
+
+    if split and n_parts(y.shape[0]) > 1:
+        new, lj, bits = (torch.cat(t) for t in zip(*map_rows(part, y.shape[0])))
+    else:
+        e = estep(model, y, obs, states, noise, consts, cfg)
+        new, lj = e.states, e.score
+        bits = unpack(new, cfg.n_latents, lj.dtype)
     add_estep_sums(acc, lj, bits, w)
     return new, bits, lj.unsqueeze(2)
 
