@@ -111,7 +111,7 @@ DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when n
 # number of pixels. GPU: not measured yet (no GPU lent so far); benchmarks/throughput.py
 # projects it from the measured work per epoch.
 PRESET_NOTES: dict[str, str] = {
-    "fast": "denoise default (House σ=25: 32.3 dB, 60 s on 2 CPU cores); patch size "
+    "fast": "denoise default (House σ=25: 32.3 dB, 64 s on 2 CPU cores); patch size "
     "from the image; training is bounded at 65,536 patches, each further megapixel "
     "costs three E-step sweeps",
     "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 345 s on 2 CPU cores)",
