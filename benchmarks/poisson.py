@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real import CHECKS, psnr, run_method  # noqa: E402
+from real import CHECKS, add_engine_options, engine_config, psnr, run_method  # noqa: E402
 
 READ_NOISE = 2 / 255  # b, on the [0, 1] scale
 
@@ -61,22 +61,9 @@ def main(argv=None) -> None:
         default="input,evodenoise,gat-bm3d,nlm-cal",
         help="comma separated, from benchmarks/real.py's methods",
     )
-    ap.add_argument("--preset", default=None, help="evodenoise preset (default: the default)")
-    ap.add_argument("--set", action="append", default=["noise_model=poisson-gaussian"],
-                    metavar="KEY=VALUE", help="evodenoise config override (repeatable)")  # fmt: skip
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--name", default="poisson")
+    add_engine_options(ap, "poisson", overrides=["noise_model=poisson-gaussian"])
     args = ap.parse_args(argv)
-
-    import torch
-
-    from evodenoise.presets import resolve_config
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = resolve_config(args.preset, overrides=args.set)
+    config = engine_config(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []

@@ -126,6 +126,29 @@ def calibrated_nlm(noisy: np.ndarray, sigma: float):
     return out, h * 255
 
 
+def add_engine_options(ap: argparse.ArgumentParser, name: str, overrides=()) -> None:
+    """The options of evodenoise's runs and of the output, shared by the real-noise scripts:
+    --preset, --set (``overrides`` first), --seed, --threads, --out, --name."""
+    ap.add_argument("--preset", default=None, help="evodenoise preset (default: the default)")
+    ap.add_argument("--set", action="append", default=list(overrides), metavar="KEY=VALUE",
+                    help="evodenoise config override (repeatable)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--name", default=name)
+
+
+def engine_config(args):
+    """The torch threads of ``args`` set, and the evodenoise Config its options ask for."""
+    import torch
+
+    from evodenoise.presets import resolve_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return resolve_config(args.preset, overrides=args.set)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="folders holding noisy/reference pairs")
@@ -135,28 +158,10 @@ def main(argv=None) -> None:
         default="input,evodenoise",
         help="comma separated, from input,evodenoise,cbm3d,cbm3d-best,gat-bm3d,nlm,nlm-cal",
     )
-    ap.add_argument("--preset", default=None, help="evodenoise preset (default: the default)")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="evodenoise config override (repeatable)",
-    )
     ap.add_argument("--only", default=None, help="comma separated names: run only these pairs")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--name", default="real")
+    add_engine_options(ap, "real")
     args = ap.parse_args(argv)
-
-    import torch
-
-    from evodenoise.presets import resolve_config
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = resolve_config(args.preset, overrides=args.set)
+    config = engine_config(args)
     pairs = find_pairs(args.folders)
     if args.only:
         keep = set(args.only.split(","))

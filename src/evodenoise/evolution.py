@@ -363,6 +363,24 @@ def estep(
     return EStep(new, best_lj, best_norm, offset, consts.inv2s2, kept)
 
 
+def estep_part(
+    r: slice,
+    model: Model,
+    y,
+    obs,
+    states,
+    noise,
+    consts: Constants,
+    cfg: Config,
+    a=None,
+    keep=False,
+) -> EStep:
+    """:func:`estep` on the rows r of its inputs (noise (G, B, R): its rows are dim 1)."""
+    o = None if obs is None else obs[r]
+    u = None if noise is None else noise[:, r]
+    return estep(model, y[r], o, states[r], u, consts, cfg, None if a is None else a[r], keep)
+
+
 def estep_rows(
     model: Model, y, obs, states, noise, consts: Constants, cfg: Config, a=None, keep: bool = False
 ) -> EStep:
@@ -374,9 +392,7 @@ def estep_rows(
         return estep(model, y, obs, states, noise, consts, cfg, a, keep)
 
     def part(r: slice) -> EStep:
-        o = None if obs is None else obs[r]
-        u = None if noise is None else noise[:, r]
-        return estep(model, y[r], o, states[r], u, consts, cfg, None if a is None else a[r], keep)
+        return estep_part(r, model, y, obs, states, noise, consts, cfg, a, keep)
 
     parts = map_rows(part, y.shape[0])
     first = parts[0]

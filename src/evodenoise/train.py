@@ -20,7 +20,7 @@ import torch
 
 from .config import Config
 from .device import EngineWarning
-from .evolution import draw_noise, estep
+from .evolution import draw_noise, estep, estep_part
 from .model import Constants, Model, as_rows
 from .mstep import PosteriorStats, add_estep_sums, learning_rate, make_adam, mstep
 from .parallel import map_rows, n_parts
@@ -49,9 +49,7 @@ def _estep(
     unpacking its own part too. The sums are added once, over the whole batch."""
 
     def part(r: slice):
-        o = None if obs is None else obs[r]
-        u = None if noise is None else noise[:, r]
-        e = estep(model, y[r], o, states[r], u, consts, cfg)
+        e = estep_part(r, model, y, obs, states, noise, consts, cfg)
         return e.states, e.score, unpack(e.states, cfg.n_latents, e.score.dtype)
 
     if split and n_parts(y.shape[0]) > 1:
