@@ -17,6 +17,7 @@ MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
 COMPILES = ("auto", "on", "off")
 NOISE_LEVELS = ("learned", "estimated")
 NOISE_MODELS = ("gaussian", "poisson-gaussian")
+SECOND_STAGES = ("off", "wiener")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Config:
     poor_fit_sweeps: int = 3  # sweeps instead for a patch the dictionary explains poorly
     poor_fit_quantile: float = 0.99  # "poorly": residual above this quantile of the pool's
     merge: str = "mean"  # overlapping estimates: mean, gaussian window, inverse variance
+    second_stage: str = "off"  # denoising: off (the paper's), or wiener: the input filtered
+    #   again by a collaborative Wiener filter with the model's estimate as pilot (refine.py)
     standardize: bool = True  # train on data scaled to unit variance (off: the paper's scale)
     # -- colour -----------------------------------------------------------------------------
     color: str = "opponent"  # RGB: opponent (luminance + chroma models) or rgb (one model)
@@ -138,6 +141,7 @@ class Config:
             ("compile", COMPILES),
             ("noise_level", NOISE_LEVELS),
             ("noise_model", NOISE_MODELS),
+            ("second_stage", SECOND_STAGES),
         ):
             _check(
                 getattr(self, name) in allowed,

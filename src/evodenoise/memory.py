@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from . import refine
 from .config import Config
 from .states import n_words
 
@@ -120,7 +121,10 @@ def check_fits(
     image = c * h * w * FLOAT * 6  # input, its copy on the device, sums, weights, output ×2
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
     per_patch = _per_patch(cfg, d, masked)
-    need = runtime + image + (n_pool + band_patches) * per_patch + _working_set(cfg, d)
+    work = _working_set(cfg, d)
+    if cfg.second_stage == "wiener":  # after the estimate, in place of its working set
+        work = max(work, refine.working_bytes(c, w))
+    need = runtime + image + (n_pool + band_patches) * per_patch + work
     if budget is not None and need > budget:
         c, h, w = shape
         fixed = need - c * h * w * FLOAT * 6

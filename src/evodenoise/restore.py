@@ -26,6 +26,7 @@ from .parallel import split_rows
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
 from .presets import DEFAULT_PRESETS, get_preset
+from .refine import refine_estimate
 from .train import fit
 
 SCALE = 255.0  # the library's inside: 0–255 values, on which the paper's rates and floor are set
@@ -185,6 +186,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
             for m, share in zip(plan.models, plan.shares())
         ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
+    if cfg.second_stage == "wiener" and missing is None:  # denoising only: every value seen
+        out = refine_estimate(x, out, _plane_sigmas(plan, parts, x.shape[0]))
     out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
@@ -222,14 +225,19 @@ def _self_check(x, out, missing, plan, parts, opponent: bool, fill_only: bool):
     Inpainting alone (observed values kept) is not checked."""
     if fill_only:
         return out, None
-    planes = range(x.shape[0])
-    sigma = [p[1]["sigma"] * SCALE for m, p in zip(plan.models, parts) for _ in planes[m.planes]]
+    sigma = _plane_sigmas(plan, parts, x.shape[0])
     names = plane_names(x.shape[0], opponent)
     observed = None if missing is None else (~missing).cpu().numpy()
     fixed, check = check_residual(x.cpu().numpy(), out.cpu().numpy(), sigma, observed, names)
     if check.repaired:
         out = torch.from_numpy(fixed).to(out)
     return out, check
+
+
+def _plane_sigmas(plan, parts, channels: int) -> list[float]:
+    """Each plane's final σ (0–255 units, in the planes the models saw): its model's."""
+    planes = range(channels)
+    return [p[1]["sigma"] * SCALE for m, p in zip(plan.models, parts) for _ in planes[m.planes]]
 
 
 def _stabilise(cfg: Config, x, missing, sigma):

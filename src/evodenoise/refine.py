@@ -1,0 +1,145 @@
+"""Second stage: a collaborative Wiener filter of the input, with the model's estimate as pilot.
+
+The model's estimate (the *pilot*) is good at telling image structure from noise but leaves
+residual errors of its own, most of them at scales above its small patches. The second stage
+goes back to the noisy input and filters it once more, using the pilot only to decide *how*:
+
+1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
+   the ``GROUP`` blocks of the pilot's first plane (gray, or luminance) closest in squared
+   distance within ``SEARCH`` pixels either way (the reference itself included) form a group.
+2. **Shrinkage.** Each group of noisy blocks and the same group of pilot blocks go through
+   one orthonormal 3-D transform (a 2-D DCT of each block, a DCT along the group). Every noisy
+   coefficient is multiplied by the empirical Wiener gain ``P² / (P² + σ²)``, P the pilot's
+   coefficient and σ the noise of that plane (white noise stays white of σ under the
+   transform), and transformed back.
+3. **Aggregation.** Every pixel is the average of all its filtered blocks, each weighted by
+   ``1 / (σ² Σ gain²)`` (the inverse of the group's remaining noise) times a Kaiser window.
+
+This is the second step of BM3D (Dabov et al., 2007) with the model's estimate in place of
+BM3D's own first estimate; docs/method.md says what it gains (benchmarks/RESULTS.md). It needs
+every value observed, so it is for denoising, not inpainting. The noise must be white of a
+known σ per plane: the opponent colour basis and the Anscombe transform give that.
+
+Examples
+--------
+>>> import torch
+>>> g = torch.Generator().manual_seed(0)
+>>> clean = torch.linspace(0, 255, 32).repeat(32, 1)[None]      # (1, 32, 32): a ramp
+>>> noisy = clean + 20 * torch.randn(clean.shape, generator=g)
+>>> pilot = clean + 5 * torch.randn(clean.shape, generator=g)   # a fair first estimate
+>>> out = refine_estimate(noisy, pilot, [20.0])
+>>> bool(((out - clean) ** 2).mean() < ((pilot - clean) ** 2).mean())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+BLOCK = 8  # block side in pixels
+GROUP = 16  # blocks per group (fewer when the image is too small to hold them)
+STEP = 3  # grid step of the reference blocks (the last row and column are always included)
+SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
+KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
+CHUNK_BYTES = 256 * 2**20  # working memory per chunk of reference rows
+
+
+def refine_estimate(
+    x: torch.Tensor, pilot: torch.Tensor, sigma: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
+    """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
+    pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
+    white-noise σ in the units of ``x``. Returns (C, H, W). Images smaller than a block come
+    back as the pilot."""
+    C, H, W = x.shape
+    b = BLOCK
+    if H < b or W < b:
+        return pilot.clone()
+    dev = x.device
+    s2 = torch.as_tensor(sigma, dtype=x.dtype, device=dev).reshape(C).square().clamp_min(1e-6)
+    ri, rj = _grid(H - b + 1, dev), _grid(W - b + 1, dev)
+    k = min(GROUP, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
+    num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
+    den = torch.zeros_like(num)
+    t2 = torch.kron(_dct(b, dev), _dct(b, dev))  # (b², b²): 2-D DCT of a flattened block
+    tk = _dct(k, dev)  # (k, k): DCT along a group
+    window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
+    window = torch.outer(window, window).flatten()  # (b²,)
+    rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k))
+    for lo in range(0, len(ri), rows_per_chunk):
+        top = _match(pilot[0], ri[lo : lo + rows_per_chunk], rj, k)  # (R, k) pixel index
+        pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
+        gy, gp = _gather(x, pix, k), _gather(pilot, pix, k)  # (C, R, k, b²)
+        coef_y = torch.einsum("ij,crkj,lk->crli", t2, gy, tk)  # 3-D transform, (C, R, k, b²)
+        coef_p = torch.einsum("ij,crkj,lk->crli", t2, gp, tk)
+        gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
+        est = torch.einsum("ij,crli,lk->crkj", t2, gain * coef_y, tk)  # back, (C, R, k, b²)
+        weight = 1 / (s2[:, None] * gain.square().sum((2, 3))).clamp_min(1e-12)  # (C, R)
+        weight = (weight[:, :, None, None] * window).expand_as(est)  # (C, R, k, b²)
+        num.index_add_(1, pix, (weight * est).reshape(C, -1))
+        den.index_add_(1, pix, weight.reshape(C, -1))
+    return (num / den).reshape(C, H, W)
+
+
+def working_bytes(channels: int, width: int) -> int:
+    """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
+    besides its two image-sized sums: a chunk of reference rows, at least one row."""
+    return max(CHUNK_BYTES, _row_bytes(channels, width, GROUP))
+
+
+def _row_bytes(channels: int, width: int, k: int) -> int:
+    """Bytes of one row of reference blocks in flight: about nine (C, refs, k, b²) arrays."""
+    refs = (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
+    return 9 * channels * refs * k * BLOCK * BLOCK * 4
+
+
+def _grid(n: int, dev: torch.device) -> torch.Tensor:
+    """Reference positions 0, STEP, 2·STEP, … along a side of n positions, and the last."""
+    g = torch.arange(0, n, STEP, device=dev)
+    return g if int(g[-1]) == n - 1 else torch.cat([g, torch.tensor([n - 1], device=dev)])
+
+
+def _match(p: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> torch.Tensor:
+    """For the reference blocks at rows ``ri`` × columns ``rj`` of the plane p (H, W): the
+    top-left pixel index (R, k) of the k blocks nearest to each within ±SEARCH, nearest first.
+    Distances come from box sums of squared differences, one shift at a time along rows and
+    all shifts along columns at once; shifts past the border meet a padding too far to win."""
+    H, W = p.shape
+    b, s = BLOCK, SEARCH
+    r0, r1 = int(ri[0]), int(ri[-1]) + b  # pilot rows the references cover
+    padded = F.pad(p[None, None], (s, s, s, s), value=float(p.abs().max()) * 4 + 1e4)[0, 0]
+    span = p[r0:r1]  # (h, W)
+    dist = []
+    for dy in range(-s, s + 1):
+        rows = padded[s + r0 + dy : s + r1 + dy]  # (h, W + 2s)
+        shifted = rows.unfold(1, W, 1).permute(1, 0, 2)  # (2s+1, h, W): all column shifts
+        box = F.avg_pool2d((span - shifted).square()[:, None], b, stride=1)[:, 0]
+        dist.append(box[:, ri - r0][:, :, rj].flatten(1))  # (2s+1, R)
+    nearest = torch.cat(dist).topk(k, 0, largest=False).indices  # (k, R) over (2s+1)² shifts
+    shift_y, shift_x = nearest // (2 * s + 1) - s, nearest % (2 * s + 1) - s
+    top = ri[:, None].expand(-1, len(rj)).flatten() + shift_y  # (k, R)
+    left = rj[None, :].expand(len(ri), -1).flatten() + shift_x
+    return (top * W + left).T
+
+
+def _block_offsets(b: int, width: int, dev: torch.device) -> torch.Tensor:
+    """Pixel index offsets (b²,) of a block's pixels from its top-left pixel, row by row."""
+    i = torch.arange(b, device=dev)
+    return (i[:, None] * width + i[None]).flatten()
+
+
+def _gather(x: torch.Tensor, pix: torch.Tensor, k: int) -> torch.Tensor:
+    """The blocks at ``pix`` (R·k·b² pixel indices) of every plane of x, as (C, R, k, b²)."""
+    return x.flatten(1)[:, pix].reshape(x.shape[0], -1, k, BLOCK * BLOCK)
+
+
+def _dct(n: int, dev: torch.device) -> torch.Tensor:
+    """The orthonormal DCT-II matrix (n, n): row k is the k-th cosine."""
+    k, i = torch.arange(n, device=dev)[:, None], torch.arange(n, device=dev)[None]
+    m = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
+    m[0] /= math.sqrt(2)
+    return m

@@ -1,0 +1,103 @@
+"""The second stage: a collaborative Wiener filter with the model's estimate as pilot."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+import evodenoise as evo
+from evodenoise import memory, refine
+from evodenoise.metrics import psnr
+from evodenoise.refine import refine_estimate
+
+
+def _camera(size: int = 64) -> torch.Tensor:
+    """A gray crop of scikit-image's camera, (1, size, size), 0–255."""
+    img = data.camera()[96 : 96 + size, 96 : 96 + size].astype(np.float32)
+    return torch.from_numpy(img)[None]
+
+
+def _noisy(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return clean + sigma * torch.randn(clean.shape, generator=g)
+
+
+def _mse(a, b) -> float:
+    return float((a - b).square().mean())
+
+
+def test_a_fair_pilot_is_improved_on():
+    clean = _camera()
+    noisy = _noisy(clean, 25)
+    pilot = _noisy(clean, 8, seed=1)  # a first estimate with errors of its own
+    out = refine_estimate(noisy, pilot, [25.0])
+    assert _mse(out, clean) < 0.8 * _mse(pilot, clean)
+    assert _mse(out, clean) < 0.1 * _mse(noisy, clean)
+
+
+def test_without_noise_the_input_comes_back():
+    clean = _camera(40)
+    out = refine_estimate(clean, clean, [1e-3])
+    assert torch.allclose(out, clean, atol=1e-2)
+
+
+def test_planes_are_filtered_each_with_its_own_sigma_and_the_first_plane_s_groups():
+    clean = torch.cat([_camera(48), _camera(48).flip(2), 0.5 * _camera(48)])  # (3, 48, 48)
+    noisy = torch.cat([_noisy(clean[:1], 20), _noisy(clean[1:], 10, seed=2)])
+    pilot = _noisy(clean, 4, seed=3)
+    out = refine_estimate(noisy, pilot, [20.0, 10.0, 10.0])
+    swapped = refine_estimate(noisy[[0, 2, 1]], pilot[[0, 2, 1]], [20.0, 10.0, 10.0])
+    assert torch.equal(out[[0, 2, 1]], swapped)  # planes after the first are independent
+    alone = refine_estimate(noisy[:2], pilot[:2], [20.0, 10.0])
+    assert torch.allclose(out[:2], alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(5, 30), (8, 8), (9, 13), (13, 9), (30, 200)])
+def test_any_shape_comes_back_whole_and_finite(shape):
+    clean = torch.rand((1, *shape), generator=torch.Generator().manual_seed(0)) * 255
+    out = refine_estimate(_noisy(clean, 10), clean, [10.0])
+    assert out.shape == clean.shape and bool(torch.isfinite(out).all())
+    if min(shape) < refine.BLOCK:
+        assert torch.equal(out, clean)  # smaller than a block: the pilot
+
+
+def test_chunks_of_reference_rows_give_the_whole_image_result(monkeypatch):
+    clean = _camera(48)
+    noisy, pilot = _noisy(clean, 15), _noisy(clean, 5, seed=1)
+    whole = refine_estimate(noisy, pilot, [15.0])
+    monkeypatch.setattr(refine, "CHUNK_BYTES", 1)  # one row of references per chunk
+    assert torch.allclose(refine_estimate(noisy, pilot, [15.0]), whole, atol=1e-3)
+
+
+def test_the_memory_plan_counts_its_working_set():
+    cfg = evo.get_preset("fast").replace(patch_size=4, chunk_size=256)
+    shape = (3, 3000, 40_000)  # one row of references alone is over the chunk size
+    args = (shape, False, 1024, 1024, torch.device("cpu"), None)
+    on = memory.check_fits(cfg, *args)
+    off = memory.check_fits(cfg.replace(second_stage="off"), *args)
+    assert on - off == refine.working_bytes(3, 40_000) - memory._working_set(cfg, 48)
+    assert refine.working_bytes(3, 40_000) > refine.CHUNK_BYTES
+
+
+def _tiny(**settings):
+    tiny = dict(patch_size=4, n_latents=8, hidden=(16,), n_states=8, n_parents=2, n_children=2,
+                epochs=4, min_visits=0, grad_states=4)  # fmt: skip
+    return evo.get_preset("fast").replace(**{**tiny, **settings})
+
+
+def test_denoise_runs_it_by_default_and_it_gains():
+    clean = _camera() / 255
+    noisy = _noisy(clean, 25 / 255).numpy()[0]
+    on, res = evo.denoise(noisy, sigma=25 / 255, config=_tiny(), seed=0)
+    off, _ = evo.denoise(noisy, sigma=25 / 255, config=_tiny(second_stage="off"), seed=0)
+    assert evo.get_preset("fast").second_stage == "wiener" and res.config.second_stage == "wiener"
+    assert psnr(clean.numpy()[0], on) > psnr(clean.numpy()[0], off) + 0.3
+
+
+def test_inpainting_is_left_alone():
+    clean = (_camera(32) / 255).numpy()[0]
+    mask = np.random.default_rng(0).random(clean.shape) < 0.3
+    cfg = _tiny(epochs=1)
+    on, _ = evo.inpaint(clean, mask, config=cfg, seed=0)
+    off, _ = evo.inpaint(clean, mask, config=cfg.replace(second_stage="off"), seed=0)
+    assert np.array_equal(on, off)
