@@ -61,6 +61,16 @@ def test_any_shape_comes_back_whole_and_finite(shape):
         assert torch.equal(out, clean)  # smaller than a block: the pilot
 
 
+@pytest.mark.parametrize("sigma, group", [(25.0, refine.GROUP), (50.0, refine.GROUP_NOISY)])
+def test_more_blocks_per_group_at_high_noise(monkeypatch, sigma, group):
+    seen = []
+    match = refine._match
+    monkeypatch.setattr(refine, "_match", lambda *a: seen.append(a[-1]) or match(*a))
+    clean = _camera(48)
+    refine_estimate(_noisy(clean, sigma), clean, [sigma])
+    assert set(seen) == {group}
+
+
 def test_chunks_of_reference_rows_give_the_whole_image_result(monkeypatch):
     clean = _camera(48)
     noisy, pilot = _noisy(clean, 15), _noisy(clean, 5, seed=1)
@@ -101,3 +111,19 @@ def test_inpainting_is_left_alone():
     on, _ = evo.inpaint(clean, mask, config=cfg, seed=0)
     off, _ = evo.inpaint(clean, mask, config=cfg.replace(second_stage="off"), seed=0)
     assert np.array_equal(on, off)
+
+
+def _plan_stage(x: torch.Tensor, sigma, missing=None) -> str:
+    from evodenoise.plan import plan_run
+
+    return plan_run(_tiny(), x, missing, sigma, opponent=False).config.second_stage
+
+
+def test_the_plan_runs_it_only_on_white_noise_of_a_known_sigma():
+    clean = _camera(96)
+    white = _noisy(clean, 15)
+    blurred = torch.nn.functional.avg_pool2d(_noisy(clean, 30)[None], 3, 1, 1)[0]  # correlated
+    assert _plan_stage(white, None) == "wiener"  # σ estimated, the noise measured white
+    assert _plan_stage(blurred, None) == "off"  # correlated: σ would be misread
+    assert _plan_stage(blurred, 15.0) == "wiener"  # σ given: the user vouches for it
+    assert _plan_stage(white, 15.0, missing=torch.zeros_like(white, dtype=torch.bool)) == "off"

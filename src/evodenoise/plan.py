@@ -85,6 +85,8 @@ def plan_run(
         [("luminance", slice(0, 1)), ("chroma", slice(1, 3))] if opponent else [(None, slice(0, c))]
     )
     sigmas = _model_sigmas(cfg, x, missing, sigma, groups)
+    if not use_second_stage(cfg, x[groups[0][1]], missing, sigma):
+        cfg = cfg.replace(second_stage="off")
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
         lum_sigma = sigmas[0] if sigma is None and sigmas[0] is not None else sigma
@@ -128,6 +130,18 @@ def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
     from .noise import estimate_sigma
 
     return [estimate_sigma(x[groups[0][1]])] * len(groups)
+
+
+def use_second_stage(cfg: Config, planes, missing, sigma: float | None) -> bool:
+    """Whether the second stage (refine.py) runs after the estimate: asked for, every value
+    observed, and the noise white of a known σ: σ given, or the first model's ``planes``
+    (C, H, W) measured white (``noise.is_white``). On real camera photos, whose noise is
+    correlated, the Wiener filter lost 0.01 to 0.8 dB (benchmarks/RESULTS.md, second stage)."""
+    if cfg.second_stage == "off" or missing is not None:
+        return False
+    from .noise import is_white
+
+    return sigma is not None or is_white(planes)
 
 
 def use_compile(cfg: Config, device, steps: int = 0) -> bool:

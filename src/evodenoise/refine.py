@@ -5,7 +5,8 @@ residual errors of its own, most of them at scales above its small patches. The 
 goes back to the noisy input and filters it once more, using the pilot only to decide *how*:
 
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
-   the ``GROUP`` blocks of the pilot's first plane (gray, or luminance) closest in squared
+   the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
+   or luminance) closest in squared
    distance within ``SEARCH`` pixels either way (the reference itself included) form a group.
 2. **Shrinkage.** Each group of noisy blocks and the same group of pilot blocks go through
    one orthonormal 3-D transform (a 2-D DCT of each block, a DCT along the group). Every noisy
@@ -41,7 +42,9 @@ import torch
 import torch.nn.functional as F
 
 BLOCK = 8  # block side in pixels
-GROUP = 16  # blocks per group (fewer when the image is too small to hold them)
+GROUP = 16  # blocks per group (fewer when the image is too small to hold them) ...
+GROUP_NOISY = 32  # ... and where the first plane's σ is at least NOISY: more blocks average
+NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
 STEP = 3  # grid step of the reference blocks (the last row and column are always included)
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
@@ -53,8 +56,8 @@ def refine_estimate(
 ) -> torch.Tensor:
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
-    white-noise σ in the units of ``x``. Returns (C, H, W). Images smaller than a block come
-    back as the pilot."""
+    white-noise σ. Values on the 0–255 scale (the group size depends on σ). Returns
+    (C, H, W). Images smaller than a block come back as the pilot."""
     C, H, W = x.shape
     b = BLOCK
     if H < b or W < b:
@@ -62,7 +65,8 @@ def refine_estimate(
     dev = x.device
     s2 = torch.as_tensor(sigma, dtype=x.dtype, device=dev).reshape(C).square().clamp_min(1e-6)
     ri, rj = _grid(H - b + 1, dev), _grid(W - b + 1, dev)
-    k = min(GROUP, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
+    group = GROUP if float(s2[0]) < NOISY**2 else GROUP_NOISY
+    k = min(group, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
     num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
     den = torch.zeros_like(num)
     t2 = torch.kron(_dct(b, dev), _dct(b, dev))  # (b², b²): 2-D DCT of a flattened block
@@ -88,7 +92,7 @@ def refine_estimate(
 def working_bytes(channels: int, width: int) -> int:
     """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
     besides its two image-sized sums: a chunk of reference rows, at least one row."""
-    return max(CHUNK_BYTES, _row_bytes(channels, width, GROUP))
+    return max(CHUNK_BYTES, _row_bytes(channels, width, GROUP_NOISY))
 
 
 def _row_bytes(channels: int, width: int, k: int) -> int:

@@ -186,7 +186,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
             for m, share in zip(plan.models, plan.shares())
         ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
-    if cfg.second_stage == "wiener" and missing is None:  # denoising only: every value seen
+    if plan.config.second_stage == "wiener":  # white noise, every value seen (plan.py)
         out = refine_estimate(x, out, _plane_sigmas(plan, parts, x.shape[0]))
     out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
