@@ -71,6 +71,13 @@ def test_more_blocks_per_group_at_high_noise(monkeypatch, sigma, group):
     assert set(seen) == {group}
 
 
+def test_a_pilot_that_is_not_finite_comes_back_as_it_is():
+    clean = _camera(32)
+    pilot = clean.clone()
+    pilot[0, 3, 5] = float("nan")
+    assert torch.equal(refine_estimate(_noisy(clean, 10), pilot, [10.0]).isnan(), pilot.isnan())
+
+
 def test_chunks_of_reference_rows_give_the_whole_image_result(monkeypatch):
     clean = _camera(48)
     noisy, pilot = _noisy(clean, 15), _noisy(clean, 5, seed=1)
@@ -127,3 +134,12 @@ def test_the_plan_runs_it_only_on_white_noise_of_a_known_sigma():
     assert _plan_stage(blurred, None) == "off"  # correlated: σ would be misread
     assert _plan_stage(blurred, 15.0) == "wiener"  # σ given: the user vouches for it
     assert _plan_stage(white, 15.0, missing=torch.zeros_like(white, dtype=torch.bool)) == "off"
+
+
+def test_the_plan_leaves_noise_that_grows_with_the_signal_to_the_model():
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(5, 250, 96).repeat(96, 1)[None]  # (1, 96, 96)
+    counts = torch.poisson(ramp / 4, generator=g) * 4  # photon noise, variance 4·mean
+    assert _plan_stage(_noisy(ramp, 10), None) == "wiener"
+    assert _plan_stage(counts, None) == "off"
+    assert _plan_stage(counts, 10.0) == "wiener"  # σ given: the user vouches for it

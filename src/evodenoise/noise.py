@@ -167,13 +167,20 @@ def stabilise(x: torch.Tensor, missing: torch.Tensor | None = None) -> list[Ansc
     if missing is not None:
         return None
     levels = [estimate_poisson_gaussian(p) for p in x]
-    for (a, c), p in zip(levels, x):
-        lo, hi = (
-            float(q)
-            for q in torch.quantile(
-                p.double().flatten()[::7], torch.tensor([0.1, 0.9], dtype=torch.float64)
-            )
-        )
-        if a <= 0 or (a * lo + c > 0 and (a * hi + c) < SIGNAL_DEPENDENT * (a * lo + c)):
-            return None
+    if not all(_grows(a, c, p) for (a, c), p in zip(levels, x)):
+        return None
     return [Anscombe.fit(a, c) for a, c in levels]
+
+
+def is_signal_dependent(plane: torch.Tensor) -> bool:
+    """Whether the noise of a plane (H, W) of 0–255 values clearly grows with the signal, as
+    :func:`stabilise` decides it (photon counting, e.g. microscope frames)."""
+    return _grows(*estimate_poisson_gaussian(plane), plane)
+
+
+def _grows(a: float, c: float, plane: torch.Tensor) -> bool:
+    """Whether var = a·mean + c at the plane's 90th percentile is at least
+    ``SIGNAL_DEPENDENT`` times that at its 10th."""
+    q = torch.tensor([0.1, 0.9], dtype=torch.float64)
+    lo, hi = (float(v) for v in torch.quantile(plane.double().flatten()[::7], q))
+    return a > 0 and not (a * lo + c > 0 and (a * hi + c) < SIGNAL_DEPENDENT * (a * lo + c))

@@ -134,14 +134,16 @@ def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
 
 def use_second_stage(cfg: Config, planes, missing, sigma: float | None) -> bool:
     """Whether the second stage (refine.py) runs after the estimate: asked for, every value
-    observed, and the noise white of a known σ: σ given, or the first model's ``planes``
-    (C, H, W) measured white (``noise.is_white``). On real camera photos, whose noise is
-    correlated, the Wiener filter lost 0.01 to 0.8 dB (benchmarks/RESULTS.md, second stage)."""
+    observed, and the noise white of one known σ: σ given (or made so by the Anscombe
+    transform), or the first model's ``planes`` (C, H, W) measured white (``noise.is_white``)
+    and not growing with the signal (``noise.is_signal_dependent``). Where the noise was
+    correlated (camera photos) or signal-dependent (microscope frames, Gaussian model) the
+    Wiener filter lost up to 0.9 dB (benchmarks/RESULTS.md, table 8)."""
     if cfg.second_stage == "off" or missing is not None:
         return False
-    from .noise import is_white
+    from .noise import is_signal_dependent, is_white
 
-    return sigma is not None or is_white(planes)
+    return sigma is not None or (is_white(planes) and not is_signal_dependent(planes[0]))
 
 
 def use_compile(cfg: Config, device, steps: int = 0) -> bool:

@@ -57,10 +57,11 @@ def refine_estimate(
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
     white-noise σ. Values on the 0–255 scale (the group size depends on σ). Returns
-    (C, H, W). Images smaller than a block come back as the pilot."""
+    (C, H, W). Images smaller than a block, and a pilot with values that are not finite,
+    come back as the pilot."""
     C, H, W = x.shape
     b = BLOCK
-    if H < b or W < b:
+    if H < b or W < b or not bool(torch.isfinite(pilot).all()):  # (a diverged run: as it is)
         return pilot.clone()
     dev = x.device
     s2 = torch.as_tensor(sigma, dtype=x.dtype, device=dev).reshape(C).square().clamp_min(1e-6)
