@@ -48,7 +48,7 @@ NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
 STEP = 3  # grid step of the reference blocks (the last row and column are always included)
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
-CHUNK_BYTES = 256 * 2**20  # working memory per chunk of reference rows
+CHUNK_BYTES = 64 * 2**20  # working memory per chunk of reference rows
 
 
 def refine_estimate(
@@ -79,10 +79,10 @@ def refine_estimate(
         top = _match(pilot[0], ri[lo : lo + rows_per_chunk], rj, k)  # (R, k) pixel index
         pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
         gy, gp = _gather(x, pix, k), _gather(pilot, pix, k)  # (C, R, k, b²)
-        coef_y = torch.einsum("ij,crkj,lk->crli", t2, gy, tk)  # 3-D transform, (C, R, k, b²)
-        coef_p = torch.einsum("ij,crkj,lk->crli", t2, gp, tk)
+        coef_y = tk @ (gy @ t2.T)  # 3-D transform: each block, then along the group
+        coef_p = tk @ (gp @ t2.T)
         gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
-        est = torch.einsum("ij,crli,lk->crkj", t2, gain * coef_y, tk)  # back, (C, R, k, b²)
+        est = tk.T @ ((gain * coef_y) @ t2)  # and back, (C, R, k, b²)
         weight = 1 / (s2[:, None] * gain.square().sum((2, 3))).clamp_min(1e-12)  # (C, R)
         weight = (weight[:, :, None, None] * window).expand_as(est)  # (C, R, k, b²)
         num.index_add_(1, pix, (weight * est).reshape(C, -1))
@@ -97,9 +97,10 @@ def working_bytes(channels: int, width: int) -> int:
 
 
 def _row_bytes(channels: int, width: int, k: int) -> int:
-    """Bytes of one row of reference blocks in flight: about nine (C, refs, k, b²) arrays."""
+    """Bytes of one row of reference blocks in flight: the peak measured, about eighteen
+    (C, refs, k, b²) float32 arrays (gathers, transforms, gains, weights, their products)."""
     refs = (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
-    return 9 * channels * refs * k * BLOCK * BLOCK * 4
+    return 18 * channels * refs * k * BLOCK * BLOCK * 4
 
 
 def _grid(n: int, dev: torch.device) -> torch.Tensor:
@@ -122,13 +123,20 @@ def _match(p: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> torch
     for dy in range(-s, s + 1):
         rows = padded[s + r0 + dy : s + r1 + dy]  # (h, W + 2s)
         shifted = rows.unfold(1, W, 1).permute(1, 0, 2)  # (2s+1, h, W): all column shifts
-        box = F.avg_pool2d((span - shifted).square()[:, None], b, stride=1)[:, 0]
-        dist.append(box[:, ri - r0][:, :, rj].flatten(1))  # (2s+1, R)
+        box = _box_sums(_box_sums((span - shifted).square(), rj, 2), ri - r0, 1)
+        dist.append(box.flatten(1))  # (2s+1, R): squared distances of b x b blocks
     nearest = torch.cat(dist).topk(k, 0, largest=False).indices  # (k, R) over (2s+1)² shifts
     shift_y, shift_x = nearest // (2 * s + 1) - s, nearest % (2 * s + 1) - s
     top = ri[:, None].expand(-1, len(rj)).flatten() + shift_y  # (k, R)
     left = rj[None, :].expand(len(ri), -1).flatten() + shift_x
     return (top * W + left).T
+
+
+def _box_sums(t: torch.Tensor, starts: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sums of BLOCK consecutive entries of t along ``dim`` from each of ``starts`` (from
+    cumulative sums in float64, so only the sums asked for are formed)."""
+    c = F.pad(t.cumsum(dim, dtype=torch.float64), (0, 0) * (t.ndim - 1 - dim) + (1, 0))
+    return (c.index_select(dim, starts + BLOCK) - c.index_select(dim, starts)).to(t.dtype)
 
 
 def _block_offsets(b: int, width: int, dev: torch.device) -> torch.Tensor:
