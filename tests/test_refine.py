@@ -143,3 +143,12 @@ def test_the_plan_leaves_noise_that_grows_with_the_signal_to_the_model():
     assert _plan_stage(_noisy(ramp, 10), None) == "wiener"
     assert _plan_stage(counts, None) == "off"
     assert _plan_stage(counts, 10.0) == "wiener"  # σ given: the user vouches for it
+
+
+def test_not_after_the_anscombe_transform():
+    clean = _camera(96)
+    assert _plan_stage(_noisy(clean, 15), 15.0) == "wiener"
+    from evodenoise.plan import plan_run
+
+    plan = plan_run(_tiny(), _noisy(clean, 15), None, 15.0, opponent=False, stabilised=True)
+    assert plan.config.second_stage == "off"

@@ -74,18 +74,20 @@ def plan_run(
     sigma: float | None,
     opponent: bool,
     max_memory: int | None = None,
+    stabilised: bool = False,
 ) -> Plan:
     """The plan of a run on planes x (C, H, W) of 0–255 values (in the opponent basis when
     ``opponent``: luminance first) with ``missing`` (C, H, W) or None and noise σ (0–255
     units; None: learned). ``max_memory``: bytes the run may use (None: what the device has
     free); :class:`~evodenoise.memory.MemoryBudgetError` when not even one row of patches fits.
+    ``stabilised``: x went through the Anscombe transform (σ is the transform's).
     """
     c, h, w = x.shape
     groups = (
         [("luminance", slice(0, 1)), ("chroma", slice(1, 3))] if opponent else [(None, slice(0, c))]
     )
     sigmas = _model_sigmas(cfg, x, missing, sigma, groups)
-    if not use_second_stage(cfg, x[groups[0][1]], missing, sigma):
+    if stabilised or not use_second_stage(cfg, x[groups[0][1]], missing, sigma):
         cfg = cfg.replace(second_stage="off")
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
@@ -134,11 +136,11 @@ def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
 
 def use_second_stage(cfg: Config, planes, missing, sigma: float | None) -> bool:
     """Whether the second stage (refine.py) runs after the estimate: asked for, every value
-    observed, and the noise white of one known σ: σ given (or made so by the Anscombe
-    transform), or the first model's ``planes`` (C, H, W) measured white (``noise.is_white``)
-    and not growing with the signal (``noise.is_signal_dependent``). Where the noise was
-    correlated (camera photos) or signal-dependent (microscope frames, Gaussian model) the
-    Wiener filter lost up to 0.9 dB (benchmarks/RESULTS.md, table 8)."""
+    observed, and the noise white of one known σ: σ given by the user, or the first model's
+    ``planes`` (C, H, W) measured white (``noise.is_white``) and not growing with the signal
+    (``noise.is_signal_dependent``). Where the noise was correlated (camera photos) or
+    signal-dependent (microscope frames, also after the Anscombe transform, which ``plan_run``
+    therefore leaves out) the Wiener filter lost up to 0.9 dB (benchmarks/RESULTS.md, table 8)."""
     if cfg.second_stage == "off" or missing is not None:
         return False
     from .noise import is_signal_dependent, is_white
