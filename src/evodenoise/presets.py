@@ -57,7 +57,7 @@ PRESETS: dict[str, Config] = {
     # Without a σ, σ is estimated from the image and fixed (noise_level "estimated"): on 16 real
     # camera photos +0.15 to +0.8 dB over learning it (RESULTS.md, real camera photos).
     # A second stage filters the input again with the model's estimate as pilot (refine.py):
-    # +0.01 to +1.18 dB on every image and level of the gray and colour suites for about 3 s
+    # +0.61 dB mean (-0.13 to +1.53) over the gray and colour suites for about 1 s
     # on 256x256 (RESULTS.md, second stage).
     "fast": Config(
         patch_size=0,
