@@ -75,8 +75,10 @@ def refine_estimate(
     window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
     window = torch.outer(window, window).flatten()  # (b²,)
     rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k))
+    far = float(pilot[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
+    padded = F.pad(pilot[:1][None], (SEARCH,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
     for lo in range(0, len(ri), rows_per_chunk):
-        top = _match(pilot[0], ri[lo : lo + rows_per_chunk], rj, k)  # (R, k) pixel index
+        top = _match(padded, ri[lo : lo + rows_per_chunk], rj, k)  # (R, k) pixel index
         pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
         gy, gp = _gather(x, pix, k), _gather(pilot, pix, k)  # (C, R, k, b²)
         coef_y = tk @ (gy @ t2.T)  # 3-D transform: each block, then along the group
@@ -109,16 +111,16 @@ def _grid(n: int, dev: torch.device) -> torch.Tensor:
     return g if int(g[-1]) == n - 1 else torch.cat([g, torch.tensor([n - 1], device=dev)])
 
 
-def _match(p: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> torch.Tensor:
-    """For the reference blocks at rows ``ri`` × columns ``rj`` of the plane p (H, W): the
-    top-left pixel index (R, k) of the k blocks nearest to each within ±SEARCH, nearest first.
-    Distances come from box sums of squared differences, one shift at a time along rows and
-    all shifts along columns at once; shifts past the border meet a padding too far to win."""
-    H, W = p.shape
+def _match(padded: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> torch.Tensor:
+    """For the reference blocks at rows ``ri`` × columns ``rj`` of a plane, given ``padded``
+    by SEARCH on every side with a value too far to match: the top-left pixel index (R, k) in
+    the plane of the k blocks nearest to each within ±SEARCH, nearest first. Distances come
+    from box sums of squared differences, one shift at a time along rows and all shifts along
+    columns at once."""
     b, s = BLOCK, SEARCH
-    r0, r1 = int(ri[0]), int(ri[-1]) + b  # pilot rows the references cover
-    padded = F.pad(p[None, None], (s, s, s, s), value=float(p.abs().max()) * 4 + 1e4)[0, 0]
-    span = p[r0:r1]  # (h, W)
+    W = padded.shape[1] - 2 * s
+    r0, r1 = int(ri[0]), int(ri[-1]) + b  # plane rows the references cover
+    span = padded[s + r0 : s + r1, s : s + W]  # (h, W)
     dist = []
     for dy in range(-s, s + 1):
         rows = padded[s + r0 + dy : s + r1 + dy]  # (h, W + 2s)

@@ -170,6 +170,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     if missing is not None:
         missing = missing.to(dev)
     x0, (x, vst, sigma255) = x, _stabilise(cfg, x, missing, sigma)
+    sigma_vst = None if vst is None else _sigma_at_mean(vst, x0)
+    del x0  # (a whole image: large images need the memory later)
     opponent = use_opponent(x.shape[0], cfg, missing)
     if opponent:
         x = to_opponent(x)
@@ -186,6 +188,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
             for m, share in zip(plan.models, plan.shares())
         ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
+    parts = [(None, *p[1:]) for p in parts]  # each model's planes live on in out only
     if plan.config.second_stage == "wiener":  # white noise, every value seen (plan.py)
         out = refine_estimate(x, out, _plane_sigmas(plan, parts, x.shape[0]))
     out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
@@ -208,7 +211,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         config=ran,
         seed=int(seed),
         device=str(dev),
-        sigma=first["sigma"] if vst is None else _sigma_at_mean(vst, x0),
+        sigma=first["sigma"] if sigma_vst is None else sigma_vst,
         seconds=time.perf_counter() - t0,
         free_energy=[e["free_energy"] for e in first["log"]],
         log=[e for p in parts for e in p[1]["log"]],
