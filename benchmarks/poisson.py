@@ -61,7 +61,7 @@ def main(argv=None) -> None:
         default="input,evodenoise,gat-bm3d,nlm-cal",
         help="comma separated, from benchmarks/real.py's methods",
     )
-    add_engine_options(ap, "poisson", overrides=["noise_model=poisson-gaussian"])
+    add_engine_options(ap, "poisson")
     args = ap.parse_args(argv)
     config = engine_config(args)
     out = Path(args.out)

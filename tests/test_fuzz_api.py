@@ -80,7 +80,7 @@ TINY_CONFIGS = st.builds(
     chunk_size=st.none() | st.sampled_from([1, 10**9]),
     train_patches=st.none() | st.sampled_from([1, 10**9]),
     noise_level=st.none() | st.sampled_from(["learned", "estimated"]),
-    noise_model=st.none() | st.sampled_from(["gaussian", "poisson-gaussian"]),
+    noise_model=st.none() | st.sampled_from(["auto", "gaussian", "poisson-gaussian"]),
 )
 CONFIGS = st.one_of(
     st.sampled_from(["fast", "inpaint", "quality", "nope", "", None]),

@@ -80,8 +80,17 @@ def test_noise_command_prints_and_writes_json(tmp_path):
     assert r.exit_code == 1  # one input could not be read
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert records[0]["status"] == "ok" and records[0]["sigma"]["gray"] == pytest.approx(8, rel=0.2)
+    assert records[0]["model"] == "gaussian" and records[0]["correlated"] is False
     assert records[1]["status"] == "error" and "missing.png" in records[1]["error"]
     assert "σ gray" in r.stderr and r.stderr.count("missing.png") == 1
+
+
+def test_noise_command_says_when_the_noise_is_correlated(tmp_path):
+    noisy = smooth_image(64) + correlated_noise((64, 64), 8)
+    np.save(tmp_path / "c.npy", noisy.astype(np.float32))
+    r = run("noise", "c.npy", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["correlated"] is True
+    assert "correlated: denoise assumes" in r.stderr
 
 
 def test_estimated_noise_level_is_fixed_and_reported():
@@ -98,6 +107,18 @@ def test_estimated_noise_level_is_fixed_and_reported():
     assert learned.noise == "learned"
     _, given = denoise(noisy, 0.05, config=cfg, seed=0)
     assert given.noise == "given" and given.sigma == pytest.approx(0.05)
+
+
+def test_correlated_noise_is_assumed_above_its_estimate():
+    from evodenoise.noise import CORRELATED
+
+    clean = smooth_image(48) / 255
+    noisy = (clean + correlated_noise(clean.shape, 12) / 255).astype(np.float32)
+    cfg = get_preset("fast").replace(epochs=1, min_visits=0)
+    _, result = denoise(noisy, config=cfg, seed=0)
+    assert CORRELATED > 1 and result.noise == "estimated"
+    assert result.sigma == pytest.approx(CORRELATED * estimate_noise(noisy)["gray"], rel=1e-5)
+    assert result.config.second_stage == "off"  # the Wiener stage wants white noise
 
 
 # ---- signal-dependent noise: Poisson–Gaussian, the generalised Anscombe transform -------------
@@ -171,3 +192,73 @@ def test_noise_option_sets_the_noise_model(tmp_path, engine):
     assert r.exit_code == 0 and engine.calls[0]["config"].noise_model == "poisson-gaussian"
     r = run("denoise", "a.png", "--noise", "laplace", "-f")
     assert r.exit_code == 2 and "noise_model must be one of" in r.stderr
+
+
+# ---- the automatic noise model ----------------------------------------------------------------
+
+
+def textured_ramp(seed=0):
+    """A ramp 20..220 whose texture's contrast grows with the brightness (0–255)."""
+    g = torch.Generator().manual_seed(seed)
+    field = torch.randn(1, 1, 64, 64, generator=g, dtype=torch.float64)
+    tex = torch.nn.functional.interpolate(field, scale_factor=2, mode="bilinear")[0, 0]
+    return torch.linspace(20, 220, 128, dtype=torch.float64).repeat(128, 1) * (1 + 0.15 * tex)
+
+
+@pytest.mark.parametrize("sigma", [5.0, 10.0])
+def test_texture_growing_with_brightness_is_not_signal_dependent(sigma):
+    from evodenoise.noise import _grows, estimate_poisson_gaussian, is_signal_dependent
+
+    clean = textured_ramp()
+    g = torch.Generator().manual_seed(8)
+    white = clean + sigma * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    assert _grows(*estimate_poisson_gaussian(white), white)  # local variances are fooled...
+    assert not is_signal_dependent(white)  # ...the diagonal detail is not
+    assert is_signal_dependent(poisson_gaussian(clean, 2.0, 1.0))
+
+
+def test_auto_noise_model_takes_white_photon_counts_only():
+    from evodenoise.config import Config
+    from evodenoise.plan import choose_noise_model
+
+    clean = torch.linspace(10, 240, 128, dtype=torch.float64).repeat(128, 1)
+    counts = poisson_gaussian(clean, 2.0, 1.0)[None]
+    blurred = torch.nn.functional.avg_pool2d(counts[None], 3, 1, 1)[0]  # correlated: a camera's
+    auto, missing = Config(noise_model="auto"), torch.zeros_like(counts, dtype=torch.bool)
+    assert choose_noise_model(auto, counts, None, None) == "poisson-gaussian"
+    assert choose_noise_model(auto, blurred, None, None) == "gaussian"
+    assert choose_noise_model(auto, counts, None, 5.0) == "gaussian"  # a σ given: Gaussian
+    assert choose_noise_model(auto, counts, missing, None) == "gaussian"
+    assert choose_noise_model(Config(), counts, None, None) == "gaussian"  # as asked
+    assert choose_noise_model(Config(noise_model="poisson-gaussian"), blurred, None, None) == (
+        "poisson-gaussian"
+    )
+
+
+def test_default_run_transforms_photon_counts_and_reports_what_ran():
+    u = smooth_image(96)
+    clean = 3 + 220 * ((u - u.min()) / (u.max() - u.min())) ** 2  # mostly dark, as a frame is
+    noisy = poisson_gaussian(clean, 4.0, 1.0).numpy().astype(np.float32) / 255
+    cfg = get_preset("fast").replace(epochs=4, min_visits=0)
+    assert cfg.noise_model == "auto"
+    out, result = denoise(noisy, config=cfg, seed=0)
+    forced, _ = denoise(noisy, config=cfg.replace(noise_model="gaussian"), seed=0)
+    mse = lambda u: float(np.mean((u - clean / 255) ** 2))  # noqa: E731
+    assert result.config.noise_model == "poisson-gaussian"
+    assert result.config.second_stage == "off"  # not after the transform
+    assert mse(out) < mse(forced)
+    white = clean / 255 + 8 / 255 * np.random.default_rng(9).standard_normal(clean.shape)
+    _, result = denoise(white.astype(np.float32), config=cfg, seed=0)
+    assert result.config.noise_model == "gaussian"
+
+
+def test_noise_command_reports_photon_counting_noise(tmp_path):
+    clean = torch.linspace(10, 240, 128, dtype=torch.float64).repeat(128, 1)
+    counts = poisson_gaussian(clean, 2.0, 1.0).clamp(0, 255).numpy()
+    np.save(tmp_path / "counts.npy", counts.astype(np.float32))
+    r = run("noise", "counts.npy", "--json")
+    assert r.exit_code == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["model"] == "poisson-gaussian"
+    assert record["gain"][0] == pytest.approx(2.0, rel=0.2)  # input units (0–255 floats)
+    assert "photon-counting noise, variance" in r.stderr

@@ -284,11 +284,14 @@ def noise(
     json_out: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
-    """Estimate each image's noise level (σ per channel group) without restoring it.
+    """Estimate each image's noise without restoring it: σ per channel group, or, for
+    photon-counting noise, the variance's level function per channel.
 
-    The estimate is the one denoise uses with --set noise_level=estimated: scikit-image's
-    wavelet estimator on 2x2-block means, which also reads the correlated noise of camera
-    photos (the plain estimator sees a third to a half of it).
+    The estimates are the ones denoise uses by default: scikit-image's wavelet estimator on
+    2x2-block means, which also reads the correlated noise of camera photos (the plain
+    estimator sees a third to a half of it; denoise assumes a multiple of it there), and,
+    where the noise is white and grows with the brightness, a line fitted to local variance
+    against local mean.
     """
     from .noise_cmd import run_noise
 

@@ -129,10 +129,12 @@ def restore_options(
         in_noise(
             "--noise",
             metavar="MODEL",
-            help="Noise model: [bold]gaussian[/bold] (white, one σ; the default) or "
-            "[bold]poisson-gaussian[/bold] (variance growing with the brightness: photon "
-            "counts, microscopy; its level function is estimated per channel and made white "
-            "by the generalised Anscombe transform). Same as --set noise_model=MODEL.",
+            help="Noise model: [bold]auto[/bold] (the default: poisson-gaussian where no σ is "
+            "given and the noise measures white and growing with the brightness, else "
+            "gaussian), [bold]gaussian[/bold] (one σ) or [bold]poisson-gaussian[/bold] "
+            "(variance growing with the brightness: photon counts, microscopy; its level "
+            "function is estimated per channel and made white by the generalised Anscombe "
+            "transform). Same as --set noise_model=MODEL.",
         ),
     ] = None,
     data_range: DataRange = None,

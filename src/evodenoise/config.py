@@ -16,7 +16,7 @@ COLORS = ("opponent", "rgb")
 MAX_EPOCHS = 100_000  # the paper trains for 500; more is a typo, not a run
 COMPILES = ("auto", "on", "off")
 NOISE_LEVELS = ("learned", "estimated")
-NOISE_MODELS = ("gaussian", "poisson-gaussian")
+NOISE_MODELS = ("auto", "gaussian", "poisson-gaussian")
 SECOND_STAGES = ("off", "wiener")
 
 
@@ -62,7 +62,9 @@ class Config:
     sigma_mode: str = "fixed"  # with a sigma given: fixed keeps it, init only starts there
     sigma_floor: float = 0.5  # lower bound of a learned sigma (a given one is honoured)
     noise_model: str = "gaussian"  # or poisson-gaussian: var = a·mean + c estimated per plane,
-    #   made white by the generalised Anscombe transform (exact unbiased inverse)
+    #   made white by the generalised Anscombe transform (exact unbiased inverse); or auto:
+    #   poisson-gaussian where no σ is given and the noise measures white and growing with the
+    #   signal (plan.choose_noise_model), gaussian otherwise
     noise_level: str = "learned"  # without a sigma: learned, or estimated from the luminance
     #   (noise.estimate_sigma) and fixed for every model
     estep_batch: int = 256  # patches per vectorised E-step call; 0: batch_size (the paper's)

@@ -21,6 +21,11 @@ MIN_SIGMA = 1e-3  # 0–255 units: a plane without variation has no measurable n
 SIGNAL_DEPENDENT = 1.5  # noise variance ratio, bright (90th pct) to dark (10th), that needs a VST
 WHITE = 0.6  # whiteness (see is_white) from which noise counts as white: real camera photos
 #   measure 0.18-0.32, white noise of σ >= 10 on the benchmark images 0.67-1.01
+CORRELATED_BELOW = 0.4  # whiteness below which noise counts as correlated between
+#   neighbours: camera photos 0.18-0.32; white noise on fine texture reads 0.41-0.6 from σ = 5
+CORRELATED = 1.4  # σ assumed for correlated noise, as a multiple of its estimate: a model of
+#   white noise removes more of it at a σ above the per-pixel one (real camera photos:
+#   benchmarks/RESULTS.md, correlated noise)
 
 
 def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
@@ -52,12 +57,24 @@ def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
     return sigma if math.isfinite(sigma) and sigma > MIN_SIGMA else MIN_SIGMA
 
 
+def whiteness(planes: torch.Tensor) -> float:
+    """The noise estimate of planes (C, H, W) or (H, W) of 0–255 values at the finest scale
+    over the one on 2x2-block means (:func:`estimate_sigma`). White noise reads alike on both
+    (1 where the image is smooth; fine texture at low noise lowers it, to about 0.4 at σ = 5);
+    noise correlated between neighbours, as in camera photos, reads three to five times lower
+    at the finest scale (0.18–0.32)."""
+    return estimate_sigma(planes, decorrelate=False) / estimate_sigma(planes)
+
+
+def is_correlated(planes: torch.Tensor) -> bool:
+    """Whether the noise of planes (C, H, W) or (H, W) of 0–255 values is correlated between
+    neighbours: its :func:`whiteness` below ``CORRELATED_BELOW``."""
+    return whiteness(planes) < CORRELATED_BELOW
+
+
 def is_white(planes: torch.Tensor) -> bool:
     """Whether the noise of planes (C, H, W) or (H, W) of 0–255 values looks white: its
-    estimate at the finest scale is at least ``WHITE`` times the one on 2x2-block means.
-    White noise reads alike on both (1 where the image is smooth; texture at low noise lowers
-    it a little); noise correlated between neighbours, as in camera photos, reads three to
-    five times lower at the finest scale.
+    :func:`whiteness` at least ``WHITE``.
 
     Examples
     --------
@@ -68,7 +85,7 @@ def is_white(planes: torch.Tensor) -> bool:
     >>> is_white(white), is_white(blurred)
     (True, False)
     """
-    return estimate_sigma(planes, decorrelate=False) >= WHITE * estimate_sigma(planes)
+    return whiteness(planes) >= WHITE
 
 
 def estimate_poisson_gaussian(plane: torch.Tensor, block: int = 0) -> tuple[float, float]:
@@ -161,21 +178,34 @@ class Anscombe:
 def stabilise(x: torch.Tensor, missing: torch.Tensor | None = None) -> list[Anscombe] | None:
     """One :class:`Anscombe` per plane of x (C, H, W) (0–255 values), from each plane's
     estimated noise level function (:func:`estimate_poisson_gaussian`); None when a plane's
-    noise is not clearly signal-dependent (its variance at the 90th percentile of the values
-    less than ``SIGNAL_DEPENDENT`` times that at the 10th: Gaussian noise needs no transform)
-    or values are missing (their placeholders would bias the estimate)."""
+    noise is not clearly signal-dependent (:func:`is_signal_dependent`: Gaussian noise needs no
+    transform) or values are missing (their placeholders would bias the estimate)."""
     if missing is not None:
         return None
     levels = [estimate_poisson_gaussian(p) for p in x]
-    if not all(_grows(a, c, p) for (a, c), p in zip(levels, x)):
+    if not all(_grows(a, c, p) and _grows_finely(p) for (a, c), p in zip(levels, x)):
         return None
     return [Anscombe.fit(a, c) for a, c in levels]
 
 
 def is_signal_dependent(plane: torch.Tensor) -> bool:
-    """Whether the noise of a plane (H, W) of 0–255 values clearly grows with the signal, as
-    :func:`stabilise` decides it (photon counting, e.g. microscope frames)."""
-    return _grows(*estimate_poisson_gaussian(plane), plane)
+    """Whether the noise of a plane (H, W) of 0–255 values clearly grows with the signal
+    (photon counting, e.g. microscope frames), as :func:`stabilise` decides it: the fitted
+    level function's variance at the plane's 90th percentile at least ``SIGNAL_DEPENDENT``
+    times that at its 10th, and so is the finest diagonal detail's (texture whose contrast
+    grows with the brightness passes the first test, not the second).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> clean = torch.linspace(10, 200, 128, dtype=torch.float64).repeat(128, 1)
+    >>> counts = torch.poisson(clean / 2, generator=g) * 2
+    >>> white = clean + 5 * torch.randn(128, 128, generator=g, dtype=torch.float64)
+    >>> is_signal_dependent(counts), is_signal_dependent(white)
+    (True, False)
+    """
+    return _grows(*estimate_poisson_gaussian(plane), plane) and _grows_finely(plane)
 
 
 def _grows(a: float, c: float, plane: torch.Tensor) -> bool:
@@ -184,3 +214,21 @@ def _grows(a: float, c: float, plane: torch.Tensor) -> bool:
     q = torch.tensor([0.1, 0.9], dtype=torch.float64)
     lo, hi = (float(v) for v in torch.quantile(plane.double().flatten()[::7], q))
     return a > 0 and not (a * lo + c > 0 and (a * hi + c) < SIGNAL_DEPENDENT * (a * lo + c))
+
+
+def _grows_finely(plane: torch.Tensor) -> bool:
+    """Whether the noise variance read from each 2x2 block's diagonal Haar detail
+    (y00 − y01 − y10 + y11)/2, which has the noise's variance and cancels ramps and edges along
+    rows and columns, is in the brightest tenth of the blocks at least ``SIGNAL_DEPENDENT``
+    times what it is in the darkest tenth; each variance robust (the median absolute detail
+    over 0.6745, squared). White noise on brick texture read 0.98-1.14, photon counts 2-30,000
+    (benchmarks/RESULTS.md, automatic noise model)."""
+    p = plane.double()
+    p = p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2]
+    a, b, c, d = p[0::2, 0::2], p[0::2, 1::2], p[1::2, 0::2], p[1::2, 1::2]
+    detail, level = ((a - b - c + d) / 2).flatten(), ((a + b + c + d) / 4).flatten()
+    if level.numel() < 20:
+        return False
+    lo, hi = torch.quantile(level, torch.tensor([0.1, 0.9], dtype=torch.float64))
+    dark, bright = (float(detail[sel].abs().median()) for sel in (level <= lo, level >= hi))
+    return bright**2 >= SIGNAL_DEPENDENT * dark**2 and bright > 0

@@ -24,7 +24,7 @@ from .memory import MemoryBudgetError, cap_sizes
 from .noise import stabilise
 from .parallel import split_rows
 from .patches import fill_missing, gather_patches
-from .plan import AUTO_PATCH_SIZES, ModelPlan, plan_run
+from .plan import AUTO_PATCH_SIZES, ModelPlan, choose_noise_model, plan_run
 from .presets import DEFAULT_PRESETS, get_preset
 from .refine import refine_estimate
 from .train import fit
@@ -171,6 +171,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         missing = missing.to(dev)
     x0, (x, vst, sigma255) = x, _stabilise(cfg, x, missing, sigma)
     sigma_vst = None if vst is None else _sigma_at_mean(vst, x0)
+    cfg = cfg.replace(noise_model="gaussian" if vst is None else "poisson-gaussian")  # as run
     del x0  # (a whole image: large images need the memory later)
     opponent = use_opponent(x.shape[0], cfg, missing)
     if opponent:
@@ -244,13 +245,14 @@ def _plane_sigmas(plan, parts, channels: int) -> list[float]:
 
 
 def _stabilise(cfg: Config, x, missing, sigma):
-    """(x, transforms or None, σ in 0–255 units or None): with ``noise_model``
-    "poisson-gaussian", signal-dependent noise made white of σ = the transforms' scale."""
+    """(x, transforms or None, σ in 0–255 units or None): where the plan's noise model is
+    poisson-gaussian (``plan.choose_noise_model``) and the noise grows with the signal,
+    x made white of σ = the transforms' scale."""
     sigma255 = None if sigma is None else sigma * SCALE
-    if cfg.noise_model != "poisson-gaussian":
-        return x, None, sigma255
-    if sigma is not None:
+    if cfg.noise_model == "poisson-gaussian" and sigma is not None:
         raise ValueError("noise_model poisson-gaussian estimates the noise: leave sigma out")
+    if choose_noise_model(cfg, x, missing, sigma255) != "poisson-gaussian":
+        return x, None, sigma255
     vst = stabilise(x, missing)
     if vst is None:  # no signal dependence found: Gaussian noise
         return x, None, None
