@@ -49,8 +49,8 @@ bench-color: setup
 	$(BIN)/python benchmarks/run.py --suite inpaint $(BENCH_ARGS)
 
 # Real noise: noisy/reference pairs kept outside the repository (never copy them in); no σ is
-# given. Camera photos (default settings: σ estimated from the image) and microscope frames
-# (--noise poisson-gaussian), centre 256x256 crops, a few minutes each; the peers on the same
+# given; default settings (σ estimated from the image, photon-counting noise of the microscope
+# frames detected and transformed), centre 256x256 crops, a few minutes each; the peers on the same
 # crops: (C)BM3D with σ estimated as a user would, at the best σ of a grid (an expert at
 # best), NL-means with its strength calibrated on the noisy image (calibrate_denoiser), and,
 # for the microscope frames, BM3D after the generalised Anscombe transform.
@@ -60,7 +60,7 @@ bench-real: setup
 	$(BIN)/python benchmarks/real.py $(REAL_DIR)/camera $(REAL_DIR)/repro --crop 256 --threads 2 \
 		--methods input,evodenoise,cbm3d,cbm3d-best,nlm-cal --name real-camera $(BENCH_ARGS)
 	$(BIN)/python benchmarks/real.py $(REAL_DIR)/microscopy --crop 256 --threads 2 \
-		--set noise_model=poisson-gaussian --methods input,evodenoise,cbm3d,cbm3d-best,gat-bm3d,nlm-cal \
+		--methods input,evodenoise,cbm3d,cbm3d-best,gat-bm3d,nlm-cal \
 		--name real-microscopy $(BENCH_ARGS)
 
 # Synthetic Poisson–Gaussian noise (photon counting) on two clean gray images, centre 256x256

@@ -262,3 +262,12 @@ def test_noise_command_reports_photon_counting_noise(tmp_path):
     assert record["model"] == "poisson-gaussian"
     assert record["gain"][0] == pytest.approx(2.0, rel=0.2)  # input units (0–255 floats)
     assert "photon-counting noise, variance" in r.stderr
+
+
+def test_human_line_says_photon_counts():
+    from evodenoise.report import human_line
+
+    record = {"input": "a.tif", "output": "b.tif", "sigma": 3.5, "sigma_source": "estimated"}
+    assert "(estimated)" in human_line(record)
+    record["config"] = {"noise_model": "poisson-gaussian"}
+    assert "σ=3.50 (estimated, photon counts: σ at the mean)" in human_line(record)

@@ -212,11 +212,11 @@ def test_output_shape_dtype_range(camera_denoised):
 def test_result_record(camera_denoised):
     _, _, _, res, epochs = camera_denoised
     assert isinstance(res, Result)
-    # the config that ran: the preset with the pool size, band rows, chunk and training path
-    # the plan settled (a 40x40 image has 36x36 patches, all in the pool, one band; compile
-    # "auto" is off for a short CPU run)
+    # the config that ran: the preset with the pool size, band rows, chunk, training path and
+    # noise model the plan settled (a 40x40 image has 36x36 patches, all in the pool, one
+    # band; compile "auto" is off for a short CPU run; a σ given means Gaussian noise)
     assert res.config == SMALL.replace(
-        train_patches=36 * 36, band_rows=36, chunk_size=256, compile="off"
+        train_patches=36 * 36, band_rows=36, chunk_size=256, compile="off", noise_model="gaussian"
     )
     assert res.seed == 0 and res.device == "cpu"
     assert len(res.free_energy) == SMALL.epochs == len(res.log)

@@ -229,6 +229,7 @@ def _grows_finely(plane: torch.Tensor) -> bool:
     detail, level = ((a - b - c + d) / 2).flatten(), ((a + b + c + d) / 4).flatten()
     if level.numel() < 20:
         return False
-    lo, hi = torch.quantile(level, torch.tensor([0.1, 0.9], dtype=torch.float64))
+    q = torch.tensor([0.1, 0.9], dtype=torch.float64, device=level.device)
+    lo, hi = torch.quantile(level[:: 1 + level.numel() // 2**22], q)  # quantile's size limit
     dark, bright = (float(detail[sel].abs().median()) for sel in (level <= lo, level >= hi))
     return bright**2 >= SIGNAL_DEPENDENT * dark**2 and bright > 0

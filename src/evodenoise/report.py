@@ -127,6 +127,8 @@ def human_line(record: dict) -> str:
     parts = [f"{quote(record['input'])} -> {quote(record['output'])}"]
     if record.get("sigma") is not None:
         source = record.get("sigma_source") or ("given" if record.get("sigma_given") else "learned")
+        if (record.get("config") or {}).get("noise_model") == "poisson-gaussian":
+            source += ", photon counts: σ at the mean"  # the noise grows with the signal
         parts.append(f"σ={record['sigma']:.2f}" + ("" if source == "given" else f" ({source})"))
     if record.get("psnr") is not None:
         parts.append(psnr_text(record))
