@@ -90,7 +90,7 @@ def test_noise_command_says_when_the_noise_is_correlated(tmp_path):
     np.save(tmp_path / "c.npy", noisy.astype(np.float32))
     r = run("noise", "c.npy", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["correlated"] is True
-    assert "correlated: denoise assumes" in r.stderr
+    assert "correlated: 1.4x the per-pixel σ" in r.stderr
 
 
 def test_estimated_noise_level_is_fixed_and_reported():
@@ -116,8 +116,10 @@ def test_correlated_noise_is_assumed_above_its_estimate():
     noisy = (clean + correlated_noise(clean.shape, 12) / 255).astype(np.float32)
     cfg = get_preset("fast").replace(epochs=1, min_visits=0)
     _, result = denoise(noisy, config=cfg, seed=0)
+    per_pixel = estimate_sigma(torch.from_numpy(noisy) * 255) / 255
     assert CORRELATED > 1 and result.noise == "estimated"
-    assert result.sigma == pytest.approx(CORRELATED * estimate_noise(noisy)["gray"], rel=1e-5)
+    assert result.sigma == pytest.approx(CORRELATED * per_pixel, rel=1e-5)
+    assert estimate_noise(noisy)["gray"] == pytest.approx(result.sigma, rel=1e-5)  # as noise says
     assert result.config.second_stage == "off"  # the Wiener stage wants white noise
 
 
@@ -271,3 +273,17 @@ def test_human_line_says_photon_counts():
     assert "(estimated)" in human_line(record)
     record["config"] = {"noise_model": "poisson-gaussian"}
     assert "σ=3.50 (estimated, photon counts: σ at the mean)" in human_line(record)
+
+
+def test_white_noise_on_texture_is_read_at_the_finest_scale():
+    from skimage import data
+
+    from evodenoise.noise import assume_sigma
+
+    clean = torch.from_numpy(np.asarray(data.astronaut(), np.float64))
+    clean = clean[128:384, 128:384].mean(-1)  # fine texture (hair, fabric)
+    g = torch.Generator().manual_seed(10)
+    noisy = clean + 5 * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    blocks = estimate_sigma(noisy)
+    assert blocks > 7  # texture inflates the estimate on block means...
+    assert abs(assume_sigma(noisy) - 5) < 0.5 * abs(blocks - 5)  # ...the assumed σ far less

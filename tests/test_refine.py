@@ -145,10 +145,14 @@ def test_the_plan_leaves_noise_that_grows_with_the_signal_to_the_model():
     assert _plan_stage(counts, 10.0) == "wiener"  # σ given: the user vouches for it
 
 
-def test_not_after_the_anscombe_transform():
+def test_after_the_anscombe_transform_only_where_photons_are_scarcest():
     clean = _camera(96)
     assert _plan_stage(_noisy(clean, 15), 15.0) == "wiener"
-    from evodenoise.plan import plan_run
+    from evodenoise.plan import STARVED_PHOTONS, plan_run
 
-    plan = plan_run(_tiny(), _noisy(clean, 15), None, 15.0, opponent=False, stabilised=True)
-    assert plan.config.second_stage == "off"
+    def stage(photons):
+        plan = plan_run(_tiny(), _noisy(clean, 15), None, 15.0, opponent=False, photons=photons)
+        return plan.config.second_stage
+
+    assert stage(10.0) == "off" and stage(STARVED_PHOTONS + 0.1) == "off"
+    assert stage(STARVED_PHOTONS) == "wiener" and stage(1.0) == "wiener"

@@ -57,6 +57,28 @@ def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
     return sigma if math.isfinite(sigma) and sigma > MIN_SIGMA else MIN_SIGMA
 
 
+def assume_sigma(planes: torch.Tensor) -> float:
+    """The noise σ a run assumes for planes (C, H, W) or (H, W) of 0–255 values when none is
+    given, from their :func:`whiteness`: white noise (at least ``WHITE``) the finest-scale
+    estimate, which sees all of it and less of the image's texture than the estimate on 2x2
+    block means (that one read 11.3 for σ = 5 on a textured photo, the finest scale 6.9);
+    correlated noise (below ``CORRELATED_BELOW``) ``CORRELATED`` times the estimate on block
+    means, which reads it near its per-pixel σ; in between the estimate on block means.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> white = 10 * torch.randn(256, 256, generator=g, dtype=torch.float64)
+    >>> round(assume_sigma(white), 1)
+    10.0
+    """
+    fine, blocks = estimate_sigma(planes, decorrelate=False), estimate_sigma(planes)
+    if fine >= WHITE * blocks:
+        return fine
+    return CORRELATED * blocks if fine < CORRELATED_BELOW * blocks else blocks
+
+
 def whiteness(planes: torch.Tensor) -> float:
     """The noise estimate of planes (C, H, W) or (H, W) of 0–255 values at the finest scale
     over the one on 2x2-block means (:func:`estimate_sigma`). White noise reads alike on both

@@ -17,17 +17,18 @@ __all__ = ["run_noise", "estimate_noise", "estimate_level_functions", "is_correl
 
 def estimate_noise(image: np.ndarray) -> dict[str, float]:
     """The noise σ of an image on the [0, 1] scale ((H, W) or (H, W, C); an alpha channel is
-    ignored), per channel group: ``{"gray": σ}``, or ``{"luminance": σ, "chroma": σ}`` in the
-    orthonormal opponent basis of RGB (white noise of σ per RGB value has σ in both). σ in
-    the image's units ([0, 1])."""
+    ignored) as a run assumes it (``noise.assume_sigma``), per channel group: ``{"gray": σ}``,
+    or ``{"luminance": σ, "chroma": σ}`` in the orthonormal opponent basis of RGB (white noise
+    of σ per RGB value has σ in both; a run assumes the luminance's for both). σ in the
+    image's units ([0, 1])."""
     from .color import to_opponent
-    from .noise import estimate_sigma
+    from .noise import assume_sigma
 
     x = _planes(image)
     if x.shape[0] == 1:
-        return {"gray": estimate_sigma(x) / 255.0}
+        return {"gray": assume_sigma(x) / 255.0}
     x = to_opponent(x)
-    return {"luminance": estimate_sigma(x[:1]) / 255.0, "chroma": estimate_sigma(x[1:]) / 255.0}
+    return {"luminance": assume_sigma(x[:1]) / 255.0, "chroma": assume_sigma(x[1:]) / 255.0}
 
 
 def estimate_level_functions(image: np.ndarray) -> list[tuple[float, float]] | None:
@@ -63,7 +64,7 @@ def estimate_level_functions(image: np.ndarray) -> list[tuple[float, float]] | N
 def is_correlated(image: np.ndarray) -> bool:
     """Whether the noise of the image's first channel group (gray, or luminance) is
     correlated between neighbours (``noise.is_correlated``), as a camera's processing leaves
-    it; ``denoise`` then assumes ``noise.CORRELATED`` times the estimated σ."""
+    it; σ is then assumed ``noise.CORRELATED`` times its per-pixel estimate."""
     from .color import to_opponent
     from .noise import is_correlated as correlated
 
@@ -97,7 +98,7 @@ def run_noise(inputs: list[str], data_range: float | None, json_out: bool, quiet
             if levels is None:
                 record["correlated"] = is_correlated(image)
                 groups = ", ".join(f"{k} {v:.3g}" for k, v in record["sigma"].items())
-                how = f"; correlated: denoise assumes {CORRELATED:g}x" * record["correlated"]
+                how = f"; correlated: {CORRELATED:g}x the per-pixel σ" * record["correlated"]
                 rep.info(f"{quote(source)}: σ {groups} (input units, estimated{how})")
             else:  # var = gain·value + offset: gain scales with the units, offset with their square
                 record["gain"] = [a * units for a, _ in levels]

@@ -23,6 +23,8 @@ from .presets import DEFAULT_PRESETS, get_preset
 
 MIN_RAISED_POOL = 8192  # fewer patches: no epoch raise (see training_epochs)
 BAND_PATCHES = 65536  # patches per band of the estimate when Config.band_rows is 0
+STARVED_PHOTONS = 3.0  # photon counts at the top of the range up to which the second stage runs
+#   after the Anscombe transform (see use_second_stage)
 
 # Automatic patch size (Config.patch_size 0): the largest of these whose signal-to-noise ratio
 # bound the plane exceeds (benchmarks/RESULTS.md, decision log: automatic patch size).
@@ -74,20 +76,21 @@ def plan_run(
     sigma: float | None,
     opponent: bool,
     max_memory: int | None = None,
-    stabilised: bool = False,
+    photons: float | None = None,
 ) -> Plan:
     """The plan of a run on planes x (C, H, W) of 0–255 values (in the opponent basis when
     ``opponent``: luminance first) with ``missing`` (C, H, W) or None and noise σ (0–255
     units; None: learned). ``max_memory``: bytes the run may use (None: what the device has
     free); :class:`~evodenoise.memory.MemoryBudgetError` when not even one row of patches fits.
-    ``stabilised``: x went through the Anscombe transform (σ is the transform's).
+    ``photons``: x went through the Anscombe transform (σ is the transform's) of noise with
+    this many photons at the top of the range (255/a, the fewest over the planes); None: not.
     """
     c, h, w = x.shape
     groups = (
         [("luminance", slice(0, 1)), ("chroma", slice(1, 3))] if opponent else [(None, slice(0, c))]
     )
     sigmas = _model_sigmas(cfg, x, missing, sigma, groups)
-    if stabilised or not use_second_stage(cfg, x[groups[0][1]], missing, sigma):
+    if not use_second_stage(cfg, x[groups[0][1]], missing, sigma, photons):
         cfg = cfg.replace(second_stage="off")
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
@@ -123,18 +126,16 @@ def default_chunk(device: torch.device) -> int:
 def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
     """Each model's σ (0–255 units): the one given; else as ``cfg.noise_level`` says, None
     (learned) or estimated (``noise.estimate_sigma``) on the first model's planes (luminance,
-    or gray, or all of RGB) and fixed for every model, as a σ given is; noise correlated
-    between neighbours (``noise.is_correlated``, as in camera photos) is assumed
-    ``noise.CORRELATED`` times its estimate. Images with missing values are not estimated
-    (their placeholders would bias it): learned."""
+    or gray, or all of RGB: ``noise.assume_sigma``, which reads white and correlated noise
+    each its own way) and fixed for every model, as a σ given is. Images with missing values
+    are not estimated (their placeholders would bias it): learned."""
     if sigma is not None:
         return [sigma] * len(groups)
     if cfg.noise_level == "learned" or missing is not None:
         return [None] * len(groups)
-    from .noise import CORRELATED, estimate_sigma, is_correlated
+    from .noise import assume_sigma
 
-    planes = x[groups[0][1]]
-    return [estimate_sigma(planes) * (CORRELATED if is_correlated(planes) else 1.0)] * len(groups)
+    return [assume_sigma(x[groups[0][1]])] * len(groups)
 
 
 def choose_noise_model(cfg: Config, x: torch.Tensor, missing, sigma: float | None) -> str:
@@ -154,15 +155,22 @@ def choose_noise_model(cfg: Config, x: torch.Tensor, missing, sigma: float | Non
     return "poisson-gaussian" if is_white(x) else "gaussian"
 
 
-def use_second_stage(cfg: Config, planes, missing, sigma: float | None) -> bool:
+def use_second_stage(
+    cfg: Config, planes, missing, sigma: float | None, photons: float | None = None
+) -> bool:
     """Whether the second stage (refine.py) runs after the estimate: asked for, every value
     observed, and the noise white of one known σ: σ given by the user, or the first model's
     ``planes`` (C, H, W) measured white (``noise.is_white``) and not growing with the signal
     (``noise.is_signal_dependent``). Where the noise was correlated (camera photos) or
-    signal-dependent (microscope frames, also after the Anscombe transform, which ``plan_run``
-    therefore leaves out) the Wiener filter lost up to 0.9 dB (benchmarks/RESULTS.md, table 8)."""
+    signal-dependent (microscope frames) the Wiener filter lost up to 0.9 dB
+    (benchmarks/RESULTS.md, table 8). After the Anscombe transform (``photons`` at the top of
+    the range, not None) only where photons are scarcest, at most ``STARVED_PHOTONS``: there
+    it gained 0.4 to 2.5 dB on synthetic photon counts, with 4 photons and more nothing, and on
+    microscope frames (11 to 79) it lost up to 0.36 dB (RESULTS.md, table 4c)."""
     if cfg.second_stage == "off" or missing is not None:
         return False
+    if photons is not None:
+        return photons <= STARVED_PHOTONS
     from .noise import is_signal_dependent, is_white
 
     return sigma is not None or (is_white(planes) and not is_signal_dependent(planes[0]))

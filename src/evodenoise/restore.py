@@ -178,7 +178,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         x = to_opponent(x)
     cfg = cap_sizes(cfg, x.shape[1], x.shape[2])  # an absurd batch size: the image's
     try:
-        plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory, vst is not None)
+        photons = None if vst is None else min(SCALE / t.a for t in vst)  # at the top
+        plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory, photons)
     except MemoryBudgetError as e:  # the budget was the limit given, not the free memory
         raise (e if max_memory is None else e.as_limit()) from None
     # E-steps split their rows over the CPU's threads (not in compiled runs: parallel.py)
