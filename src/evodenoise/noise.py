@@ -25,7 +25,7 @@ CORRELATED_BELOW = 0.4  # whiteness below which noise counts as correlated betwe
 #   neighbours: camera photos 0.18-0.32; white noise on fine texture reads 0.41-0.6 from σ = 5
 CORRELATED = 1.4  # σ assumed for correlated noise, as a multiple of its estimate: a model of
 #   white noise removes more of it at a σ above the per-pixel one (real camera photos:
-#   benchmarks/RESULTS.md, correlated noise)
+#   benchmarks/RESULTS.md, table 4c)
 
 
 def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
@@ -244,7 +244,7 @@ def _grows_finely(plane: torch.Tensor) -> bool:
     rows and columns, is in the brightest tenth of the blocks at least ``SIGNAL_DEPENDENT``
     times what it is in the darkest tenth; each variance robust (the median absolute detail
     over 0.6745, squared). White noise on brick texture read 0.98-1.14, photon counts 2-30,000
-    (benchmarks/RESULTS.md, automatic noise model)."""
+    (benchmarks/RESULTS.md, table 4c)."""
     p = plane.double()
     p = p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2]
     a, b, c, d = p[0::2, 0::2], p[0::2, 1::2], p[1::2, 0::2], p[1::2, 1::2]

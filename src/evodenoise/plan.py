@@ -145,7 +145,7 @@ def choose_noise_model(cfg: Config, x: torch.Tensor, missing, sigma: float | Non
     ``noise.stabilise`` then keeps Gaussian noise where a plane's noise does not grow with the
     signal. Microscope frames (white photon-counting noise) gained 2.7–5.1 dB with the
     transform; camera photos, whose noise is correlated (whiteness 0.18–0.32), lost up to 3.4 dB
-    with it (benchmarks/RESULTS.md, automatic noise model)."""
+    with it (benchmarks/RESULTS.md, table 4c)."""
     if cfg.noise_model != "auto":
         return cfg.noise_model
     if sigma is not None or missing is not None:
@@ -165,8 +165,8 @@ def use_second_stage(
     signal-dependent (microscope frames) the Wiener filter lost up to 0.9 dB
     (benchmarks/RESULTS.md, table 8). After the Anscombe transform (``photons`` at the top of
     the range, not None) only where photons are scarcest, at most ``STARVED_PHOTONS``: there
-    it gained 0.4 to 2.5 dB on synthetic photon counts, with 4 photons and more nothing, and on
-    microscope frames (11 to 79) it lost up to 0.36 dB (RESULTS.md, table 4c)."""
+    it gained up to 2.5 dB on synthetic photon counts; from 4 photons on it lost as often as it
+    gained (-0.56 to +0.41), and up to 0.36 dB on microscope frames (RESULTS.md, table 4c)."""
     if cfg.second_stage == "off" or missing is not None:
         return False
     if photons is not None:

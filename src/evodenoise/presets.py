@@ -61,7 +61,7 @@ PRESETS: dict[str, Config] = {
     # on 256x256 (RESULTS.md, second stage).
     # Noise that measures white and grows with the signal (photon counts: microscope frames)
     # goes through the Anscombe transform (noise_model "auto"): +3.9 dB mean on five frames
-    # (RESULTS.md, automatic noise model).
+    # (RESULTS.md, table 4c).
     "fast": Config(
         patch_size=0,
         n_latents=32,
