@@ -287,11 +287,12 @@ def noise(
     """Estimate each image's noise without restoring it: σ per channel group, or, for
     photon-counting noise, the variance's level function per channel.
 
-    The estimates are the ones denoise uses by default: scikit-image's wavelet estimator on
-    2x2-block means, which also reads the correlated noise of camera photos (the plain
-    estimator sees a third to a half of it; denoise assumes a multiple of it there), and,
-    where the noise is white and grows with the brightness, a line fitted to local variance
-    against local mean.
+    The estimates are the ones denoise uses by default: scikit-image's wavelet estimator,
+    at the finest scale where the noise is white and on 2x2-block means where it is
+    correlated between neighbours, as in camera photos (the finest scale sees a third to a
+    half of it; 1.4 times the block-means estimate is assumed there), and, where the noise
+    is white and grows with the brightness, a line fitted to local variance against local
+    mean.
     """
     from .noise_cmd import run_noise
 

@@ -1,5 +1,5 @@
 """The ``noise`` command: each image's noise, estimated as ``denoise`` estimates it by default
-(``noise.estimate_sigma``; where the noise is read as photon counts, also its level function:
+(``noise.assume_sigma``; where the noise is read as photon counts, also its level function:
 ``plan.choose_noise_model``, ``noise.stabilise``), printed without restoring anything."""
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ def estimate_level_functions(image: np.ndarray) -> list[tuple[float, float]] | N
     >>> estimate_level_functions(clean + rng.normal(0, 0.05, clean.shape)) is None
     True
     """
-    import torch
-
     from .config import Config
     from .noise import stabilise
     from .plan import choose_noise_model
@@ -57,7 +55,7 @@ def estimate_level_functions(image: np.ndarray) -> list[tuple[float, float]] | N
     x = _planes(image)
     if choose_noise_model(Config(noise_model="auto"), x, None, None) != "poisson-gaussian":
         return None
-    vst = stabilise(x.to(torch.float64))
+    vst = stabilise(x)
     return None if vst is None else [(t.a / 255.0, t.c / 255.0**2) for t in vst]
 
 

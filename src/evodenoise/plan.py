@@ -125,9 +125,9 @@ def default_chunk(device: torch.device) -> int:
 
 def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
     """Each model's σ (0–255 units): the one given; else as ``cfg.noise_level`` says, None
-    (learned) or estimated (``noise.estimate_sigma``) on the first model's planes (luminance,
-    or gray, or all of RGB: ``noise.assume_sigma``, which reads white and correlated noise
-    each its own way) and fixed for every model, as a σ given is. Images with missing values
+    (learned) or estimated on the first model's planes (luminance, or gray, or all of RGB) by
+    ``noise.assume_sigma``, which reads white and correlated noise each its own way, and fixed
+    for every model, as a σ given is. Images with missing values
     are not estimated (their placeholders would bias it): learned."""
     if sigma is not None:
         return [sigma] * len(groups)
