@@ -9,6 +9,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 from evodenoise import denoise, get_preset, inpaint
+from evodenoise import estimate as estimate_module
 from evodenoise.color import OPPONENT
 from evodenoise.estimate import Dictionary, estimate_image
 from evodenoise.memory import MemoryBudgetError, check_fits, keep_freed_memory
@@ -109,10 +110,11 @@ def test_dictionary_is_the_most_frequent_distinct_states(n_latents):
     assert torch.equal(dic[0], states[0, 0]) and torch.equal(dic[1], states[10, 1])
 
 
-def test_fresh_states_under_a_trained_decoder_lose_little():
-    """Train on every patch, then estimate with the trained states of only every fourth patch:
-    the rest get their sets from the dictionary (the streaming path of a large image), with no
-    sweep or one. Bands of 5 rows or one band give the same quality."""
+@pytest.fixture(scope="module")
+def trained_crop():
+    """A model trained on every patch of the noisy crop, and ``run(keep, **changes)``: the PSNR
+    of the estimate made with the trained states of the patches ``keep`` only (the others
+    fresh, as on a large image), with ``changes`` to the config."""
     clean, noisy = noisy_crop()
     x = torch.from_numpy(noisy)[None] * 255
     off, unit = x.mean(), float(x.std())
@@ -135,11 +137,45 @@ def test_fresh_states_under_a_trained_decoder_lose_little():
         )
         return psnr(clean, ((out * unit + off) / 255).clamp(0, 1)[0].numpy())
 
+    return clean, noisy, run
+
+
+def test_fresh_states_under_a_trained_decoder_lose_little(trained_crop):
+    """Train on every patch, then estimate with the trained states of only every fourth patch:
+    the rest get their sets from the dictionary (the streaming path of a large image), with no
+    sweep or one. Bands of 5 rows or one band give the same quality."""
+    clean, noisy, run = trained_crop
     full = run(slice(None))
     assert full > psnr(clean, noisy) + 8
     assert run(slice(None, None, 4)) > full - 0.2
     assert run(slice(None, None, 4), band_rows=5) > full - 0.2
     assert run(slice(None, None, 4), fresh_sweeps=1) > full - 0.2
+
+
+def test_sweeps_stop_where_they_gain_nothing(trained_crop, monkeypatch):
+    """Fresh patches sweep until a sweep gains less than ``sweep_tol`` on their free-energy
+    term: a tolerance nothing reaches is exactly one sweep, the default sweeps fewer patches
+    than every sweep for every patch and loses almost nothing against it."""
+    _, _, run = trained_crop
+    rows = []
+    real = estimate_module.estep_rows
+
+    def counted(model, y, *args, **kw):
+        rows.append(y.shape[0])
+        return real(model, y, *args, **kw)
+
+    monkeypatch.setattr(estimate_module, "estep_rows", counted)
+    every4 = slice(None, None, 4)
+    one = run(every4, fresh_sweeps=1, poor_fit_sweeps=1, sweep_tol=0.0)
+    assert run(every4, fresh_sweeps=3, sweep_tol=1e9) == one
+    rows.clear()
+    every = run(every4, fresh_sweeps=3, sweep_tol=0.0)
+    n_every = sum(rows)
+    rows.clear()
+    adaptive = run(every4, fresh_sweeps=3)  # the default tolerance
+    assert get_preset("fast").sweep_tol > 0
+    assert sum(rows) < 0.8 * n_every
+    assert adaptive > every - 0.05
 
 
 def test_pooled_training_is_reported_and_denoises():

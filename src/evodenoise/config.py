@@ -78,6 +78,8 @@ class Config:
     dictionary_size: int = 4096  # most frequent pool states that seed patches outside the pool
     fresh_sweeps: int = 3  # E-step sweeps of a patch outside the pool from its seeds
     poor_fit_sweeps: int = 3  # sweeps instead for a patch the dictionary explains poorly
+    sweep_tol: float = 1e-4  # a patch stops sweeping once a sweep raised its free-energy
+    #   term by less than this (nats); 0: every patch takes every sweep
     poor_fit_quantile: float = 0.99  # "poorly": residual above this quantile of the pool's
     merge: str = "mean"  # overlapping estimates: mean, gaussian window, inverse variance
     second_stage: str = "off"  # denoising: off (the paper's), or wiener: the input filtered
@@ -132,6 +134,7 @@ class Config:
         _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")
+        _check(self.sweep_tol >= 0, "sweep_tol must be >= 0")
         _check(self.chunk_size >= 0, "chunk_size must be >= 0 (0: automatic)")
         for name, allowed in (
             ("selection", SELECTIONS),

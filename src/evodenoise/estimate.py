@@ -22,6 +22,7 @@ and freed: memory is O(band + pool + model), never O(image × S).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -293,6 +294,9 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var)
         return
     seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
     noise, stream, idx = source
+    # the seeds' free-energy terms, as the E-step scores them (without ‖y‖²_obs / 2σ²)
+    sq = (y * y).sum(1) if obs is None else (obs * y * y).sum(1)
+    f0 = torch.logsumexp(top.values, 1) - sq / (2 * dictionary.sigma2)
     estimate_patches(
         model,
         seeds,
@@ -306,6 +310,7 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var)
         sweeps=sweeps,
         idx=idx,
         stream=stream,
+        f0=f0,
     )
 
 
@@ -323,12 +328,19 @@ def estimate_patches(
     sweeps: int | None = None,
     idx: torch.Tensor | None = None,
     stream: int = 0,
+    f0: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Posterior mean ⟨μ(s)⟩_q of every patch y (N, D), after ``sweeps`` (default
+    """Posterior mean ⟨μ(s)⟩_q of every patch y (N, D), after at most ``sweeps`` (default
     ``cfg.final_sweeps``) E-step sweeps from its states (N, S, W) (packed; updated in place)
     under the final parameters, chunk by chunk (``cfg.chunk_size`` patches, 0: all at once;
     a chunk's sweeps follow each other, so each reuses the previous one's first-layer
     pre-activations, and the mean needs no decoder pass through the first layer).
+
+    A patch stops sweeping once a sweep raised its free-energy term logsumexp_s log p(y, s)
+    by less than ``cfg.sweep_tol`` (0: every patch takes every sweep): what the posterior
+    mean could still gain is then below what its set's worst states weigh. ``f0`` (N,): the
+    terms before the first sweep (up to the per-patch constant the E-step's scores omit),
+    where known; without it every patch takes at least two sweeps.
 
     ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
     overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
@@ -344,16 +356,14 @@ def estimate_patches(
     idx = torch.arange(y.shape[0], device=y.device) if idx is None else idx
     consts = model.constants()
     est = torch.empty_like(y) if out is None else out
+    n_sweeps = cfg.final_sweeps if sweeps is None else sweeps
     for c in chunks(y.shape[0], cfg.chunk_size or y.shape[0]):
         ob = None if obs is None else obs[c]
-        s_c, a_c = states[c], None if a is None else a[c]
-        for sweep in range(cfg.final_sweeps if sweeps is None else sweeps):
-            u = noise(stream, sweep, idx[c])
-            e = estep_rows(model, y[c], ob, s_c, u, consts, cfg, a=a_c, keep=True)
-            s_c, a_c = e.states, e.a
+        f = None if f0 is None else f0[c]
+        s_c, a_c, q = _sweeps(model, y[c], ob, states[c], a, c, f, n_sweeps, cfg, consts,
+                              functools.partial(noise, stream), idx[c])  # fmt: skip
         states[c] = s_c
-        assert a_c is not None  # kept by the sweeps (keep=True), or given
-        h, q = a_c[..., :-1], e.q  # (B, S, width_1), (B, S)
+        h = a_c[..., :-1]  # (B, S, width_1)
         if var is None:  # the output layer once per patch, not once per state
             est[c] = model.decoder.mean(h, q)
         else:
@@ -361,3 +371,39 @@ def estimate_patches(
             est[c] = torch.einsum("bs,bsd->bd", q, mu)
             var[c] = torch.einsum("bs,bsd->bd", q, mu * mu) - est[c] ** 2
     return est
+
+
+def _sweeps(model, y, obs, s, a, c, f, sweeps, cfg, consts, noise, idx):
+    """At most ``sweeps`` E-step sweeps of one chunk's patches y (B, D) from states s (B, S, W)
+    (a[c]: their pre-activations, when ``a`` is given), a patch stopping once a sweep gained
+    less than ``cfg.sweep_tol`` on its term f (B,) (None: unknown before the first sweep).
+    Returns the states, their extended pre-activations (B, S, width_1 + 1) and the posterior
+    q (B, S). ``noise(sweep, idx)``: the random numbers of the patches idx."""
+    a = None if a is None else a[c]
+    f = None if f is None else f.clone()
+    q = None
+    live = None  # the rows still sweeping: all (None) or these indices
+    for sweep in range(sweeps):
+        rows = slice(None) if live is None else live
+        e = estep_rows(
+            model, y[rows], None if obs is None else obs[rows], s[rows], noise(sweep, idx[rows]),
+            consts, cfg, a=None if a is None else a[rows], keep=True,
+        )  # fmt: skip
+        if live is None:
+            s, a, q = e.states, e.a, e.q
+        else:
+            s[live], a[live], q[live] = e.states, e.a, e.q
+        if cfg.sweep_tol <= 0 or sweep == sweeps - 1:
+            continue
+        term = torch.logsumexp(e.score, 1)  # less the per-patch constant, as f
+        if f is None:
+            f, go = term, None  # unknown gain: every row sweeps again
+        else:
+            go = term - f[rows] >= cfg.sweep_tol
+            f[rows] = term
+        if go is not None:
+            live = go.nonzero()[:, 0] if live is None else live[go]
+            if live.numel() == 0:
+                break
+    assert a is not None and q is not None  # at least one sweep (sweeps >= 1)
+    return s, a, q

@@ -268,6 +268,9 @@ def plan_band_rows(cfg: Config, shape, masked: bool, device, max_memory) -> int:
 def _work(cfg: Config, n: int) -> tuple[float, float]:
     """(training, estimate) work of one model's run in E-step-sweep units, for progress: a
     training visit costs about 1.5 sweeps (the E-step plus its Adam steps), a patch outside
-    the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds."""
+    the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds; with
+    ``sweep_tol``, a quarter of a sweep for each sweep after the first (8–24 % of the fresh
+    patches take each on 512×512 gray images)."""
     pool = cfg.train_patches
-    return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + cfg.fresh_sweeps) * (n - pool)
+    fresh = min(cfg.fresh_sweeps, 1) + (cfg.fresh_sweeps - 1) * (0.25 if cfg.sweep_tol else 1)
+    return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + max(fresh, 0)) * (n - pool)
