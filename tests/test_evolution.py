@@ -18,6 +18,8 @@ from evodenoise.evolution import (
     _recombine,
     _select_parents,
     distinct_bits,
+    draw_noise,
+    estep,
     evolve,
     preactivations,
 )
@@ -277,6 +279,25 @@ def test_evolve_keeps_and_takes_preactivations(mutation, h):
         rtol=1e-5,
         atol=1e-4,
     )
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@torch.no_grad()
+def test_estep_takes_the_kept_states_scores(masked):
+    """A second sweep under the same parameters given the first's scores of the states it
+    kept (``scored``) ends where one that scores them again ends: same states and scores."""
+    cfg, model, y, obs, states = setup(64, "best", "bitflip", masked=masked)
+    consts = model.constants()
+    first = evolve(model, y, obs, states, cfg, gen(7), keep=True)
+    noise = draw_noise(cfg, y.shape[0], "cpu", gen(8))
+    again = estep(model, y, obs, first.states, noise, consts, cfg, a=first.a, keep=True)
+    given = estep(
+        model, y, obs, first.states, noise, consts, cfg, a=first.a, keep=True,
+        scored=(first.score, first.norm),
+    )  # fmt: skip
+    assert torch.equal(given.states, again.states)
+    torch.testing.assert_close(given.score, again.score, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(given.norm, again.norm, rtol=1e-6, atol=1e-5)
 
 
 def test_evolve_is_seeded():

@@ -296,7 +296,9 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var)
     noise, stream, idx = source
     # the seeds' free-energy terms, as the E-step scores them (without ‖y‖²_obs / 2σ²)
     sq = (y * y).sum(1) if obs is None else (obs * y * y).sum(1)
-    f0 = torch.logsumexp(top.values, 1) - sq / (2 * dictionary.sigma2)
+    score = top.values - (sq / (2 * dictionary.sigma2))[:, None]  # (B, S), as the E-step's
+    norm = (a[..., -1] - score).clamp(min=0).sqrt()  # score = log p(s) − norm²
+    f0 = torch.logsumexp(score, 1)
     estimate_patches(
         model,
         seeds,
@@ -311,6 +313,7 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var)
         idx=idx,
         stream=stream,
         f0=f0,
+        scored=(score, norm),
     )
 
 
@@ -329,6 +332,7 @@ def estimate_patches(
     idx: torch.Tensor | None = None,
     stream: int = 0,
     f0: torch.Tensor | None = None,
+    scored: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Posterior mean ⟨μ(s)⟩_q of every patch y (N, D), after at most ``sweeps`` (default
     ``cfg.final_sweeps``) E-step sweeps from its states (N, S, W) (packed; updated in place)
@@ -345,7 +349,8 @@ def estimate_patches(
     ``out`` receives the estimate; it may be ``y`` itself (each chunk of y is read before it is
     overwritten), which saves an (N, D) array on large images. ``var`` (N, D), if given,
     receives the posterior variance of μ(s) per value. ``a`` (N, S, width_1 + 1): the states'
-    extended pre-activations, if known (:func:`evolution.preactivations`).
+    extended pre-activations, if known (:func:`evolution.preactivations`), and ``scored`` their
+    (score, norm) (N, S) each as :class:`~evodenoise.evolution.EStep` gives them.
 
     ``noise``: the random numbers, a :class:`PatchNoise` (of the patches' raster indices
     ``idx``, default 0 … N−1, and ``stream``), or a generator that seeds one.
@@ -360,7 +365,8 @@ def estimate_patches(
     for c in chunks(y.shape[0], cfg.chunk_size or y.shape[0]):
         ob = None if obs is None else obs[c]
         f = None if f0 is None else f0[c]
-        s_c, a_c, q = _sweeps(model, y[c], ob, states[c], a, c, f, n_sweeps, cfg, consts,
+        sc = None if scored is None else tuple(t[c] for t in scored)
+        s_c, a_c, q = _sweeps(model, y[c], ob, states[c], a, c, f, sc, n_sweeps, cfg, consts,
                               functools.partial(noise, stream), idx[c])  # fmt: skip
         states[c] = s_c
         h = a_c[..., :-1]  # (B, S, width_1)
@@ -373,12 +379,14 @@ def estimate_patches(
     return est
 
 
-def _sweeps(model, y, obs, s, a, c, f, sweeps, cfg, consts, noise, idx):
+def _sweeps(model, y, obs, s, a, c, f, scored, sweeps, cfg, consts, noise, idx):
     """At most ``sweeps`` E-step sweeps of one chunk's patches y (B, D) from states s (B, S, W)
-    (a[c]: their pre-activations, when ``a`` is given), a patch stopping once a sweep gained
-    less than ``cfg.sweep_tol`` on its term f (B,) (None: unknown before the first sweep).
-    Returns the states, their extended pre-activations (B, S, width_1 + 1) and the posterior
-    q (B, S). ``noise(sweep, idx)``: the random numbers of the patches idx."""
+    (a[c]: their pre-activations, when ``a`` is given; ``scored``: their (score, norm), when
+    known), a patch stopping once a sweep gained less than ``cfg.sweep_tol`` on its term f (B,)
+    (None: unknown before the first sweep). Each sweep after the first takes the kept states'
+    scores from the one before (the parameters are fixed). Returns the states, their extended
+    pre-activations (B, S, width_1 + 1) and the posterior q (B, S). ``noise(sweep, idx)``:
+    the random numbers of the patches idx."""
     a = None if a is None else a[c]
     f = None if f is None else f.clone()
     q = None
@@ -388,11 +396,13 @@ def _sweeps(model, y, obs, s, a, c, f, sweeps, cfg, consts, noise, idx):
         e = estep_rows(
             model, y[rows], None if obs is None else obs[rows], s[rows], noise(sweep, idx[rows]),
             consts, cfg, a=None if a is None else a[rows], keep=True,
+            scored=None if scored is None else tuple(t[rows] for t in scored),
         )  # fmt: skip
         if live is None:
-            s, a, q = e.states, e.a, e.q
+            s, a, q, scored = e.states, e.a, e.q, (e.score, e.norm)
         else:
             s[live], a[live], q[live] = e.states, e.a, e.q
+            scored[0][live], scored[1][live] = e.score, e.norm
         if cfg.sweep_tol <= 0 or sweep == sweeps - 1:
             continue
         term = torch.logsumexp(e.score, 1)  # less the per-patch constant, as f

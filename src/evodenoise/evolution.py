@@ -312,7 +312,16 @@ def evolve(
 
 
 def estep(
-    model: Model, y, obs, states, noise, consts: Constants, cfg: Config, a=None, keep: bool = False
+    model: Model,
+    y,
+    obs,
+    states,
+    noise,
+    consts: Constants,
+    cfg: Config,
+    a=None,
+    keep: bool = False,
+    scored=None,
 ) -> EStep:
     """One evolutionary E-step on y (B, D) (or (B, 1, D)), obs like y or None, states
     (B, S, W) packed, with the random numbers ``noise`` of :func:`draw_noise`: static shapes,
@@ -320,12 +329,14 @@ def estep(
     pre-activations (B, S, width_1 + 1) when the caller has them under the current parameters
     (a previous sweep's ``keep``, a dictionary's); ``keep``: return the new states' in
     ``EStep.a`` (the estimate's next sweep and posterior mean then need no decoder pass
-    through the first layer)."""
+    through the first layer). ``scored``: the states' (score, norm) (B, S) each, as
+    :class:`EStep` gives them, when known under the current parameters (the estimate's
+    parameters are fixed: a sweep need not score again the states the previous one kept)."""
     wt, bias, score = _prepare(model, y, obs, consts)
     b, p, c = y.shape[0], cfg.n_parents, cfg.n_children
     if a is None:
         a = torch.baddbmm(bias, unpack(states, cfg.n_latents, wt.dtype), wt.expand(b, -1, -1))
-    lj, norm = score(a)  # a: (B, S, width_1 + 1)
+    lj, norm = score(a) if scored is None else scored  # a: (B, S, width_1 + 1)
     pop = _Population(states, a, lj)
     cand_states, cand_lj, cand_norm = [states], [lj], [norm]
     n_sel, g_all = _sel_width(cfg), cfg.n_generations
@@ -374,25 +385,37 @@ def estep_part(
     cfg: Config,
     a=None,
     keep=False,
+    scored=None,
 ) -> EStep:
     """:func:`estep` on the rows r of its inputs (noise (G, B, R): its rows are dim 1)."""
     o = None if obs is None else obs[r]
     u = None if noise is None else noise[:, r]
-    return estep(model, y[r], o, states[r], u, consts, cfg, None if a is None else a[r], keep)
+    a = None if a is None else a[r]
+    scored = None if scored is None else tuple(t[r] for t in scored)
+    return estep(model, y[r], o, states[r], u, consts, cfg, a, keep, scored)
 
 
 def estep_rows(
-    model: Model, y, obs, states, noise, consts: Constants, cfg: Config, a=None, keep: bool = False
+    model: Model,
+    y,
+    obs,
+    states,
+    noise,
+    consts: Constants,
+    cfg: Config,
+    a=None,
+    keep: bool = False,
+    scored=None,
 ) -> EStep:
     """:func:`estep` with the rows split over the run's CPU threads
     (:func:`parallel.map_rows`): each point's E-step depends on its own row only, so the
     result is the same, bit for bit."""
 
     if n_parts(y.shape[0]) == 1:
-        return estep(model, y, obs, states, noise, consts, cfg, a, keep)
+        return estep(model, y, obs, states, noise, consts, cfg, a, keep, scored)
 
     def part(r: slice) -> EStep:
-        return estep_part(r, model, y, obs, states, noise, consts, cfg, a, keep)
+        return estep_part(r, model, y, obs, states, noise, consts, cfg, a, keep, scored)
 
     parts = map_rows(part, y.shape[0])
     first = parts[0]
