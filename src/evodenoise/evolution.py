@@ -106,19 +106,27 @@ def _select_parents(lj: torch.Tensor, n_parents: int, mode: str, u=None):
     return torch.topk(key, n_parents, dim=1, sorted=False).indices
 
 
+def use_floyd(device) -> bool:
+    """Whether distinct bits are drawn by Floyd's loop (the CPU) rather than one top-k."""
+    return torch.device(device).type == "cpu" and FLOYD_ON_CPU
+
+
 def distinct_bits(shape: tuple[int, ...], n_latents: int, k: int, u, device=None) -> torch.Tensor:
     """k distinct random latent indices for each entry of ``shape``: (*shape, k), a uniformly
-    random k-subset; ``u``: uniform noise (*shape, H) or a generator. No sync either way.
+    random k-subset; ``u``: uniform noise (*shape, H), (*shape, k) with Floyd's loop (see
+    :func:`use_floyd`), or a generator. No sync either way.
 
     On CUDA the top k of the H numbers (one kernel). On the CPU, where that top-k is the
-    slowest part of an E-step, Floyd's algorithm on the first k numbers: for j = H−k … H−1 take
-    t uniform in [0, j], or j when t is already taken (measured 4x faster for fast's E-batch).
+    slowest part of an E-step, Floyd's algorithm on k numbers: for j = H−k … H−1 take t
+    uniform in [0, j], or j when t is already taken (measured 4x faster for fast's E-batch).
     """
-    u = _uniform(u, (*shape, n_latents), device)
-    if u.device.type != "cpu" or not FLOYD_ON_CPU:
+    dev = u.device if torch.is_tensor(u) else (device or u.device)
+    floyd = use_floyd(dev)
+    u = _uniform(u, (*shape, k if floyd else n_latents), dev)
+    if not floyd:
         return torch.topk(u, k, dim=-1, sorted=False).indices
     top = const_arange(k, u.device) + (n_latents - k)  # j = H−k … H−1
-    draws = torch.minimum((u[..., :k] * (top + 1)).long(), top)  # t uniform in [0, j]
+    draws = torch.minimum((u * (top + 1)).long(), top)  # t uniform in [0, j]
     taken = [draws[..., 0]]
     for i in range(1, k):
         t = draws[..., i]
@@ -277,7 +285,7 @@ def draw_noise(
     Per generation: parent selection (max(S, P·C), unless ``best``), then the mutation."""
     if cfg.n_generations == 0:
         return None
-    r = _sel_width(cfg) + _mut_width(cfg)
+    r = _sel_width(cfg) + _mut_width(cfg, device)
     if out is not None:  # into a tensor that keeps its address (a CUDA graph's input)
         return out.uniform_(generator=gen)
     return torch.rand((cfg.n_generations, b, r), generator=gen, device=device)
@@ -287,9 +295,12 @@ def _sel_width(cfg: Config) -> int:
     return 0 if cfg.selection == "best" else max(cfg.n_states, cfg.n_parents * cfg.n_children)
 
 
-def _mut_width(cfg: Config) -> int:
+def _mut_width(cfg: Config, device) -> int:
+    """Random numbers per point and generation of the mutation: for ``bitflip`` H per parent
+    (a top-k), or C per parent with Floyd's loop (:func:`distinct_bits`)."""
     p, c, h = cfg.n_parents, cfg.n_children, cfg.n_latents
-    return {"bitflip": p * h, "sparseflip": p * c * h, "crossover": 3 * p * c}[cfg.mutation]
+    bits = p * c if use_floyd(device) else p * h
+    return {"bitflip": bits, "sparseflip": p * c * h, "crossover": 3 * p * c}[cfg.mutation]
 
 
 @torch.no_grad()
