@@ -309,3 +309,19 @@ def test_suites_set_defaults_that_flags_override(bench):
     assert bench.parse_args([]).suite is None
     with pytest.raises(SystemExit):
         bench.parse_args(["--suite", "nope"])
+
+
+def test_estimate_variants_smoke(tmp_path):
+    """benchmarks/estimate_variants.py: one training, the estimate once per variant (the same
+    seed: a variant that changes nothing gives the same PSNR), one table row each."""
+    out = tmp_path / "runs.jsonl"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "estimate_variants.py"), "skimage:camera",
+         "-", "sweep_tol=0", "--crop", "40", "--sigma", "25", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["change"] for r in records] == [{}, {"sweep_tol": 0}]
+    assert records[0]["psnr"] == records[1]["psnr"] > 20  # every patch in the pool: no sweep
+    assert run.stdout.count("\n| ") == 3  # the header, then one row per variant

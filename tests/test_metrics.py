@@ -70,3 +70,23 @@ def test_shape_mismatch_and_bad_input():
         psnr(np.zeros((8, 8)), np.ones((8, 8)), data_range=0)
     with pytest.raises(ValueError):
         psnr(np.zeros(8), np.ones(8))
+
+
+@pytest.mark.parametrize("shape", [(40, 23), (37, 21, 3)])
+def test_banded_ssim_and_psnr_equal_whole_image_ones(monkeypatch, shape):
+    """Bands of rows (overlapping by the window's half) give scikit-image's whole-image SSIM
+    and PSNR, to rounding."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    import evodenoise.metrics as metrics
+
+    rng = np.random.default_rng(2)
+    ref = rng.random(shape)
+    est = ref + 0.1 * rng.standard_normal(shape)
+    axis = -1 if len(shape) == 3 else None
+    whole = structural_similarity(ref, est, data_range=1.0, channel_axis=axis)
+    monkeypatch.setattr(metrics, "BAND_ROWS", 5)  # 7 or 8 bands
+    assert ssim(ref, est) == pytest.approx(whole, abs=1e-12)
+    assert psnr(ref, est) == pytest.approx(peak_signal_noise_ratio(ref, est, data_range=1.0))
+    with pytest.raises(ValueError):  # smaller than the window
+        ssim(ref[:5, :5], est[:5, :5])
