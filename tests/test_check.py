@@ -93,6 +93,9 @@ def test_sigma_ten_times_too_large_is_reported():
     assert "σ too large" in found.message
     plane = found.planes[0]
     assert plane["level"] < 0.2 and plane["structure"] > 1.5
+    # noise known to be correlated: the same statistics, reported but not tested
+    out, found = check_residual(noisy, blurred, [50.0], white=False)
+    assert found.passed and found.planes == [plane]
 
 
 def test_check_as_dict_is_plain():
@@ -120,7 +123,7 @@ def test_saturated_region_on_neutral_background(monkeypatch):
     fixed, result = denoise(noisy, None, config=cfg, seed=0)
     assert not result.check.passed and result.check.repaired
     assert "local mean" in result.check.message
-    monkeypatch.setattr(restore, "check_residual", lambda y, x, *a: (x, Check(True)))
+    monkeypatch.setattr(restore, "check_residual", lambda y, x, *a, **k: (x, Check(True)))
     raw, _ = denoise(noisy, None, config=cfg, seed=0)
     square = np.s_[24:36, 30:42]
     error_raw = np.abs(raw[square].mean((0, 1)) - clean[square].mean((0, 1))).max()

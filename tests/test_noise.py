@@ -123,6 +123,31 @@ def test_correlated_noise_is_assumed_above_its_estimate():
     assert result.config.second_stage == "off"  # the Wiener stage wants white noise
 
 
+def test_the_plan_reads_the_noise_once_and_says_when_it_is_correlated(monkeypatch):
+    """plan_run reads the luminance's noise once (σ, second stage and the self-check's tests
+    all follow from it) and marks the plan correlated only where σ was estimated from
+    correlated noise."""
+    import evodenoise.noise as noise_module
+    from evodenoise.plan import plan_run
+
+    reads = []
+    real = noise_module.read_noise
+    monkeypatch.setattr(noise_module, "read_noise", lambda p: reads.append(p) or real(p))
+    clean = smooth_image(48)
+    correlated = torch.from_numpy(clean + correlated_noise(clean.shape, 12))[None]
+    white = torch.from_numpy(clean + 12 * np.random.default_rng(1).standard_normal(clean.shape))
+    cfg = get_preset("fast")
+    assert plan_run(cfg, correlated, None, None, False).correlated and len(reads) == 1
+    assert not plan_run(cfg, white[None], None, None, False).correlated
+    assert not plan_run(cfg, correlated, None, 12.0, False).correlated  # σ given
+    # a run on such noise: the self-check reports level and structure without testing them
+    clean = smooth_image(96) / 255
+    noisy = (clean + correlated_noise(clean.shape, 12) / 255).astype(np.float32)
+    _, result = denoise(noisy, config=cfg.replace(epochs=1, min_visits=0), seed=0)
+    assert result.check is not None and result.check.planes[0]["level"] is not None
+    assert not {"level", "structure"} & set(result.check.tests)
+
+
 # ---- signal-dependent noise: Poisson–Gaussian, the generalised Anscombe transform -------------
 
 

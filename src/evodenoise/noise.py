@@ -57,13 +57,52 @@ def estimate_sigma(planes: torch.Tensor, decorrelate: bool = True) -> float:
     return sigma if math.isfinite(sigma) and sigma > MIN_SIGMA else MIN_SIGMA
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The noise of some planes as the estimators read it, once: σ at the finest scale and on
+    2x2-block means (:func:`estimate_sigma`), and what follows from the two."""
+
+    fine: float  # σ at the finest wavelet scale
+    blocks: float  # twice σ at the finest scale of the 2x2-block means
+
+    @property
+    def whiteness(self) -> float:
+        """``fine`` over ``blocks``. White noise reads alike on both (1 where the image is
+        smooth; fine texture at low noise lowers it, to about 0.4 at σ = 5); noise correlated
+        between neighbours, as in camera photos, reads three to five times lower at the finest
+        scale (0.18–0.32)."""
+        return self.fine / self.blocks
+
+    @property
+    def white(self) -> bool:
+        """The noise looks white: whiteness at least ``WHITE``."""
+        return self.whiteness >= WHITE
+
+    @property
+    def correlated(self) -> bool:
+        """The noise is correlated between neighbours: whiteness below ``CORRELATED_BELOW``."""
+        return self.whiteness < CORRELATED_BELOW
+
+    @property
+    def sigma(self) -> float:
+        """The σ a run assumes: white noise the finest-scale estimate, which sees all of it
+        and less of the image's texture than the estimate on block means (that one read 11.3
+        for σ = 5 on a textured photo, the finest scale 6.9); correlated noise ``CORRELATED``
+        times the estimate on block means, which reads it near its per-pixel σ; in between
+        the estimate on block means."""
+        if self.white:
+            return self.fine
+        return CORRELATED * self.blocks if self.correlated else self.blocks
+
+
+def read_noise(planes: torch.Tensor) -> Reading:
+    """The :class:`Reading` of planes (C, H, W) or (H, W) of 0–255 values."""
+    return Reading(estimate_sigma(planes, decorrelate=False), estimate_sigma(planes))
+
+
 def assume_sigma(planes: torch.Tensor) -> float:
     """The noise σ a run assumes for planes (C, H, W) or (H, W) of 0–255 values when none is
-    given, from their :func:`whiteness`: white noise (at least ``WHITE``) the finest-scale
-    estimate, which sees all of it and less of the image's texture than the estimate on 2x2
-    block means (that one read 11.3 for σ = 5 on a textured photo, the finest scale 6.9);
-    correlated noise (below ``CORRELATED_BELOW``) ``CORRELATED`` times the estimate on block
-    means, which reads it near its per-pixel σ; in between the estimate on block means.
+    given (:attr:`Reading.sigma`).
 
     Examples
     --------
@@ -73,30 +112,23 @@ def assume_sigma(planes: torch.Tensor) -> float:
     >>> round(assume_sigma(white))
     10
     """
-    fine, blocks = estimate_sigma(planes, decorrelate=False), estimate_sigma(planes)
-    if fine >= WHITE * blocks:
-        return fine
-    return CORRELATED * blocks if fine < CORRELATED_BELOW * blocks else blocks
+    return read_noise(planes).sigma
 
 
 def whiteness(planes: torch.Tensor) -> float:
-    """The noise estimate of planes (C, H, W) or (H, W) of 0–255 values at the finest scale
-    over the one on 2x2-block means (:func:`estimate_sigma`). White noise reads alike on both
-    (1 where the image is smooth; fine texture at low noise lowers it, to about 0.4 at σ = 5);
-    noise correlated between neighbours, as in camera photos, reads three to five times lower
-    at the finest scale (0.18–0.32)."""
-    return estimate_sigma(planes, decorrelate=False) / estimate_sigma(planes)
+    """The :attr:`Reading.whiteness` of planes (C, H, W) or (H, W) of 0–255 values."""
+    return read_noise(planes).whiteness
 
 
 def is_correlated(planes: torch.Tensor) -> bool:
     """Whether the noise of planes (C, H, W) or (H, W) of 0–255 values is correlated between
-    neighbours: its :func:`whiteness` below ``CORRELATED_BELOW``."""
-    return whiteness(planes) < CORRELATED_BELOW
+    neighbours (:attr:`Reading.correlated`)."""
+    return read_noise(planes).correlated
 
 
 def is_white(planes: torch.Tensor) -> bool:
-    """Whether the noise of planes (C, H, W) or (H, W) of 0–255 values looks white: its
-    :func:`whiteness` at least ``WHITE``.
+    """Whether the noise of planes (C, H, W) or (H, W) of 0–255 values looks white
+    (:attr:`Reading.white`).
 
     Examples
     --------
@@ -107,7 +139,7 @@ def is_white(planes: torch.Tensor) -> bool:
     >>> is_white(white), is_white(blurred)
     (True, False)
     """
-    return whiteness(planes) >= WHITE
+    return read_noise(planes).white
 
 
 def estimate_poisson_gaussian(plane: torch.Tensor, block: int = 0) -> tuple[float, float]:

@@ -51,6 +51,8 @@ class Plan:
     shape: tuple[int, int, int]  # (C, H, W) planes restored (an alpha channel excluded)
     opponent: bool  # colour: luminance/chroma models in the opponent basis (see color.py)
     models: tuple[ModelPlan, ...]
+    correlated: bool = False  # σ estimated from noise correlated between neighbours (camera
+    #   photos): the self-check then reports level and structure without testing them
 
     @property
     def config(self) -> Config:
@@ -89,8 +91,13 @@ def plan_run(
     groups = (
         [("luminance", slice(0, 1)), ("chroma", slice(1, 3))] if opponent else [(None, slice(0, c))]
     )
-    sigmas = _model_sigmas(cfg, x, missing, sigma, groups)
-    if not use_second_stage(cfg, x[groups[0][1]], missing, sigma, photons):
+    reading = None  # the first model's noise, read once where a run estimates σ
+    if sigma is None and missing is None and (cfg.noise_level == "estimated" or photons is None):
+        from .noise import read_noise
+
+        reading = read_noise(x[groups[0][1]])
+    sigmas = _model_sigmas(cfg, missing, sigma, groups, reading)
+    if not use_second_stage(cfg, x[groups[0][1]], missing, sigma, photons, reading):
         cfg = cfg.replace(second_stage="off")
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
@@ -114,7 +121,8 @@ def plan_run(
         )
         train, est = _work(g_cfg, n)
         models.append(ModelPlan(name, planes, g_sigma, g_cfg, n, train + est, train))
-    return Plan((c, h, w), opponent, tuple(models))
+    correlated = sigmas[0] is not None and reading is not None and reading.correlated
+    return Plan((c, h, w), opponent, tuple(models), sigma is None and correlated)
 
 
 def default_chunk(device: torch.device) -> int:
@@ -123,19 +131,17 @@ def default_chunk(device: torch.device) -> int:
     return 256 if torch.device(device).type == "cpu" else 16384
 
 
-def _model_sigmas(cfg: Config, x, missing, sigma, groups) -> list[float | None]:
+def _model_sigmas(cfg: Config, missing, sigma, groups, reading) -> list[float | None]:
     """Each model's σ (0–255 units): the one given; else as ``cfg.noise_level`` says, None
-    (learned) or estimated on the first model's planes (luminance, or gray, or all of RGB) by
-    ``noise.assume_sigma``, which reads white and correlated noise each its own way, and fixed
-    for every model, as a σ given is. Images with missing values
+    (learned) or the σ a ``reading`` of the first model's planes (luminance, or gray, or all
+    of RGB: ``noise.Reading.sigma``, which reads white and correlated noise each its own way)
+    assumes, fixed for every model, as a σ given is. Images with missing values
     are not estimated (their placeholders would bias it): learned."""
     if sigma is not None:
         return [sigma] * len(groups)
     if cfg.noise_level == "learned" or missing is not None:
         return [None] * len(groups)
-    from .noise import assume_sigma
-
-    return [assume_sigma(x[groups[0][1]])] * len(groups)
+    return [reading.sigma] * len(groups)
 
 
 def choose_noise_model(cfg: Config, x: torch.Tensor, missing, sigma: float | None) -> str:
@@ -156,7 +162,7 @@ def choose_noise_model(cfg: Config, x: torch.Tensor, missing, sigma: float | Non
 
 
 def use_second_stage(
-    cfg: Config, planes, missing, sigma: float | None, photons: float | None = None
+    cfg: Config, planes, missing, sigma: float | None, photons: float | None = None, reading=None
 ) -> bool:
     """Whether the second stage (refine.py) runs after the estimate: asked for, every value
     observed, and the noise white of one known σ: σ given by the user, or the first model's
@@ -166,14 +172,18 @@ def use_second_stage(
     (benchmarks/RESULTS.md, table 8). After the Anscombe transform (``photons`` at the top of
     the range, not None) only where photons are scarcest, at most ``STARVED_PHOTONS``: there
     it gained up to 2.5 dB on synthetic photon counts; from 4 photons on it lost as often as it
-    gained (-0.56 to +0.41), and up to 0.36 dB on microscope frames (RESULTS.md, table 4c)."""
+    gained (-0.56 to +0.41), and up to 0.36 dB on microscope frames (RESULTS.md, table 4c).
+    ``reading``: the planes' ``noise.Reading``, if the caller has it."""
     if cfg.second_stage == "off" or missing is not None:
         return False
     if photons is not None:
         return photons <= STARVED_PHOTONS
-    from .noise import is_signal_dependent, is_white
+    from .noise import is_signal_dependent, read_noise
 
-    return sigma is not None or (is_white(planes) and not is_signal_dependent(planes[0]))
+    if sigma is not None:
+        return True
+    white = (reading or read_noise(planes)).white
+    return white and not is_signal_dependent(planes[0])
 
 
 def use_compile(cfg: Config, device, steps: int = 0) -> bool:

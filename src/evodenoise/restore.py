@@ -233,7 +233,9 @@ def _self_check(x, out, missing, plan, parts, opponent: bool, fill_only: bool):
     sigma = _plane_sigmas(plan, parts, x.shape[0])
     names = plane_names(x.shape[0], opponent)
     observed = None if missing is None else (~missing).cpu().numpy()
-    fixed, check = check_residual(x.cpu().numpy(), out.cpu().numpy(), sigma, observed, names)
+    fixed, check = check_residual(
+        x.cpu().numpy(), out.cpu().numpy(), sigma, observed, names, white=not plan.correlated
+    )
     if check.repaired:
         out = torch.from_numpy(fixed).to(out)
     return out, check
