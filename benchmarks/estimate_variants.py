@@ -3,7 +3,8 @@
 
 Trains once (a default run of ``--preset`` on a gray image with white Gaussian noise of
 ``--sigma``, seed 0), then repeats the estimate (``estimate.estimate_image``) with the same
-model, pool and random seed under each variant, so that PSNR differences are the estimate's
+model, pool, trained states (a copy each time: the estimate sweeps them in place) and random
+seed under each variant, so that PSNR differences are the estimate's
 alone. Each variant is ``KEY=VALUE[,KEY=VALUE…]`` of config changes; ``-`` is the preset
 itself. PSNR is that of the model's estimate before the second stage (against the clean image,
 0–255 values clipped), CPU seconds are the process's for the estimate, and "E-step rows" counts
@@ -50,6 +51,7 @@ def main(argv=None) -> None:
     import evodenoise.estimate as estimate_module
     import evodenoise.restore as restore
     from evodenoise import denoise, get_preset
+    from evodenoise.train import Fit
 
     clean = load_image(args.image)
     clean = centre_crop(clean.mean(2) if clean.ndim == 3 else clean, args.crop)
@@ -75,7 +77,8 @@ def main(argv=None) -> None:
             gen.set_state(state)  # the same seed for every variant
             rows[0] = 0
             t0 = time.process_time()
-            out = estimate_image(fitted, x.clone(), observed, pool, cfg.replace(**change), gen)
+            fit = Fit(fitted.model, fitted.states.clone(), fitted.config)  # swept in place
+            out = estimate_image(fit, x.clone(), observed, pool, cfg.replace(**change), gen)
             runs.append(
                 {"change": change, "cpu_s": time.process_time() - t0, "rows": rows[0], "out": out}
             )

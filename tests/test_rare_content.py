@@ -72,7 +72,7 @@ def test_without_rescue_sweeps_the_rare_colour_is_lost(monkeypatch):
     noisy = (clean + np.random.default_rng(1).normal(0, 15 / 255, clean.shape)).astype(np.float32)
     cfg = RARE.replace(poor_fit_sweeps=0, second_stage="off")
     checked, result = denoise(noisy, None, config=cfg, seed=0)
-    monkeypatch.setattr(restore, "check_residual", lambda y, x, *args: (x, Check(True)))
+    monkeypatch.setattr(restore, "check_residual", lambda y, x, *args, **kw: (x, Check(True)))
     out, _ = denoise(noisy, None, config=cfg, seed=0)
     err = np.abs(out[box].mean((0, 1)) - clean[box].mean((0, 1))) * 255
     assert err.max() > 20, err
