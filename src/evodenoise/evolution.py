@@ -386,17 +386,7 @@ def estep(
 
 
 def estep_part(
-    r: slice,
-    model: Model,
-    y,
-    obs,
-    states,
-    noise,
-    consts: Constants,
-    cfg: Config,
-    a=None,
-    keep=False,
-    scored=None,
+    r: slice, model: Model, y, obs, states, noise, consts, cfg, a=None, keep=False, scored=None
 ) -> EStep:
     """:func:`estep` on the rows r of its inputs (noise (G, B, R): its rows are dim 1)."""
     o = None if obs is None else obs[r]
@@ -406,27 +396,16 @@ def estep_part(
     return estep(model, y[r], o, states[r], u, consts, cfg, a, keep, scored)
 
 
-def estep_rows(
-    model: Model,
-    y,
-    obs,
-    states,
-    noise,
-    consts: Constants,
-    cfg: Config,
-    a=None,
-    keep: bool = False,
-    scored=None,
-) -> EStep:
-    """:func:`estep` with the rows split over the run's CPU threads
-    (:func:`parallel.map_rows`): each point's E-step depends on its own row only, so the
-    result is the same, bit for bit."""
+def estep_rows(model: Model, y, obs, states, noise, consts: Constants, cfg: Config, **kw) -> EStep:
+    """:func:`estep` (``kw``: its ``a``, ``keep`` and ``scored``) with the rows split over the
+    run's CPU threads (:func:`parallel.map_rows`): each point's E-step depends on its own row
+    only, so the result is the same, bit for bit."""
 
     if n_parts(y.shape[0]) == 1:
-        return estep(model, y, obs, states, noise, consts, cfg, a, keep, scored)
+        return estep(model, y, obs, states, noise, consts, cfg, **kw)
 
     def part(r: slice) -> EStep:
-        return estep_part(r, model, y, obs, states, noise, consts, cfg, a, keep, scored)
+        return estep_part(r, model, y, obs, states, noise, consts, cfg, **kw)
 
     parts = map_rows(part, y.shape[0])
     first = parts[0]
