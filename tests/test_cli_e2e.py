@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,9 +197,10 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig):
         cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        for line in proc.stderr:  # wait until training runs
-            if "epoch 1/" in line:
+        for line in proc.stderr:  # wait until the image's line: its work starts right after
+            if line.startswith("g.png:"):
                 break
+        time.sleep(3)  # training runs (100,000 epochs: it will not end by itself)
         proc.send_signal(getattr(signal, sig))
         _, err = proc.communicate(timeout=120)
     finally:
