@@ -366,7 +366,8 @@ def estimate_patches(
         ob = None if obs is None else obs[c]
         f = None if f0 is None else f0[c]
         sc = None if scored is None else tuple(t[c] for t in scored)
-        s_c, a_c, q = _sweeps(model, y[c], ob, states[c], a, c, f, sc, n_sweeps, cfg, consts,
+        a_c = None if a is None else a[c]
+        s_c, a_c, q = _sweeps(model, y[c], ob, states[c], a_c, f, sc, n_sweeps, cfg, consts,
                               functools.partial(noise, stream), idx[c])  # fmt: skip
         states[c] = s_c
         h = a_c[..., :-1]  # (B, S, width_1)
@@ -379,15 +380,13 @@ def estimate_patches(
     return est
 
 
-def _sweeps(model, y, obs, s, a, c, f, scored, sweeps, cfg, consts, noise, idx):
+def _sweeps(model, y, obs, s, a, f, scored, sweeps, cfg, consts, noise, idx):
     """At most ``sweeps`` E-step sweeps of one chunk's patches y (B, D) from states s (B, S, W)
-    (a[c]: their pre-activations, when ``a`` is given; ``scored``: their (score, norm), when
-    known), a patch stopping once a sweep gained less than ``cfg.sweep_tol`` on its term f (B,)
+    (``a``: their pre-activations, when known; ``scored``: their (score, norm), when known), a patch stopping once a sweep gained less than ``cfg.sweep_tol`` on its term f (B,)
     (None: unknown before the first sweep). Each sweep after the first takes the kept states'
     scores from the one before (the parameters are fixed). Returns the states, their extended
     pre-activations (B, S, width_1 + 1) and the posterior q (B, S). ``noise(sweep, idx)``:
     the random numbers of the patches idx."""
-    a = None if a is None else a[c]
     f = None if f is None else f.clone()
     q = None
     live = None  # the rows still sweeping: all (None) or these indices

@@ -91,8 +91,8 @@ def plan_run(
     groups = (
         [("luminance", slice(0, 1)), ("chroma", slice(1, 3))] if opponent else [(None, slice(0, c))]
     )
-    reading = None  # the first model's noise, read once where a run estimates σ
-    if sigma is None and missing is None and (cfg.noise_level == "estimated" or photons is None):
+    reading = None  # the first model's noise, read once where it is not given (σ, the second
+    if sigma is None and missing is None:  # stage and the self-check follow from it)
         from .noise import read_noise
 
         reading = read_noise(x[groups[0][1]])
@@ -121,8 +121,8 @@ def plan_run(
         )
         train, est = _work(g_cfg, n)
         models.append(ModelPlan(name, planes, g_sigma, g_cfg, n, train + est, train))
-    correlated = sigmas[0] is not None and reading is not None and reading.correlated
-    return Plan((c, h, w), opponent, tuple(models), sigma is None and correlated)
+    correlated = reading is not None and sigmas[0] is not None and reading.correlated
+    return Plan((c, h, w), opponent, tuple(models), correlated)
 
 
 def default_chunk(device: torch.device) -> int:
@@ -279,8 +279,9 @@ def _work(cfg: Config, n: int) -> tuple[float, float]:
     """(training, estimate) work of one model's run in E-step-sweep units, for progress: a
     training visit costs about 1.5 sweeps (the E-step plus its Adam steps), a patch outside
     the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds; with
-    ``sweep_tol``, a quarter of a sweep for each sweep after the first (8–24 % of the fresh
+    ``sweep_tol``, a quarter of a sweep for each sweep after the first (5–24 % of the fresh
     patches take each on 512×512 gray images)."""
     pool = cfg.train_patches
-    fresh = min(cfg.fresh_sweeps, 1) + (cfg.fresh_sweeps - 1) * (0.25 if cfg.sweep_tol else 1)
-    return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + max(fresh, 0)) * (n - pool)
+    later = max(cfg.fresh_sweeps - 1, 0) * (0.25 if cfg.sweep_tol else 1.0)
+    fresh = min(cfg.fresh_sweeps, 1) + later
+    return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + fresh) * (n - pool)
