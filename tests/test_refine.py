@@ -67,8 +67,41 @@ def test_more_blocks_per_group_at_high_noise(monkeypatch, sigma, group):
     match = refine._match
     monkeypatch.setattr(refine, "_match", lambda *a: seen.append(a[-1]) or match(*a))
     clean = _camera(48)
-    refine_estimate(_noisy(clean, sigma), clean, [sigma])
+    refine_estimate(_noisy(clean, sigma), clean, [sigma], scales=1)
     assert set(seen) == {group}
+    seen.clear()  # the half-size scale filters noise of σ/2
+    refine_estimate(_noisy(clean, sigma), clean, [sigma], scales=2)
+    assert seen[0] == group and seen[-1] == refine.GROUP
+
+
+def test_halving_keeps_the_level_and_halves_white_noise():
+    flat = torch.full((2, 40, 30), 100.0)
+    assert torch.allclose(refine._halve(flat), torch.full((2, 20, 15), 100.0), atol=1e-3)
+    noise = _noisy(torch.zeros(1, 256, 256), 20.0)
+    assert abs(float(refine._halve(noise).std()) - 10.0) < 0.2
+
+
+def test_the_low_frequencies_of_an_image_halved_give_it_back():
+    image = _noisy(_camera(64), 10.0)
+    f = 0.5
+    back = refine._take_low(image, refine._halve(image), f)
+    assert torch.allclose(back, image, atol=1e-3)
+
+
+def test_the_coarse_scale_removes_what_blocks_cannot_see():
+    yy, xx = np.mgrid[0:128, 0:128] / 128  # a smooth image: noise left at scales above a block
+    clean = torch.from_numpy((120 + 60 * np.sin(3 * xx) * np.cos(2 * yy)).astype(np.float32))
+    noisy = _noisy(clean[None], 25.0)
+    one, two = (refine_estimate(noisy, clean[None], [25.0], scales=n) for n in (1, 2))
+    assert _mse(two, clean[None]) < 0.7 * _mse(one, clean[None])
+
+
+def test_one_scale_on_an_image_too_small_to_halve():
+    clean = _camera(12)  # below two blocks: no coarser scale
+    noisy = _noisy(clean, 10.0)
+    assert torch.equal(
+        refine_estimate(noisy, clean, [10.0], 1), refine_estimate(noisy, clean, [10.0], 3)
+    )
 
 
 def test_a_pilot_that_is_not_finite_comes_back_as_it_is():

@@ -84,6 +84,8 @@ class Config:
     merge: str = "mean"  # overlapping estimates: mean, gaussian window, inverse variance
     second_stage: str = "off"  # denoising: off (the paper's), or wiener: the input filtered
     #   again by a collaborative Wiener filter with the model's estimate as pilot (refine.py)
+    refine_scales: int = 2  # scales of that filter: 1, the input's own; 2, also at half size,
+    #   whose result gives the lowest frequencies (noise above the blocks' scale); 3, …
     standardize: bool = True  # train on data scaled to unit variance (off: the paper's scale)
     # -- colour -----------------------------------------------------------------------------
     color: str = "opponent"  # RGB: opponent (luminance + chroma models) or rgb (one model)
@@ -97,6 +99,7 @@ class Config:
         _check(self.n_latents >= 1, "n_latents must be >= 1")
         _check(all(h >= 1 for h in self.hidden), "hidden layer widths must be >= 1")
         _check(self.n_states >= 1, "n_states must be >= 1")
+        _check(self.refine_scales >= 1, "refine_scales must be >= 1")
         _check(
             self.n_latents >= 63 or self.n_states <= 2**self.n_latents,
             "n_states must not exceed 2**n_latents",

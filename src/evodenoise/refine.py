@@ -16,8 +16,15 @@ goes back to the noisy input and filters it once more, using the pilot only to d
 3. **Aggregation.** Every pixel is the average of all its filtered blocks, each weighted by
    ``1 / (σ² Σ gain²)`` (the inverse of the group's remaining noise) times a Kaiser window.
 
-This is the second step of BM3D (Dabov et al., 2007) with the model's estimate in place of
-BM3D's own first estimate; docs/method.md says what it gains (benchmarks/RESULTS.md). It needs
+4. **A coarser scale** (``scales`` 2). Small blocks see little of the noise at scales above
+   them, so steps 1–3 run once more on the input and the pilot halved in size (the lowest
+   half of their DCT spectrum: white noise of σ becomes white noise of σ/2), and that result's
+   lowest frequencies, up to an eighth of the full band and tapering off to a quarter,
+   replace the fine result's (as multi-scale DCT denoising recomposes its scales).
+
+Steps 1–3 are the second step of BM3D (Dabov et al., 2007) with the model's estimate in place
+of BM3D's own first estimate; docs/method.md says what they and step 4 gain
+(benchmarks/RESULTS.md). It needs
 every value observed, so it is for denoising, not inpainting. The noise must be white of a
 known σ per plane: the opponent colour basis and the Anscombe transform give that.
 
@@ -38,8 +45,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import fft
 
 BLOCK = 8  # block side in pixels
 GROUP = 16  # blocks per group (fewer when the image is too small to hold them) ...
@@ -49,22 +58,36 @@ STEP = 3  # grid step of the reference blocks (the last row and column are alway
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
 CHUNK_BYTES = 64 * 2**20  # working memory per chunk of reference rows
+TAPER = (0.25, 0.5)  # coarse-scale frequencies (fractions of its band) taken whole up to the
+#   first, tapering (cos²) to nothing at the second; the fine result keeps the rest
 
 
 def refine_estimate(
-    x: torch.Tensor, pilot: torch.Tensor, sigma: Sequence[float] | torch.Tensor
+    x: torch.Tensor, pilot: torch.Tensor, sigma: Sequence[float] | torch.Tensor, scales: int = 2
 ) -> torch.Tensor:
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
-    white-noise σ. Values on the 0–255 scale (the group size depends on σ). Returns
-    (C, H, W). Images smaller than a block, and a pilot with values that are not finite,
-    come back as the pilot."""
+    white-noise σ. Values on the 0–255 scale (the group size depends on σ). ``scales``: 1,
+    the input's own scale only; each more, the lowest frequencies from the same filter on
+    the input and pilot halved in size. Returns (C, H, W). Images smaller than a block, and
+    a pilot with values that are not finite, come back as the pilot."""
+    C, H, W = x.shape
+    if H < BLOCK or W < BLOCK or not bool(torch.isfinite(pilot).all()):  # (diverged: as it is)
+        return pilot.clone()
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(C)
+    out = _filter(x, pilot, s)
+    if scales < 2 or min(H, W) < 2 * BLOCK:
+        return out
+    x1, p1, f = _halve(x), _halve(pilot), math.sqrt((H // 2) * (W // 2) / (H * W))
+    return _take_low(out, refine_estimate(x1, p1, s * f, scales - 1), f)
+
+
+def _filter(x: torch.Tensor, pilot: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Steps 1–3 at the planes' own scale: (C, H, W) filtered, sigma (C,)."""
     C, H, W = x.shape
     b = BLOCK
-    if H < b or W < b or not bool(torch.isfinite(pilot).all()):  # (a diverged run: as it is)
-        return pilot.clone()
     dev = x.device
-    s2 = torch.as_tensor(sigma, dtype=x.dtype, device=dev).reshape(C).square().clamp_min(1e-6)
+    s2 = sigma.square().clamp_min(1e-6)
     ri, rj = _grid(H - b + 1, dev), _grid(W - b + 1, dev)
     group = GROUP if float(s2[0]) < NOISY**2 else GROUP_NOISY
     k = min(group, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
@@ -90,6 +113,35 @@ def refine_estimate(
         num.index_add_(1, pix, (weight * est).reshape(C, -1))
         den.index_add_(1, pix, weight.reshape(C, -1))
     return (num / den).reshape(C, H, W)
+
+
+def _halve(a: torch.Tensor) -> torch.Tensor:
+    """Planes (C, H, W) at half size (C, H // 2, W // 2): the lowest frequencies of their
+    orthonormal DCT, scaled so that values keep their level (white noise of σ becomes white
+    noise of σ·f, f = sqrt(h·w / (H·W)), about σ/2)."""
+    C, H, W = a.shape
+    h, w = H // 2, W // 2
+    low = fft.dctn(a.cpu().numpy(), axes=(1, 2), norm="ortho")[:, :h, :w]
+    out = fft.idctn(low, axes=(1, 2), norm="ortho") * math.sqrt(h * w / (H * W))
+    return torch.from_numpy(np.ascontiguousarray(out)).to(a)
+
+
+def _take_low(fine: torch.Tensor, coarse: torch.Tensor, f: float) -> torch.Tensor:
+    """``fine`` (C, H, W) with the lowest frequencies of its DCT taken from ``coarse`` (C, h,
+    w), a result at half size whose values were scaled by f (:func:`_halve`), per TAPER."""
+    C, h, w = coarse.shape
+    spec = fft.dctn(fine.cpu().numpy(), axes=(1, 2), norm="ortho")
+    low = fft.dctn(coarse.cpu().numpy(), axes=(1, 2), norm="ortho") / f
+    a, b = TAPER
+
+    def keep(n: int) -> np.ndarray:  # (n,) weight of the coarse result per frequency
+        t = np.clip((np.arange(n) / n - a) / (b - a), 0, 1)
+        return np.cos(t * math.pi / 2) ** 2
+
+    weight = (keep(h)[:, None] * keep(w)[None]).astype(spec.dtype)  # (h, w)
+    spec[:, :h, :w] += weight * (low - spec[:, :h, :w])
+    out = fft.idctn(spec, axes=(1, 2), norm="ortho")
+    return torch.from_numpy(np.ascontiguousarray(out)).to(fine)
 
 
 def working_bytes(channels: int, width: int) -> int:
