@@ -122,7 +122,8 @@ def check_fits(
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
     per_patch = _per_patch(cfg, d, masked)
     work = _working_set(cfg, d)
-    if cfg.second_stage == "wiener":  # after the estimate, in place of its working set
+    if cfg.second_stage == "wiener":  # after the estimate, in place of its working set (its
+        #   coarse scale's DCTs, about three image-sized arrays, reuse the sums and weights)
         work = max(work, refine.working_bytes(c, w))
     need = runtime + image + (n_pool + band_patches) * per_patch + work
     if budget is not None and need > budget:
