@@ -325,3 +325,20 @@ def test_estimate_variants_smoke(tmp_path):
     assert [r["change"] for r in records] == [{}, {"sweep_tol": 0}]
     assert records[0]["psnr"] == records[1]["psnr"] > 20  # every patch in the pool: no sweep
     assert run.stdout.count("\n| ") == 3  # the header, then one row per variant
+
+
+def test_stage_variants_smoke(tmp_path):
+    """benchmarks/stage_variants.py: one run, its second stage's input caught and the stage
+    applied at each number of scales; one table row per image-level."""
+    out = tmp_path / "runs.jsonl"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stage_variants.py"), "skimage:camera",
+         "--crop", "40", "--sigmas", "25", "--scales", "1", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["image"] == "camera" and record["sigma"] == 25
+    assert all(20 < record[k] < 40 for k in ("model", "scales_1", "scales_2"))
+    assert record["scales_1"] != record["scales_2"]
+    assert sum(line.startswith("| ") for line in run.stdout.splitlines()) == 2  # header, row
