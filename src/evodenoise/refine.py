@@ -6,8 +6,8 @@ goes back to the noisy input and filters it once more, using the pilot only to d
 
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
-   or luminance) closest in squared
-   distance within ``SEARCH`` pixels either way (the reference itself included) form a group.
+   or luminance) closest in squared distance within ``SEARCH`` pixels either way (the
+   reference itself included) form a group.
 2. **Shrinkage.** Each group of noisy blocks and the same group of pilot blocks go through
    one orthonormal 3-D transform (a 2-D DCT of each block, a DCT along the group). Every noisy
    coefficient is multiplied by the empirical Wiener gain ``P² / (P² + σ²)``, P the pilot's
@@ -15,18 +15,18 @@ goes back to the noisy input and filters it once more, using the pilot only to d
    transform), and transformed back.
 3. **Aggregation.** Every pixel is the average of all its filtered blocks, each weighted by
    ``1 / (σ² Σ gain²)`` (the inverse of the group's remaining noise) times a Kaiser window.
-
 4. **A coarser scale** (``scales`` 2). Small blocks see little of the noise at scales above
    them, so steps 1–3 run once more on the input and the pilot halved in size (the lowest
-   half of their DCT spectrum: white noise of σ becomes white noise of σ/2), and that result's
-   lowest frequencies, up to an eighth of the full band and tapering off to a quarter,
-   replace the fine result's (as multi-scale DCT denoising recomposes its scales).
+   half of their DCT spectrum along each side: white noise of σ becomes white noise of σ/2),
+   and that result's lowest frequencies, whole up to an eighth of the full band and tapering
+   off to nothing at a quarter, replace the fine result's (as multi-scale DCT denoising
+   recomposes its scales).
 
 Steps 1–3 are the second step of BM3D (Dabov et al., 2007) with the model's estimate in place
 of BM3D's own first estimate; docs/method.md says what they and step 4 gain
-(benchmarks/RESULTS.md). It needs
-every value observed, so it is for denoising, not inpainting. The noise must be white of a
-known σ per plane: the opponent colour basis and the Anscombe transform give that.
+(benchmarks/RESULTS.md). It needs every value observed, so it is for denoising, not
+inpainting. The noise must be white of a known σ per plane: the opponent colour basis and the
+Anscombe transform give that.
 
 Examples
 --------
