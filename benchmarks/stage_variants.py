@@ -26,11 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from real import psnr  # noqa: E402
 from run import centre_crop, corrupt, corruption_seed, load_image, parse_task  # noqa: E402
-
-
-def psnr(est: np.ndarray, clean: np.ndarray) -> float:
-    return float(10 * np.log10(1 / np.mean((np.clip(est, 0, 1) - clean) ** 2)))
 
 
 def to_image(planes: torch.Tensor, colour: bool) -> np.ndarray:
@@ -90,7 +87,7 @@ def main(argv=None) -> None:
             if args.bm3d:
                 import bm3d
 
-                fn = bm3d.bm3d_rgb if clean.ndim == 3 else bm3d.bm3d
+                fn = bm3d.bm3d_rgb if colour else bm3d.bm3d
                 rec["bm3d"] = psnr(fn(noisy.astype(np.float64), sigma_psd=sigma01), clean)
             cells = " | ".join(f"{rec[f'scales_{s}']:.2f}" for s in args.scales)
             peer = f"{rec['bm3d']:.2f}" if "bm3d" in rec else "–"

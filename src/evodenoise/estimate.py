@@ -382,7 +382,8 @@ def estimate_patches(
 
 def _sweeps(model, y, obs, s, a, f, scored, sweeps, cfg, consts, noise, idx):
     """At most ``sweeps`` E-step sweeps of one chunk's patches y (B, D) from states s (B, S, W)
-    (``a``: their pre-activations, when known; ``scored``: their (score, norm), when known), a patch stopping once a sweep gained less than ``cfg.sweep_tol`` on its term f (B,)
+    (``a``: their pre-activations, when known; ``scored``: their (score, norm), when known),
+    a patch stopping once a sweep gained less than ``cfg.sweep_tol`` on its term f (B,)
     (None: unknown before the first sweep). Each sweep after the first takes the kept states'
     scores from the one before (the parameters are fixed). Returns the states, their extended
     pre-activations (B, S, width_1 + 1) and the posterior q (B, S). ``noise(sweep, idx)``:

@@ -19,7 +19,7 @@ import torch
 
 MIN_SIGMA = 1e-3  # 0–255 units: a plane without variation has no measurable noise
 SIGNAL_DEPENDENT = 1.5  # noise variance ratio, bright (90th pct) to dark (10th), that needs a VST
-WHITE = 0.6  # whiteness (see is_white) from which noise counts as white: real camera photos
+WHITE = 0.6  # whiteness (Reading.whiteness) from which noise counts as white: camera photos
 #   measure 0.18-0.32, white noise of σ >= 10 on the benchmark images 0.67-1.01
 CORRELATED_BELOW = 0.4  # whiteness below which noise counts as correlated between
 #   neighbours: camera photos 0.18-0.32; white noise on fine texture reads 0.41-0.6 from σ = 5
@@ -113,11 +113,6 @@ def assume_sigma(planes: torch.Tensor) -> float:
     10
     """
     return read_noise(planes).sigma
-
-
-def whiteness(planes: torch.Tensor) -> float:
-    """The :attr:`Reading.whiteness` of planes (C, H, W) or (H, W) of 0–255 values."""
-    return read_noise(planes).whiteness
 
 
 def is_correlated(planes: torch.Tensor) -> bool:
