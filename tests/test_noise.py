@@ -272,7 +272,7 @@ def test_default_run_transforms_photon_counts_and_reports_what_ran():
     forced, _ = denoise(noisy, config=cfg.replace(noise_model="gaussian"), seed=0)
     mse = lambda u: float(np.mean((u - clean / 255) ** 2))  # noqa: E731
     assert result.config.noise_model == "poisson-gaussian"
-    assert result.config.second_stage == "off"  # not after the transform
+    assert result.config.second_stage == "wiener"  # the transformed noise reads its σ true
     assert mse(out) < mse(forced)
     white = clean / 255 + 8 / 255 * np.random.default_rng(9).standard_normal(clean.shape)
     _, result = denoise(white.astype(np.float32), config=cfg, seed=0)

@@ -178,14 +178,29 @@ def test_the_plan_leaves_noise_that_grows_with_the_signal_to_the_model():
     assert _plan_stage(counts, 10.0) == "wiener"  # σ given: the user vouches for it
 
 
-def test_after_the_anscombe_transform_only_where_photons_are_scarcest():
-    clean = _camera(96)
-    assert _plan_stage(_noisy(clean, 15), 15.0) == "wiener"
+def test_after_the_anscombe_transform_where_its_sigma_reads_true():
     from evodenoise.plan import STARVED_PHOTONS, plan_run
 
-    def stage(photons):
-        plan = plan_run(_tiny(), _noisy(clean, 15), None, 15.0, opponent=False, photons=photons)
+    white = _noisy(_camera(96), 15)  # as if transformed: white noise of σ 15
+
+    def stage(photons, sigma):
+        plan = plan_run(_tiny(), white, None, sigma, opponent=False, photons=photons)
         return plan.config.second_stage
 
-    assert stage(10.0) == "off" and stage(STARVED_PHOTONS + 0.1) == "off"
-    assert stage(STARVED_PHOTONS) == "wiener" and stage(1.0) == "wiener"
+    assert stage(10.0, 15.0) == "wiener"  # the noise reads the transform's σ
+    assert stage(10.0, 30.0) == "off"  # it reads half: the level function is off
+    assert stage(STARVED_PHOTONS, 30.0) == "wiener"  # scarcest photons: whatever it reads
+    assert stage(STARVED_PHOTONS + 0.1, 30.0) == "off"
+
+
+def test_after_the_anscombe_transform_it_gains_on_photon_counts():
+    clean = (_camera(96) / 255).numpy()[0]
+    for peak in (2.0, 30.0):  # photons at white
+        g = np.random.default_rng(int(peak))
+        counts = (g.poisson(clean * peak) / peak).astype(np.float32)
+        cfg = _tiny(noise_model="poisson-gaussian")
+        on, res = evo.denoise(counts, None, config=cfg, seed=0)
+        off, _ = evo.denoise(counts, None, config=cfg.replace(second_stage="off"), seed=0)
+        assert res.config.noise_model == "poisson-gaussian"
+        assert res.config.second_stage == "wiener"
+        assert psnr(clean, on) > psnr(clean, off) + 0.2, peak
