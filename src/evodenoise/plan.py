@@ -176,9 +176,9 @@ def use_second_stage(
     ``STARVED_PHOTONS`` (up to +3.4 dB on synthetic photon counts), and above that where the
     transformed planes read white with at least ``TRANSFORM_AGREES`` of the transform's σ:
     there the filter's premise holds, and it gained +0.36 to +0.92 dB on synthetic counts at
-    4-30 photons; where the reading falls short (microscope frames, whose level function
-    the transform fits less well) it gained and lost alike (-0.23 to +0.13 dB; RESULTS.md,
-    table 4c). ``reading``: the planes' ``noise.Reading``, if the caller has it."""
+    4-30 photons; where the reading falls short (four of five microscope frames, whose
+    noise is slightly correlated or off the fitted level) it gained and lost alike (-0.23 to
+    +0.13 dB; RESULTS.md, table 4c). ``reading``: the planes' ``noise.Reading``, if the caller has it."""
     if cfg.second_stage == "off" or missing is not None:
         return False
     from .noise import is_signal_dependent, read_noise
