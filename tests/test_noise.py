@@ -120,7 +120,7 @@ def test_correlated_noise_is_assumed_above_its_estimate():
     assert CORRELATED > 1 and result.noise == "estimated"
     assert result.sigma == pytest.approx(CORRELATED * per_pixel, rel=1e-5)
     assert estimate_noise(noisy)["gray"] == pytest.approx(result.sigma, rel=1e-5)  # as noise says
-    assert result.config.second_stage == "off"  # the Wiener stage wants white noise
+    assert result.config.second_stage == "wiener"  # at twice the σ (plan.CORRELATED_STAGE)
 
 
 def test_the_plan_reads_the_noise_once_and_says_when_it_is_correlated(monkeypatch):

@@ -153,19 +153,31 @@ def test_inpainting_is_left_alone():
     assert np.array_equal(on, off)
 
 
-def _plan_stage(x: torch.Tensor, sigma, missing=None) -> str:
+def _plan(x: torch.Tensor, sigma, missing=None, **settings):
     from evodenoise.plan import plan_run
 
-    return plan_run(_tiny(), x, missing, sigma, opponent=False).config.second_stage
+    return plan_run(_tiny(**settings), x, missing, sigma, opponent=False)
 
 
-def test_the_plan_runs_it_only_on_white_noise_of_a_known_sigma():
+def _plan_stage(x: torch.Tensor, sigma, missing=None) -> str:
+    return _plan(x, sigma, missing).config.second_stage
+
+
+def test_the_plan_runs_it_on_noise_of_a_known_sigma_and_kind():
+    from evodenoise.plan import CORRELATED_STAGE
+
     clean = _camera(96)
     white = _noisy(clean, 15)
     blurred = torch.nn.functional.avg_pool2d(_noisy(clean, 30)[None], 3, 1, 1)[0]  # correlated
     assert _plan_stage(white, None) == "wiener"  # σ estimated, the noise measured white
-    assert _plan_stage(blurred, None) == "off"  # correlated: σ would be misread
+    assert _plan(white, None).stage_sigma == 1.0
     assert _plan_stage(blurred, 15.0) == "wiener"  # σ given: the user vouches for it
+    assert _plan(blurred, 15.0).stage_sigma == 1.0
+    # σ estimated from correlated noise (camera photos): at a higher σ than the models'
+    correlated = _plan(blurred, None)
+    assert correlated.correlated and correlated.config.second_stage == "wiener"
+    assert correlated.stage_sigma == CORRELATED_STAGE > 1
+    assert _plan(blurred, None, noise_level="learned").config.second_stage == "off"
     assert _plan_stage(white, 15.0, missing=torch.zeros_like(white, dtype=torch.bool)) == "off"
 
 
@@ -204,3 +216,15 @@ def test_after_the_anscombe_transform_it_gains_on_photon_counts():
         assert res.config.noise_model == "poisson-gaussian"
         assert res.config.second_stage == "wiener"
         assert psnr(clean, on) > psnr(clean, off) + 0.2, peak
+
+
+def test_on_correlated_noise_it_runs_and_gains():
+    clean = data.astronaut()[100:228, 150:278].astype(np.float32) / 255  # (128, 128, 3)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 3, 130, 130, generator=g) * 30 / 255
+    noise = torch.nn.functional.avg_pool2d(noise, 3, 1, 0)[0].permute(1, 2, 0).numpy()
+    noisy = (clean + noise).astype(np.float32)  # neighbours' noise correlated, σ unknown
+    on, res = evo.denoise(noisy, None, config=_tiny(), seed=0)
+    off, _ = evo.denoise(noisy, None, config=_tiny(second_stage="off"), seed=0)
+    assert res.config.second_stage == "wiener"
+    assert psnr(clean, on) > psnr(clean, off) + 1.0

@@ -27,6 +27,9 @@ STARVED_PHOTONS = 3.0  # photon counts at the top of the range up to which the s
 #   after the Anscombe transform whatever the transformed noise reads (see use_second_stage)
 TRANSFORM_AGREES = 0.8  # above that, it runs where the transformed noise reads at least this
 #   fraction of the transform's σ: synthetic counts 0.87-1.01, microscope frames 0.45-0.90
+CORRELATED_STAGE = 2.0  # the second stage's σ on correlated noise (camera photos), in multiples
+#   of the models' σ: a white-noise filter removes more of such noise at a higher σ (16 photos:
+#   +0.20 to +1.51 dB at 2; 1.5 lost on one, 3 on four; RESULTS.md, table 8)
 
 # Automatic patch size (Config.patch_size 0): the largest of these whose signal-to-noise ratio
 # bound the plane exceeds (benchmarks/RESULTS.md, decision log: automatic patch size).
@@ -55,6 +58,11 @@ class Plan:
     models: tuple[ModelPlan, ...]
     correlated: bool = False  # σ estimated from noise correlated between neighbours (camera
     #   photos): the self-check then reports level and structure without testing them
+
+    @property
+    def stage_sigma(self) -> float:
+        """The second stage's σ in multiples of each plane's model σ."""
+        return CORRELATED_STAGE if self.correlated else 1.0
 
     @property
     def config(self) -> Config:
@@ -169,9 +177,11 @@ def use_second_stage(
     """Whether the second stage (refine.py) runs after the estimate: asked for, every value
     observed, and the noise white of one known σ: σ given by the user, or the first model's
     ``planes`` (C, H, W) measured white (``noise.is_white``) and not growing with the signal
-    (``noise.is_signal_dependent``). Where the noise was correlated (camera photos) or
-    signal-dependent (microscope frames) the Wiener filter lost up to 0.9 dB
-    (benchmarks/RESULTS.md, table 8). After the Anscombe transform (``photons`` at the top of
+    (``noise.is_signal_dependent``), where signal-dependent noise (microscope frames) made the
+    Wiener filter lose up to 0.36 dB (benchmarks/RESULTS.md, table 8). Noise measured
+    correlated between neighbours (``noise.Reading.correlated``: camera photos) with σ
+    estimated takes it too, at ``CORRELATED_STAGE`` times the models' σ (:attr:`Plan.stage_sigma`):
+    at the models' σ it lost up to 0.86 dB there, at twice it gained on all 16 photos. After the Anscombe transform (``photons`` at the top of
     the range, not None; σ the transform's) where photons are scarcest, at most
     ``STARVED_PHOTONS`` (up to +3.4 dB on synthetic photon counts), and above that where the
     transformed planes read white with at least ``TRANSFORM_AGREES`` of the transform's σ:
@@ -190,8 +200,10 @@ def use_second_stage(
         return after.white and after.fine >= TRANSFORM_AGREES * float(sigma)
     if sigma is not None:
         return True
-    white = (reading or read_noise(planes)).white
-    return white and not is_signal_dependent(planes[0])
+    reading = reading or read_noise(planes)
+    if reading.correlated:  # σ estimated: the stage at CORRELATED_STAGE times it (Plan)
+        return cfg.noise_level == "estimated"
+    return reading.white and not is_signal_dependent(planes[0])
 
 
 def use_compile(cfg: Config, device, steps: int = 0) -> bool:

@@ -191,8 +191,8 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         ]  # fmt: skip
     out = torch.cat([p[0] for p in parts])  # (C, H, W), 0–255
     parts = [(None, *p[1:]) for p in parts]  # each model's planes live on in out only
-    if plan.config.second_stage == "wiener":  # white noise, every value seen (plan.py)
-        sigmas = _plane_sigmas(plan, parts, x.shape[0])
+    if plan.config.second_stage == "wiener":  # known noise, every value seen (plan.py)
+        sigmas = [s * plan.stage_sigma for s in _plane_sigmas(plan, parts, x.shape[0])]
         out = refine_estimate(x, out, sigmas, plan.config.refine_scales)
     out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
