@@ -115,3 +115,20 @@ def test_poor_fit_threshold_is_the_pools_residual_quantile():
         res = (model.decoder(unpack(states[:, 0], 12)) - y).square().mean(1)
     assert torch.isclose(dic.poor, torch.quantile(res, 0.9))
     assert (res > dic.poor).sum() == 20
+
+
+def test_a_rare_saturated_colour_under_camera_like_noise():
+    """Noise correlated between neighbours (a 3x3 mean of white noise, per-pixel σ 12), σ
+    estimated: the second stage runs at twice the σ and the red square still keeps its colour
+    (measured 6.1 units off at worst against 5.0 without the stage, which gains 1.2 dB)."""
+    clean, box = saturated_square()
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(1, 3, 66, 66, generator=g) * 3 * 12 / 255
+    noise = torch.nn.functional.avg_pool2d(noise, 3, 1, 0)[0].permute(1, 2, 0).numpy()
+    noisy = (clean + noise).astype(np.float32)
+    out, result = denoise(noisy, None, config=RARE, seed=0)
+    assert result.config.second_stage == "wiener"
+    err = np.abs(out[box].mean((0, 1)) - clean[box].mean((0, 1))) * 255
+    assert err.max() < 8.0, err
+    for c in range(3):
+        assert psnr(out[..., c], clean[..., c]) > psnr(noisy[..., c], clean[..., c]) + 5
