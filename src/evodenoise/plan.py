@@ -193,11 +193,11 @@ def use_second_stage(
         return False
     from .noise import is_signal_dependent, read_noise
 
-    if photons is not None:
+    if photons is not None and sigma is not None:  # after the transform: σ is its own
         if photons <= STARVED_PHOTONS:
             return True
         after = read_noise(planes)
-        return after.white and after.fine >= TRANSFORM_AGREES * float(sigma)
+        return after.white and after.fine >= TRANSFORM_AGREES * sigma
     if sigma is not None:
         return True
     reading = reading or read_noise(planes)
