@@ -175,20 +175,25 @@ def use_second_stage(
     cfg: Config, planes, missing, sigma: float | None, photons: float | None = None, reading=None
 ) -> bool:
     """Whether the second stage (refine.py) runs after the estimate: asked for, every value
-    observed, and the noise white of one known σ: σ given by the user, or the first model's
-    ``planes`` (C, H, W) measured white (``noise.is_white``) and not growing with the signal
-    (``noise.is_signal_dependent``), where signal-dependent noise (microscope frames) made the
-    Wiener filter lose up to 0.36 dB (benchmarks/RESULTS.md, table 8). Noise measured
-    correlated between neighbours (``noise.Reading.correlated``: camera photos) with σ
-    estimated takes it too, at ``CORRELATED_STAGE`` times the models' σ (:attr:`Plan.stage_sigma`):
-    at the models' σ it lost up to 0.86 dB there, at twice it gained on all 16 photos. After the Anscombe transform (``photons`` at the top of
-    the range, not None; σ the transform's) where photons are scarcest, at most
-    ``STARVED_PHOTONS`` (up to +3.4 dB on synthetic photon counts), and above that where the
-    transformed planes read white with at least ``TRANSFORM_AGREES`` of the transform's σ:
-    there the filter's premise holds, and it gained +0.36 to +0.92 dB on synthetic counts at
-    4-30 photons; where the reading falls short (four of five microscope frames, whose
-    noise is slightly correlated or off the fitted level) it gained and lost alike (-0.23 to
-    +0.13 dB; RESULTS.md, table 4c). ``reading``: the planes' ``noise.Reading``, if the caller has it."""
+    observed, and noise of a known kind and σ.
+
+    - σ given by the user: yes.
+    - σ estimated: where the first model's ``planes`` (C, H, W) measure white
+      (``noise.is_white``) and the noise does not grow with the signal
+      (``noise.is_signal_dependent``; there the filter lost up to 0.36 dB on microscope
+      frames, benchmarks/RESULTS.md, table 8), and where they measure correlated between
+      neighbours (``noise.Reading.correlated``: camera photos), at ``CORRELATED_STAGE`` times
+      the models' σ (:attr:`Plan.stage_sigma`): at the models' σ it lost up to 0.86 dB there,
+      at twice it gained on all 16 photos. σ learned: no.
+    - After the Anscombe transform (``photons`` at the top of the range, not None; σ the
+      transform's): where photons are scarcest, at most ``STARVED_PHOTONS`` (up to +3.4 dB on
+      synthetic counts), and above that where the transformed planes read white with at
+      least ``TRANSFORM_AGREES`` of the transform's σ, the filter's premise: +0.36 to +0.92
+      dB on synthetic counts at 4-30 photons. Where the reading falls short (four of five
+      microscope frames, whose noise is slightly correlated or off the fitted level) it
+      gained and lost alike (-0.23 to +0.13 dB; RESULTS.md, table 4c).
+
+    ``reading``: the planes' ``noise.Reading``, if the caller has it."""
     if cfg.second_stage == "off" or missing is not None:
         return False
     from .noise import is_signal_dependent, read_noise
