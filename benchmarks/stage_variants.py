@@ -1,15 +1,23 @@
 #!/usr/bin/env python
-"""The second stage at several scales on one model's estimate: PSNR of each, per image-level.
+"""The second stage at several scales and σ on one model's estimate: PSNR of each, per input.
 
-Runs the default denoising (``--preset``, σ given, seed 0) once per image and σ on the
-protocol's noisy input (``benchmarks/run.py``'s noise and seeds, so the inputs are the ones
-``run.py`` makes), catches the second stage's input (the noisy planes, the model's estimate as
-pilot and each plane's σ, in the planes the models saw), and applies the stage to it with each
-of ``--scales``. So the differences are the stage's alone. Also reports the model's estimate
-without the stage, and BM3D/CBM3D on the same input with ``--bm3d``. Example::
+Runs the default denoising (``--preset``, seed 0) once per input and catches the second
+stage's input (the noisy planes, the model's estimate as pilot, and the models' σ per plane,
+in the planes the models saw), then applies the stage to it at each of ``--scales`` and each
+of ``--factors`` (multiples of the models' σ; the default's own factor is ``Plan.stage_sigma``:
+1, or 2 on noise correlated between neighbours). So the differences are the stage's alone.
+Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
+same input (σ given only).
+
+Inputs: clean images made noisy on the protocol's noise with each of ``--sigmas`` (σ given;
+``benchmarks/run.py``'s noise and seeds, so the inputs are the ones ``run.py`` makes), or with
+``--pairs`` the real noisy/reference pairs of folders as ``benchmarks/real.py`` finds them (no
+σ given), in colour or with ``--gray`` as the mean of their channels. Examples::
 
     python benchmarks/stage_variants.py skimage:rocket skimage:moon --crop 256 \\
         --sigmas 15 25 50 --scales 1 2 --bm3d --threads 1
+    python benchmarks/stage_variants.py --pairs ../shared/benchmark/real/camera \\
+        ../shared/benchmark/real/repro --crop 256 --scales 2 --factors 1 1.5 2 3 --gray
 """
 
 from __future__ import annotations
@@ -39,33 +47,18 @@ def to_image(planes: torch.Tensor, colour: bool) -> np.ndarray:
     return np.moveaxis(out, 0, 2) if colour else out[0]
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("images", nargs="+", help="image paths or skimage:NAME")
-    ap.add_argument("--sigmas", type=float, nargs="+", default=[25.0], help="0–255 units")
-    ap.add_argument("--scales", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--crop", type=int, default=256, help="centre crop (default 256)")
-    ap.add_argument("--preset", default="fast")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--bm3d", action="store_true", help="BM3D/CBM3D on the same input")
-    ap.add_argument("--json", help="append the records here (one per line)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+def inputs(args):
+    """(name, σ in 0–255 units, noisy, clean, σ on the [0, 1] scale) of every input asked
+    for; both σ None for real pairs."""
+    if args.pairs:
+        from real import find_pairs, load
 
-    import evodenoise.restore as restore
-    from evodenoise import denoise, get_preset
-
-    stage = restore.refine_estimate
-    caught: dict = {}
-
-    def catch(x, pilot, sigmas, scales):
-        caught.update(x=x.clone(), pilot=pilot.clone(), sigmas=sigmas)
-        return stage(x, pilot, sigmas, scales)
-
-    restore.refine_estimate = catch
-    cfg = get_preset(args.preset)
-    print(f"| image | σ | model | {' | '.join(f'{s} scale(s)' for s in args.scales)} | BM3D |")
-    print("|---|---|---|" + "---|" * len(args.scales) + "---|")
+        for name, noisy_path, ref_path in find_pairs(args.pairs):
+            noisy, ref = load(noisy_path, args.crop), load(ref_path, args.crop)
+            if args.gray and noisy.ndim == 3:
+                noisy, ref = noisy[..., :3].mean(2), ref[..., :3].mean(2)
+            yield name, None, noisy.astype(np.float32), ref, None
+        return
     for path in args.images:
         name = path.split(":", 1)[1] if path.startswith("skimage:") else Path(path).stem
         clean = centre_crop(load_image(path), args.crop)
@@ -74,27 +67,71 @@ def main(argv=None) -> None:
         for sigma in args.sigmas:
             task = parse_task(f"denoise-{sigma:g}")
             noisy, _, sigma01 = corrupt(clean, task, corruption_seed(0, name, task))
-            caught.clear()
-            denoise(noisy, sigma01, config=cfg, seed=0)
-            if not caught:
-                raise SystemExit(f"{name} σ={sigma:g}: the second stage did not run")
+            yield name, sigma, noisy, clean, sigma01
 
-            x, pilot, sigmas = caught["x"], caught["pilot"], caught["sigmas"]
-            colour = clean.ndim == 3
-            rec = {"image": name, "sigma": sigma, "model": psnr(to_image(pilot, colour), clean)}
-            for s in args.scales:
-                rec[f"scales_{s}"] = psnr(to_image(stage(x, pilot, sigmas, s), colour), clean)
-            if args.bm3d:
-                import bm3d
 
-                fn = bm3d.bm3d_rgb if colour else bm3d.bm3d
-                rec["bm3d"] = psnr(fn(noisy.astype(np.float64), sigma_psd=sigma01), clean)
-            cells = " | ".join(f"{rec[f'scales_{s}']:.2f}" for s in args.scales)
-            peer = f"{rec['bm3d']:.2f}" if "bm3d" in rec else "–"
-            print(f"| {name} | {sigma:g} | {rec['model']:.2f} | {cells} | {peer} |", flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("images", nargs="*", help="image paths or skimage:NAME")
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[25.0], help="0–255 units")
+    ap.add_argument("--pairs", nargs="+", help="folders of real noisy/reference pairs instead")
+    ap.add_argument("--gray", action="store_true", help="pairs: the mean of their channels")
+    ap.add_argument("--scales", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--factors", type=float, nargs="+", default=[1.0], help="× the models' σ")
+    ap.add_argument("--crop", type=int, default=256, help="centre crop (default 256)")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bm3d", action="store_true", help="BM3D/CBM3D on the same input")
+    ap.add_argument("--json", help="append the records here (one per line)")
+    args = ap.parse_args(argv)
+    if not args.images and not args.pairs:
+        ap.error("give images or --pairs")
+    torch.set_num_threads(args.threads)
+
+    import evodenoise.restore as restore
+    from evodenoise import denoise, get_preset
+
+    stage, plane_sigmas = restore.refine_estimate, restore._plane_sigmas
+    caught: dict = {}
+
+    def catch_sigmas(*a):  # the models' σ, before the plan's factor
+        caught["sigmas"] = plane_sigmas(*a)
+        return caught["sigmas"]
+
+    def catch(x, pilot, sigmas, scales):
+        caught.update(x=x.clone(), pilot=pilot.clone())
+        return stage(x, pilot, sigmas, scales)
+
+    restore.refine_estimate, restore._plane_sigmas = catch, catch_sigmas
+    cfg = get_preset(args.preset)
+    keys = [(s, f) for s in args.scales for f in args.factors]
+    label = {k: f"scales_{k[0]}" + ("" if k[1] == 1 else f"_x{k[1]:g}") for k in keys}
+    names = " | ".join(f"{s} scale(s)" + ("" if f == 1 else f", {f:g}σ") for s, f in keys)
+    print(f"| image | σ | model | {names} | BM3D |")
+    print("|---|---|---|" + "---|" * len(keys) + "---|")
+    for name, level, noisy, clean, sigma01 in inputs(args):
+        caught.clear()
+        denoise(noisy, sigma01, config=cfg, seed=0)
+        if "x" not in caught:
+            raise SystemExit(f"{name} σ={level}: the second stage did not run")
+        x, pilot, sigmas = caught["x"], caught["pilot"], caught["sigmas"]
+        colour = clean.ndim == 3
+        rec = {"image": name, "sigma": level, "model": psnr(to_image(pilot, colour), clean)}
+        for s, f in keys:
+            out = stage(x, pilot, [f * v for v in sigmas], s)
+            rec[label[s, f]] = psnr(to_image(out, colour), clean)
+        if args.bm3d and sigma01 is not None:
+            import bm3d
+
+            fn = bm3d.bm3d_rgb if colour else bm3d.bm3d
+            rec["bm3d"] = psnr(fn(noisy.astype(np.float64), sigma_psd=sigma01), clean)
+        cells = " | ".join(f"{rec[label[k]]:.2f}" for k in keys)
+        peer = f"{rec['bm3d']:.2f}" if "bm3d" in rec else "–"
+        shown = "–" if level is None else f"{level:g}"
+        print(f"| {name} | {shown} | {rec['model']:.2f} | {cells} | {peer} |", flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(rec) + "\n")
 
 
 if __name__ == "__main__":

@@ -342,3 +342,26 @@ def test_stage_variants_smoke(tmp_path):
     assert all(20 < record[k] < 40 for k in ("model", "scales_1", "scales_2"))
     assert record["scales_1"] != record["scales_2"]
     assert sum(line.startswith("| ") for line in run.stdout.splitlines()) == 2  # header, row
+
+
+def test_stage_variants_on_real_pairs_at_sigma_factors(tmp_path):
+    """--pairs: a noisy/reference pair with noise correlated between neighbours (σ not
+    given), its stage applied at each σ factor; the run's own factor is the plan's."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:40] / 40
+    ref = (0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)).astype(np.float32)
+    noise = rng.normal(0, 36 / 255, (42, 42))
+    noise = sum(noise[i : i + 40, j : j + 40] for i in range(3) for j in range(3)) / 9
+    np.save(tmp_path / "cam_noisy.npy", (ref + noise).astype(np.float32))
+    np.save(tmp_path / "cam_clean.npy", ref)
+    out = tmp_path / "runs.jsonl"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stage_variants.py"), "--pairs",
+         str(tmp_path), "--crop", "0", "--scales", "2", "--factors", "1", "2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["image"] == "cam" and record["sigma"] is None
+    assert record["scales_2"] != record["scales_2_x2"]
