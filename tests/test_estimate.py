@@ -213,6 +213,19 @@ def test_small_images_get_more_epochs_up_to_twice_but_tiny_ones_do_not():
     assert r.config.epochs == 2 and len(r.log) == 2
 
 
+def test_a_denoising_runs_chroma_model_keeps_the_presets_epochs():
+    from evodenoise.plan import plan_run
+
+    cfg = SMALL.replace(epochs=16, min_visits=470_000, train_patches=65_536, patch_size=4)
+    x = torch.rand(3, 200, 200) * 255  # 38,809 patches: luminance pool 38,809, chroma 9,702
+    lum, chroma = plan_run(cfg, x, None, 25.0, opponent=True).models
+    assert lum.config.epochs == 16 and chroma.config.epochs == 16  # raised: 32
+    missing = torch.zeros(3, 200, 200, dtype=torch.bool)
+    missing[:, ::7] = True
+    lum, chroma = plan_run(cfg, x, missing, None, opponent=True).models
+    assert chroma.config.epochs > 16  # inpainting: raised as before (not measured without)
+
+
 def test_memory_budget_refuses_before_any_work():
     clean, noisy = noisy_crop(20, 24)
     events = []

@@ -55,6 +55,7 @@ class Config:
     # -- optimisation -----------------------------------------------------------------------
     epochs: int = 16  # passes over the training pool
     min_visits: int = 0  # raise epochs (at most 2x) until training visits this many patches
+    #   (small images; a denoising run's chroma model keeps the preset's epochs: plan.py)
     batch_size: int = 32  # patches per Adam step
     lr_min: float = 1e-4  # cyclic learning rate's minimum (where training starts and ends)
     lr_max: float = 1e-2  # cyclic learning rate's maximum

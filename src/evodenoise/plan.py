@@ -117,7 +117,10 @@ def plan_run(
     configs = [cfg]
     if opponent:
         pool = max(1, round(cfg.train_patches * cfg.chroma_pool))
-        configs.append(cfg.replace(train_patches=pool, fresh_sweeps=cfg.chroma_sweeps))
+        chroma = cfg.replace(train_patches=pool, fresh_sweeps=cfg.chroma_sweeps)
+        if missing is None:  # denoising: the chroma model keeps the preset's epochs (its pool,
+            chroma = chroma.replace(min_visits=0)  # a quarter, is not a small image's)
+        configs.append(chroma)
     n = count_patches(h, w, cfg.patch_size)
     models = []
     for (name, planes), g_cfg, g_sigma in zip(groups, configs, sigmas):
@@ -230,7 +233,9 @@ def use_compile(cfg: Config, device, steps: int = 0) -> bool:
 def training_epochs(cfg: Config, n_pool: int) -> int:
     """The epochs a run trains for: the preset's, raised for small images (few patches) so
     that training makes at least ``cfg.min_visits`` patch visits, at most 2x; images of fewer
-    than ``MIN_RAISED_POOL`` patches (about 92x92 pixels) keep the preset's epochs. Measured
+    than ``MIN_RAISED_POOL`` patches (about 92x92 pixels) keep the preset's epochs, and so
+    does a denoising run's chroma model (``plan_run``: its pool is a quarter of the
+    luminance's; raised, it cost 1.08-1.2x a colour run's time for 0.00-0.03 dB). Measured
     with ``fast`` at σ=25 (benchmarks/RESULTS.md): a 128x128 crop gains 0.34 dB from 16 to 32
     epochs; at 64x64 more epochs help textured crops by 0.2-0.3 dB and cost a flat one 1 dB,
     and double the time (17 s instead of about 9 on 2 cores)."""
