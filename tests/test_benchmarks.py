@@ -346,7 +346,7 @@ def test_stage_variants_smoke(tmp_path):
 
 def test_stage_variants_on_real_pairs_at_sigma_factors(tmp_path):
     """--pairs: a noisy/reference pair with noise correlated between neighbours (σ not
-    given), its stage applied at each σ factor; the run's own factor is the plan's."""
+    given), its stage applied at each multiple of the models' σ."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:40, 0:40] / 40
     ref = (0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)).astype(np.float32)
