@@ -168,7 +168,7 @@ def test_paper_step_dispatches_at_most_150_operators(monkeypatch):
 @pytest.mark.parametrize(
     "hidden,activation", [((8,), "relu"), ((6, 5), "leaky_relu"), ((7,), "tanh"), ((), "relu")]
 )
-@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("masked", [False, True, "weights"], ids=["full", "masked", "weights"])
 def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, masked):
     h, d, b, s_ = 10, 9, 6, 7
     cfg = tiny_cfg(n_latents=h, hidden=hidden, activation=activation, n_states=s_, grad_states=5)
@@ -183,6 +183,8 @@ def test_analytic_mstep_gradient_equals_autograd_in_float64(hidden, activation, 
     if masked:
         obs = (torch.rand(b, d, generator=gen(5)) < 0.6).double()
         obs[:, 0] = 1
+        if masked == "weights":  # per-value likelihood weights (0: missing)
+            obs = obs * (0.2 + 2 * torch.rand(b, d, generator=gen(7), dtype=torch.float64))
     states = init_states(b, s_, h, gen(6), "cpu")
     w = torch.tensor([1, 1, 0, 1, 1, 0], dtype=torch.float64)  # padding rows weigh 0
     got = decoder_grads(model, y, obs, states, w, model.constants(), cfg)

@@ -47,8 +47,8 @@ def direct_log_joint(m: Model, y: list[float], s: tuple[int, ...], obs: list[int
     sigma2 = float(m.sigma2)
     lp = sum(math.log(pi[h]) if s[h] else math.log(1 - pi[h]) for h in range(H))
     obs = obs if obs is not None else [1] * len(y)
-    d_n = sum(obs)
-    sq = sum((y[d] - mu[d]) ** 2 for d in range(len(y)) if obs[d])
+    d_n = sum(1 for r in obs if r > 0)  # obs: each value's weight r (a mask: 0/1)
+    sq = sum(obs[d] ** 2 * (y[d] - mu[d]) ** 2 for d in range(len(y)))
     return lp - 0.5 * d_n * math.log(2 * math.pi * sigma2) - sq / (2 * sigma2), sq
 
 
@@ -59,7 +59,7 @@ def _act_name(m: Model) -> str:
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
-@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("with_mask", [False, True, "weights"])
 def test_log_joint_equals_direct_computation(activation, with_mask):
     m = tiny_model(activation)
     g = torch.Generator().manual_seed(1)
@@ -73,6 +73,8 @@ def test_log_joint_equals_direct_computation(activation, with_mask):
         obs = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 0]], dtype=torch.float64)
         y = y.clone()
         y[obs == 0] = 1e3  # missing values must not matter at all
+        if with_mask == "weights":  # noise variance σ²/r² per value (signal-dependent noise)
+            obs = obs * torch.tensor([[0.5, 2.0, 1.0, 0.3], [1.5, 1.0, 0.7, 1.1], [1, 1, 3, 1]])
     lj = m.log_joint(y, s, obs)
     a, prior = m.decoder.first(s), m.log_prior(s)
     lj2, sqerr = m.score(y, obs, a, prior)
@@ -80,7 +82,7 @@ def test_log_joint_equals_direct_computation(activation, with_mask):
     for n in range(b):
         for k, st in enumerate(all_states()):
             want, want_sq = direct_log_joint(
-                m, y[n].tolist(), st, None if obs is None else obs[n].int().tolist()
+                m, y[n].tolist(), st, None if obs is None else obs[n].tolist()
             )
             assert lj[n, k].item() == pytest.approx(want, rel=1e-12, abs=1e-12)
             assert lj2[n, k].item() == pytest.approx(want, rel=1e-12, abs=1e-12)

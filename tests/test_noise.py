@@ -211,6 +211,29 @@ def test_poisson_gaussian_run_beats_the_input_and_refuses_a_sigma():
         denoise(noisy, 0.05, config=cfg)
 
 
+def test_heteroscedastic_likelihood_weighs_each_value_by_its_noise():
+    from evodenoise.noise import Anscombe, noise_weights
+
+    ramp = torch.linspace(10, 240, 96, dtype=torch.float64).repeat(96, 1)
+    noise = poisson_gaussian(ramp, 3.0, 1.0) - ramp  # variance 3·value + 1
+    r, sigma = noise_weights((ramp + noise)[None], [Anscombe.fit(3.0, 1.0)], shared=False)
+    white = noise * r[0]  # the noise scaled by the weights
+    assert float(white.std()) == pytest.approx(sigma, rel=0.1)  # has one variance σ²...
+    dark, bright = slice(8, 32), slice(64, 88)  # columns, away from the blurred edges
+    assert float(white[:, bright].var() / white[:, dark].var()) == pytest.approx(1, abs=0.2)
+    assert float(noise[:, bright].var() / noise[:, dark].var()) > 2  # ...the input's grows
+    clean = np.clip(smooth_image(96), 5, 250)
+    counts = poisson_gaussian(clean, 3.0, 1.0)
+    noisy = counts.numpy().astype(np.float32) / 255
+    cfg = get_preset("fast").replace(epochs=4, min_visits=0, noise_model="poisson-gaussian")
+    cfg = cfg.replace(signal_dependence="likelihood", second_stage="wiener")
+    out, result = denoise(noisy, config=cfg, seed=0)
+    mse = lambda u: float(np.mean((u - clean / 255) ** 2))  # noqa: E731
+    assert mse(out) < 0.5 * mse(noisy)
+    assert result.config.second_stage == "off"  # the noise stays signal-dependent: no filter
+    assert result.check is not None and result.check.passed  # checked on the weighted planes
+
+
 def test_noise_option_sets_the_noise_model(tmp_path, engine):
     from PIL import Image
 

@@ -103,16 +103,17 @@ def brute_force(m, y, obs):
         for s in all_states():
             hid = [max(sum(w1[o][i] * s[i] for i in range(H3)) + b1[o], 0.0) for o in range(5)]
             mu = [sum(w2[d][o] * hid[o] for o in range(5)) + b2[d] for d in range(D4)]
-            sq = sum(on[d] * (yn[d] - mu[d]) ** 2 for d in range(D4))
+            sq = sum(on[d] ** 2 * (yn[d] - mu[d]) ** 2 for d in range(D4))  # on: weights r
             lp = sum(math.log(pi[h]) if s[h] else math.log(1 - pi[h]) for h in range(H3))
-            lps.append(lp - 0.5 * sum(on) * math.log(2 * math.pi * sigma2) - sq / (2 * sigma2))
+            d_n = sum(1 for r in on if r > 0)
+            lps.append(lp - 0.5 * d_n * math.log(2 * math.pi * sigma2) - sq / (2 * sigma2))
             sqs.append(sq)
         top = max(lps)
         z = sum(math.exp(v - top) for v in lps)
         q = [math.exp(v - top) / z for v in lps]
         es_all.append([sum(q[k] * all_states()[k][h] for k in range(8)) for h in range(H3)])
         err_sum += sum(q[k] * sqs[k] for k in range(8))
-        d_sum += sum(on)
+        d_sum += sum(1 for r in on if r > 0)
         f_sum += top + math.log(z)
     return es_all, err_sum, d_sum, f_sum
 
@@ -130,7 +131,7 @@ def epoch_stats(m, out, obs, pieces) -> PosteriorStats:
     """The closed-form M-step's statistics as training gathers them: log-joints less their
     per-point constant, summed E-batch by E-batch (``pieces``), then turned into the epoch's."""
     consts = m.constants()
-    d_n = torch.full((out.states.shape[0],), float(D4)) if obs is None else obs.sum(1)
+    d_n = torch.full((out.states.shape[0],), float(D4)) if obs is None else (obs > 0).sum(1)
     lj = out.log_joint + consts.half_log * d_n[:, None]  # the E-step's form
     acc = torch.zeros(1, H3 + 2)
     for sl in pieces:
@@ -139,7 +140,7 @@ def epoch_stats(m, out, obs, pieces) -> PosteriorStats:
     return PosteriorStats(acc, consts, out.states.shape[0], d_n.sum())
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("masked", [False, True, "weights"], ids=["full", "masked", "weights"])
 def test_closed_form_pi_and_sigma2_match_brute_force(masked):
     m = tiny()
     n = 6
@@ -150,6 +151,8 @@ def test_closed_form_pi_and_sigma2_match_brute_force(masked):
             [[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1]],
             dtype=torch.float32,
         )
+        if masked == "weights":  # noise variance σ²/r² per value: σ² is the weighted mean
+            obs = obs * (0.3 + 2 * torch.rand(n, D4, generator=gen(2)))
     out = exact_estep(m, y, obs)
     # added in two pieces, as the training loop does E-batch by E-batch
     stats = epoch_stats(m, out, obs, (slice(0, 4), slice(4, n)))

@@ -18,6 +18,7 @@ COMPILES = ("auto", "on", "off")
 NOISE_LEVELS = ("learned", "estimated")
 NOISE_MODELS = ("auto", "gaussian", "poisson-gaussian")
 SECOND_STAGES = ("off", "wiener")
+SIGNAL_DEPENDENCES = ("transform", "likelihood")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class Config:
     #   made white by the generalised Anscombe transform (exact unbiased inverse); or auto:
     #   poisson-gaussian where no σ is given and the noise measures white and growing with the
     #   signal (plan.choose_noise_model), gaussian otherwise
+    signal_dependence: str = "transform"  # poisson-gaussian noise: transform (the Anscombe
+    #   transform around the Gaussian model) or likelihood (the model's likelihood made
+    #   heteroscedastic: each value's variance a·x̂ + c at a smoothed pilot x̂; no second stage)
     noise_level: str = "learned"  # without a sigma: learned, or estimated from the luminance
     #   (noise.estimate_sigma) and fixed for every model
     estep_batch: int = 256  # patches per vectorised E-step call; 0: batch_size (the paper's)
@@ -151,6 +155,7 @@ class Config:
             ("noise_level", NOISE_LEVELS),
             ("noise_model", NOISE_MODELS),
             ("second_stage", SECOND_STAGES),
+            ("signal_dependence", SIGNAL_DEPENDENCES),
         ):
             _check(
                 getattr(self, name) in allowed,

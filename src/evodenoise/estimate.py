@@ -67,7 +67,7 @@ class Dictionary:
         # log p(y, s_k) + ‖y‖²/2σ² = y·μ_k/σ² + log p(s_k) − ‖μ_k‖²/2σ²: one addmm per chunk
         self._w = (self.mu / self.sigma2).T.contiguous()  # (D, K)
         self._c = self.prior - self.mu2.sum(1) / (2 * self.sigma2)  # (K,)
-        # with a mask: [obs·y, obs] @ [μ/σ²; −μ²/2σ²] (2D, K) sums over observed values only
+        # with weights r (obs): [r²·y, r²] @ [μ/σ²; −μ²/2σ²] (2D, K) (a mask: observed values)
         self._w_obs = torch.cat([self._w, (self.mu2 / (-2 * self.sigma2)).T])
         # residual above which a patch is poorly explained (set_poor_fit)
         self.poor: torch.Tensor | None = None
@@ -78,7 +78,8 @@ class Dictionary:
         plus a constant per entry (one ``addmm``, no further pass over the (B, K) scores)."""
         if obs is None:
             return torch.addmm(self._c, y, self._w)
-        return torch.addmm(self.prior, torch.cat([obs * y, obs], 1), self._w_obs)
+        w = obs * obs  # the values' weights r² (a 0/1 mask: itself)
+        return torch.addmm(self.prior, torch.cat([w * y, w], 1), self._w_obs)
 
     def top(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
         """For each patch the ``n_states`` entries of highest log-joint: a top-k (values,
@@ -127,7 +128,7 @@ def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> to
     diff = mu - y
     if obs is None:
         return diff.square().mean(1)
-    return (diff.square() * obs).sum(1) / obs.sum(1).clamp(min=1)
+    return (diff * obs).square().sum(1) / (obs > 0).sum(1).clamp(min=1)
 
 
 POOL, FRESH, POOR = 0, 1, 2  # the estimate's random streams: pool, fresh and rescued patches
@@ -295,7 +296,7 @@ def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var)
     seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
     noise, stream, idx = source
     # the seeds' free-energy terms, as the E-step scores them (without ‖y‖²_obs / 2σ²)
-    sq = (y * y).sum(1) if obs is None else (obs * y * y).sum(1)
+    sq = (y * y).sum(1) if obs is None else (obs * y).square().sum(1)
     score = top.values - (sq / (2 * dictionary.sigma2))[:, None]  # (B, S), as the E-step's
     norm = (a[..., -1] - score).clamp(min=0).sqrt()  # score = log p(s) − norm²
     f0 = torch.logsumexp(score, 1)

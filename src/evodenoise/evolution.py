@@ -379,7 +379,7 @@ def estep(
         cand_norm.append(ch_norm)
         pop = _Population(ch_states, ch_a, ch_lj)  # children breed the next generation
     new, best_lj, best_norm, kept = _survivors(cand_states, cand_lj, cand_norm, all_a, cfg.n_states)
-    d = y.shape[-1] if obs is None else obs.sum(-1)
+    d = y.shape[-1] if obs is None else (obs > 0).sum(-1).to(y.dtype)
     offset = -consts.half_log * d
     offset = offset.reshape(b, 1) if torch.is_tensor(d) else offset
     return EStep(new, best_lj, best_norm, offset, consts.inv2s2, kept)

@@ -4,7 +4,10 @@ observation noise with one scalar σ².
     log p(y, s) = Σ_h [s_h log π_h + (1 − s_h) log(1 − π_h)]
                   − (D_n / 2) log(2π σ²) − ‖y − μ(s)‖²_obs / (2σ²)
 
-where ‖·‖_obs and D_n count observed values only.
+where ‖·‖_obs and D_n count observed values only. More generally each value may carry a
+weight r_d ≥ 0 (``obs``): its noise variance is σ²/r_d², ‖y − μ‖²_obs = Σ_d r_d² (y_d − μ_d)²
+and D_n counts the values with r_d > 0. A mask is the case r ∈ {0, 1}; signal-dependent noise
+(variance growing with the signal) gets r_d² proportional to each value's precision.
 """
 
 from __future__ import annotations
@@ -227,12 +230,12 @@ class Model(nn.Module):
     def log_likelihood(self, diff: torch.Tensor, obs: torch.Tensor | None):
         """log p(y | s) and the squared error, both (B, K), from the residual μ − y (B, K, D).
 
-        ``obs`` (B, D) is 1 for observed values and 0 for missing ones (None: all observed).
+        ``obs`` (B, D): each value's weight r (1 observed, 0 missing; None: all observed).
         """
         d_n: int | torch.Tensor = diff.shape[-1]
         if obs is not None:
-            diff = diff * obs[:, None, :]  # obs is 0/1, so this is the observed part
-            d_n = obs.sum(-1, keepdim=True)
+            diff = diff * obs[:, None, :]  # r · (μ − y): 0 where missing
+            d_n = (obs > 0).sum(-1, keepdim=True).to(diff.dtype)
         sqerr = torch.linalg.vector_norm(diff, dim=-1).square()  # one fused reduction
         ll = -0.5 * d_n * torch.log(2 * math.pi * self.sigma2) - sqerr / (2 * self.sigma2)
         return ll, sqerr

@@ -55,7 +55,7 @@ def decoder_grads(
     each K_n, states (B, S, W) packed, weights w (B,) (0 for padding rows).
 
     Written out (checked against autograd in the tests): with q = softmax of the log-joints,
-    ∂loss/∂μ(s) = w_n q_ns (μ(s) − y_n)_obs / (σ² Σw), back-propagated by hand through the MLP:
+    ∂loss/∂μ(s) = w_n q_ns r² (μ(s) − y_n) / (σ² Σw) (r: ``obs``, the values' weights), back-propagated by hand through the MLP:
     no autograd graph, a fixed number of operator calls (:func:`mstep`).
     """
     k = cfg.grad_states or cfg.n_states
@@ -86,6 +86,8 @@ def mstep(
         sq = torch.linalg.vector_norm(diff, dim=-1, keepdim=True).square()
         lj = torch.addcmul((s @ consts.logit).view(b, k, 1), sq, -consts.inv2s2)  # (B, K, 1)
     coef = torch.softmax(lj, 1) * wn  # (B, K, 1)
+    if obs is not None:  # ∂/∂μ of r² (μ − y)²: r once more (a 0/1 mask: the same)
+        diff = diff * as_rows(obs)
     return model.decoder.backward((diff * coef).view(b * k, -1), cache)
 
 

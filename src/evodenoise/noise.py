@@ -237,6 +237,51 @@ def stabilise(x: torch.Tensor, missing: torch.Tensor | None = None) -> list[Ansc
     return [Anscombe.fit(a, c) for a, c in levels]
 
 
+PILOT_BLUR = 1.5  # pixels: σ of the Gaussian that smooths a plane into its variance's pilot
+
+
+def noise_weights(x: torch.Tensor, vst: list[Anscombe], shared: bool) -> tuple[torch.Tensor, float]:
+    """The model's likelihood made heteroscedastic for noise of variance a·E[y] + c per plane
+    of x (C, H, W) (0–255 values; ``vst``: each plane's level function): weights r (C, H, W)
+    and σ (0–255 units) such that each value's noise variance is σ² / r², with σ² the mean
+    variance over the image. The variance is read at a pilot of the clean value, the plane
+    smoothed by a Gaussian of ``PILOT_BLUR`` pixels, and is at least half a photon's (a²/2):
+    the counts of a dark pixel would otherwise weigh without bound. ``shared``: every plane
+    gets the planes' mean variance (the orthonormal opponent basis mixes the colour planes, and
+    keeps equal variances equal).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> clean = torch.linspace(20, 200, 64, dtype=torch.float64).repeat(64, 1)[None]
+    >>> counts = torch.poisson(clean / 4, generator=g) * 4
+    >>> r, sigma = noise_weights(counts, [Anscombe.fit(4.0, 0.0)], shared=False)
+    >>> bool(r[0, :, :8].mean() > r[0, :, -8:].mean())  # dark values weigh more
+    True
+    """
+    planes = []
+    for t, p in zip(vst, x):
+        var = t.a * _blur(p.double(), PILOT_BLUR) + t.c
+        planes.append(var.clamp(min=t.a * t.a / 2))
+    var = torch.stack(planes)  # (C, H, W)
+    if shared:
+        var = var.mean(0, keepdim=True).expand_as(var)
+    mean = float(var.mean())
+    return (mean / var).sqrt().to(x.dtype), math.sqrt(mean)
+
+
+def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A plane (H, W) smoothed by a Gaussian of ``sigma`` pixels (edges repeated outwards)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=plane.dtype, device=plane.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = torch.nn.functional.pad(plane[None, None], (radius,) * 4, "replicate")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
+    return torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))[0, 0]
+
+
 def is_signal_dependent(plane: torch.Tensor) -> bool:
     """Whether the noise of a plane (H, W) of 0–255 values clearly grows with the signal
     (photon counting, e.g. microscope frames), as :func:`stabilise` decides it: the fitted

@@ -199,6 +199,8 @@ def use_second_stage(
     ``reading``: the planes' ``noise.Reading``, if the caller has it."""
     if cfg.second_stage == "off" or missing is not None:
         return False
+    if cfg.noise_model == "poisson-gaussian" and cfg.signal_dependence == "likelihood":
+        return False  # the noise stays signal-dependent: not the filter's white noise
     from .noise import is_signal_dependent, read_noise
 
     if photons is not None and sigma is not None:  # after the transform: σ is its own

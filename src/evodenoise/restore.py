@@ -21,7 +21,7 @@ from .config import Config
 from .device import resolve_device
 from .estimate import estimate_image
 from .memory import MemoryBudgetError, cap_sizes
-from .noise import stabilise
+from .noise import noise_weights, stabilise
 from .parallel import split_rows
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, choose_noise_model, plan_run
@@ -174,11 +174,14 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     cfg = cfg.replace(noise_model="gaussian" if vst is None else "poisson-gaussian")  # as run
     del x0  # (a whole image: large images need the memory later)
     opponent = use_opponent(x.shape[0], cfg, missing)
+    weights = None  # each value's likelihood weight (signal-dependent noise, not transformed)
+    if vst is not None and cfg.signal_dependence == "likelihood":
+        weights, sigma255 = noise_weights(x, vst, shared=opponent)
     if opponent:
         x = to_opponent(x)
     cfg = cap_sizes(cfg, x.shape[1], x.shape[2])  # an absurd batch size: the image's
-    try:
-        photons = None if vst is None else min(SCALE / t.a for t in vst)  # at the top
+    try:  # photons at the top of the range, where the transform ran
+        photons = None if vst is None or weights is not None else min(SCALE / t.a for t in vst)
         plan = plan_run(cfg, x, missing, sigma255, opponent, max_memory, photons)
     except MemoryBudgetError as e:  # the budget was the limit given, not the free memory
         raise (e if max_memory is None else e.as_limit()) from None
@@ -186,6 +189,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     with split_rows(dev, enabled=all(m.config.compile == "off" for m in plan.models)):
         parts = [
             _restore_planes(x[m.planes], None if missing is None else missing[m.planes],
+                            None if weights is None else weights[m.planes],
                             m.sigma, m, gen, callback, share, fill_only)
             for m, share in zip(plan.models, plan.shares())
         ]  # fmt: skip
@@ -194,11 +198,11 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     if plan.config.second_stage == "wiener":  # known noise, every value seen (plan.py)
         sigmas = [s * plan.stage_sigma for s in _plane_sigmas(plan, parts, x.shape[0])]
         out = refine_estimate(x, out, sigmas, plan.config.refine_scales)
-    out, check = _self_check(x, out, missing, plan, parts, opponent, fill_only)
+    out, check = _self_check(x, out, missing, weights, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
         out, fields = from_opponent(out), fields_from_opponent(fields)
-    if vst is not None:
+    if vst is not None and weights is None:
         out = torch.stack([t.inverse(p) for t, p in zip(vst, out)])
     restored = (out / SCALE).clamp(0, 1).cpu().numpy()
     if alpha is not None:
@@ -224,13 +228,18 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     )
 
 
-def _self_check(x, out, missing, plan, parts, opponent: bool, fill_only: bool):
+def _self_check(x, out, missing, weights, plan, parts, opponent: bool, fill_only: bool):
     """(output, :class:`Check` or None): the estimate ``out`` (C, H, W) checked against the
     input ``x`` and each model's final σ, in the planes the models saw (after the colour and
-    noise transforms, where the noise is white); repaired where the check can (check.py).
-    Inpainting alone (observed values kept) is not checked."""
+    noise transforms, where the noise is white; with likelihood ``weights``, both scaled by
+    them, which makes the noise white); repaired where the check can (check.py). Inpainting
+    alone (observed values kept) is not checked."""
     if fill_only:
         return out, None
+    if weights is not None:
+        out, check = _self_check(x * weights, out * weights, missing, None, plan, parts,
+                                 opponent, fill_only)  # fmt: skip
+        return out / weights, check
     sigma = _plane_sigmas(plan, parts, x.shape[0])
     names = plane_names(x.shape[0], opponent)
     observed = None if missing is None else (~missing).cpu().numpy()
@@ -251,7 +260,8 @@ def _plane_sigmas(plan, parts, channels: int) -> list[float]:
 def _stabilise(cfg: Config, x, missing, sigma):
     """(x, transforms or None, σ in 0–255 units or None): where the plan's noise model is
     poisson-gaussian (``plan.choose_noise_model``) and the noise grows with the signal,
-    x made white of σ = the transforms' scale."""
+    x made white of σ = the transforms' scale (``cfg.signal_dependence`` "likelihood": the
+    transforms found, x as it is, σ None: the likelihood takes the noise as it is)."""
     sigma255 = None if sigma is None else sigma * SCALE
     if cfg.noise_model == "poisson-gaussian" and sigma is not None:
         raise ValueError("noise_model poisson-gaussian estimates the noise: leave sigma out")
@@ -260,6 +270,8 @@ def _stabilise(cfg: Config, x, missing, sigma):
     vst = stabilise(x, missing)
     if vst is None:  # no signal dependence found: Gaussian noise
         return x, None, None
+    if cfg.signal_dependence == "likelihood":
+        return x, vst, None
     x = torch.stack([t.forward(p) for t, p in zip(vst, x)])
     return x, vst, float(np.median([t.scale for t in vst]))
 
@@ -345,13 +357,16 @@ def _check_inputs(image, mask, sigma, cfg: Config, fill_only: bool):
     return img, torch.from_numpy(np.array(m, dtype=bool))  # a copy: m may be a read-only view
 
 
-def _restore_planes(x, missing, sigma, plan: ModelPlan, gen, callback, share, fill_only):
-    """One model over the planes x (C, H, W) (0–255 units) with ``missing`` (C, H, W) or None
-    and σ (0–255 units, None: learned), as ``plan`` says: returns the estimate (C, H, W) in
+def _restore_planes(x, missing, weights, sigma, plan: ModelPlan, gen, callback, share, fill_only):
+    """One model over the planes x (C, H, W) (0–255 units) with ``missing`` (C, H, W) or None,
+    the values' likelihood ``weights`` (C, H, W) or None (noise variance σ²/weight²) and σ
+    (0–255 units, None: learned), as ``plan`` says: returns the estimate (C, H, W) in
     0–255 units, a record (σ in [0, 1] units, log) and the generative fields (H_latents, C,
     p, p) in 0–255 units."""
     cfg, n, dev = plan.config, plan.n_patches, x.device
     x, observed, offset, unit = _centre(x, missing, cfg.standardize)
+    if weights is not None:  # the likelihood's weight per value: a mask's 0/1 in general
+        observed = weights if observed is None else observed * weights
     to_image = unit / SCALE  # internal units -> [0, 1] image units
     # Training pool: train_patches patches drawn once (all of them when the image is small).
     pool = (

@@ -155,7 +155,9 @@ def _make_run(
     schedule = torch.cat([learning_rate(t, cfg), spare]).to(device, torch.float32)
     k = math.ceil(8 / per_e)  # E-batches per chunk (per CUDA graph): >= 8 Adam steps
     noise = draw_noise(cfg, e_batch, device, gen)
-    d_sum = torch.tensor(float(n * y.shape[1]), device=device) if obs is None else obs.sum()
+    d_sum = (  # observed values (weight above 0)
+        torch.tensor(float(n * y.shape[1]), device=device) if obs is None else (obs > 0).sum()
+    ).to(y.dtype)
     lr = torch.full((rows,), cfg.lr_min, device=device)
     estep, mstep_fn = _engine(cfg, device, steps)
     return _Run(
