@@ -58,6 +58,7 @@ class FakeEngine:
 
     def __init__(self):
         self.calls: list[dict] = []
+        self.gain = None  # the last call's gain
         self.raise_on: dict[str, BaseException] = {}
 
     def _run(self, kind, image, mask, sigma, config, seed, device, callback):
@@ -127,7 +128,9 @@ class FakeEngine:
         mask=None,
         callback=None,
         max_memory=None,
+        gain=None,
     ):
+        self.gain = gain
         return self._run("denoise", image, mask, sigma, config, seed, device, callback)
 
     def inpaint(
@@ -141,5 +144,7 @@ class FakeEngine:
         device="cpu",
         callback=None,
         max_memory=None,
+        gain=None,
     ):
+        self.gain = gain
         return self._run("inpaint", image, mask, sigma, config, seed, device, callback)

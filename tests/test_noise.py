@@ -244,6 +244,38 @@ def test_noise_option_sets_the_noise_model(tmp_path, engine):
     assert r.exit_code == 2 and "noise_model must be one of" in r.stderr
 
 
+def test_gain_gives_the_level_function(tmp_path, engine):
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(tmp_path / "a.png")
+    r = run("denoise", str(tmp_path / "a.png"), "--gain", "4", "--sigma", "2", "-q", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert engine.gain == pytest.approx(4 / 255) and engine.calls[0]["sigma"] == pytest.approx(
+        2 / 255
+    )
+    assert json.loads(r.stdout.splitlines()[-1])["gain_given"] == 4
+    for bad, says in (("0", "--gain"), ("x", "--gain must be a positive number")):
+        r = run("denoise", str(tmp_path / "a.png"), "--gain", bad, "-f")
+        assert r.exit_code == 2 and says in r.stderr
+    r = run("denoise", str(tmp_path / "a.png"), "--gain", "4", "--noise", "gaussian", "-f")
+    assert r.exit_code == 2 and "cannot go with --noise gaussian" in r.stderr
+
+
+def test_known_gain_and_read_noise_take_the_transform_for_them():
+    clean = np.clip(smooth_image(96), 5, 250)
+    noisy = poisson_gaussian(clean, 3.0, 1.0).numpy().astype(np.float32) / 255
+    cfg = get_preset("fast").replace(epochs=4, min_visits=0)
+    out, result = denoise(noisy, 1.0 / 255, gain=3.0 / 255, config=cfg, seed=0)
+    mse = lambda u: float(np.mean((u - clean / 255) ** 2))  # noqa: E731
+    assert mse(out) < 0.5 * mse(noisy)
+    assert result.noise == "given" and result.config.noise_model == "poisson-gaussian"
+    assert result.sigma * 255 == pytest.approx(np.sqrt(3.0 * clean.mean() + 1), rel=0.01)
+    with pytest.raises(ValueError, match="noise_model must be auto or poisson-gaussian"):
+        denoise(noisy, gain=0.01, config=cfg.replace(noise_model="gaussian"))
+    with pytest.raises(ValueError, match="gain must be a positive number"):
+        denoise(noisy, gain=-1.0, config=cfg)
+
+
 # ---- the automatic noise model ----------------------------------------------------------------
 
 

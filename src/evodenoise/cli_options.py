@@ -124,6 +124,17 @@ def restore_options(
         ),
     ] = None,
     sigma: Annotated[Text, in_noise("--sigma", "-s", metavar="S|auto")] = None,
+    gain: Annotated[
+        Text,
+        in_noise(
+            "--gain",
+            metavar="A",
+            help="Photon-counting noise of a known level: input = A·Poisson(clean/A) + "
+            "N(0, σ²) in the input's units (A: the value one photon adds; --sigma: the read "
+            "noise, none if left out). The level function is then taken as given, not "
+            "estimated.",
+        ),
+    ] = None,
     noise: Annotated[
         Text,
         in_noise(

@@ -57,6 +57,7 @@ class Options:
     recursive: bool = False
     shard: str | None = None
     sigma: str | None = None
+    gain: str | None = None
     noise: str | None = None
     data_range: float | None = None
     mask: str | None = None
@@ -84,6 +85,7 @@ class Settings:
     """The checked values of :class:`Options` (σ in input units, None = learn it)."""
 
     sigma: float | None
+    gain: float | None  # photon-counting noise's gain, input units (None: not given)
     data_range: float | None
     seed: int
     max_memory: int | None  # bytes
@@ -101,6 +103,7 @@ def check_options(opts: Options) -> Settings:
     if opts.invert_mask and opts.mask is None and opts.mask_dir is None:
         raise UsageError("--invert-mask needs a mask (--mask or --mask-dir)")
     sigma = parse_sigma(opts.sigma)
+    gain = None if opts.gain is None else parse_number("--gain", opts.gain)
     data_range = (
         None if opts.data_range is None else parse_positive("--data-range", opts.data_range)
     )
@@ -113,8 +116,13 @@ def check_options(opts: Options) -> Settings:
         )
     except ValueError as e:
         raise UsageError(f"invalid configuration: {e}") from None
+    if gain is not None and config.noise_model == "gaussian":
+        raise UsageError(
+            "--gain describes photon-counting noise: it cannot go with --noise gaussian"
+        )
     return Settings(
         sigma=sigma,
+        gain=gain,
         data_range=data_range,
         seed=parse_seed(opts.seed),
         max_memory=None if opts.max_memory is None else parse_size(opts.max_memory),
@@ -138,6 +146,15 @@ def parse_sigma(text: str | None) -> float | None:
             f"for noise-free inpainting leave it out"
         )
     return parse_positive("--sigma", value)
+
+
+def parse_number(flag: str, text: str) -> float:
+    """A positive number given as text (``--gain``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{flag} must be a positive number (got {text!r})") from None
+    return parse_positive(flag, value)
 
 
 def parse_positive(flag: str, value: float) -> float:

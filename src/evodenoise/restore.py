@@ -21,7 +21,7 @@ from .config import Config
 from .device import resolve_device
 from .estimate import estimate_image
 from .memory import MemoryBudgetError, cap_sizes
-from .noise import noise_weights, stabilise
+from .noise import Anscombe, noise_weights, stabilise
 from .parallel import split_rows
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, choose_noise_model, plan_run
@@ -59,6 +59,7 @@ def denoise(
     mask=None,
     callback: Callable[[dict], None] | None = None,
     max_memory: int | None = None,
+    gain: float | None = None,
 ):
     """Remove Gaussian noise from ``image`` without any training data but the image itself.
 
@@ -69,7 +70,11 @@ def denoise(
         from the image (``config.noise_level`` "estimated", the presets' default) or learned
         ("learned"). With a value, ``config.sigma_mode`` decides whether σ stays fixed or only
         starts there. ``config.noise_model`` "poisson-gaussian" estimates signal-dependent
-        noise instead (leave sigma out).
+        noise instead (leave sigma out). With ``gain``: the Gaussian read noise b.
+    gain : photon-counting noise of a known level, ``image = gain·Poisson(clean/gain) +
+        N(0, sigma²)`` in the image's units (gain = 1/photons at value 1; sigma None: no read
+        noise): the image goes through the generalised Anscombe transform for those values
+        instead of estimated ones. Needs ``config.noise_model`` auto or poisson-gaussian.
     config : a :class:`Config` or a preset name (see ``evodenoise.PRESETS``); None: ``fast``.
     seed : seed of the run's one random generator; equal seeds give equal results on a device.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
@@ -108,6 +113,7 @@ def denoise(
         callback,
         fill_only=False,
         max_memory=max_memory,
+        gain=gain,
     )
 
 
@@ -121,11 +127,12 @@ def inpaint(
     device="cpu",
     callback: Callable[[dict], None] | None = None,
     max_memory: int | None = None,
+    gain: float | None = None,
 ):
     """Fill the values of ``image`` marked True in ``mask`` (same shape, or (H, W) for all
-    channels). Without ``sigma`` observed values are kept as they are; with ``sigma`` the image
-    is also noisy and every value is estimated. ``config`` None: the ``inpaint`` preset. Other
-    parameters as in :func:`denoise`.
+    channels). Without ``sigma`` (and ``gain``) observed values are kept as they are; with
+    them the image is also noisy and every value is estimated. ``config`` None: the
+    ``inpaint`` preset. Other parameters as in :func:`denoise`.
 
     Examples
     --------
@@ -148,14 +155,17 @@ def inpaint(
         seed,
         device,
         callback,
-        fill_only=sigma is None,
+        fill_only=sigma is None and gain is None,
         max_memory=max_memory,
+        gain=gain,
     )
 
 
-def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, max_memory=None):
+def _restore(
+    image, mask, sigma, config, seed, device, callback, *, fill_only, max_memory=None, gain=None
+):
     t0 = time.perf_counter()
-    cfg = _check_args(sigma, config, seed, callback, max_memory)
+    cfg = _check_args(sigma, config, seed, callback, max_memory, gain)
     img, missing = _check_inputs(image, mask, sigma, cfg, fill_only)
     dev = resolve_device(device)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
@@ -169,7 +179,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
     x = torch.from_numpy(np.ascontiguousarray(chw)).to(dev) * SCALE  # (C, H, W), 0–255
     if missing is not None:
         missing = missing.to(dev)
-    x0, (x, vst, sigma255) = x, _stabilise(cfg, x, missing, sigma)
+    x0, (x, vst, sigma255) = x, _stabilise(cfg, x, missing, sigma, gain)
     sigma_vst = None if vst is None else _sigma_at_mean(vst, x0)
     cfg = cfg.replace(noise_model="gaussian" if vst is None else "poisson-gaussian")  # as run
     del x0  # (a whole image: large images need the memory later)
@@ -223,7 +233,7 @@ def _restore(image, mask, sigma, config, seed, device, callback, *, fill_only, m
         free_energy=[e["free_energy"] for e in first["log"]],
         log=[e for p in parts for e in p[1]["log"]],
         fields=fields,
-        noise=_noise_source(sigma, plan),
+        noise=_noise_source(sigma if gain is None else gain, plan),
         check=check,
     )
 
@@ -257,17 +267,27 @@ def _plane_sigmas(plan, parts, channels: int) -> list[float]:
     return [p[1]["sigma"] * SCALE for m, p in zip(plan.models, parts) for _ in planes[m.planes]]
 
 
-def _stabilise(cfg: Config, x, missing, sigma):
+def _stabilise(cfg: Config, x, missing, sigma, gain=None):
     """(x, transforms or None, σ in 0–255 units or None): where the plan's noise model is
-    poisson-gaussian (``plan.choose_noise_model``) and the noise grows with the signal,
-    x made white of σ = the transforms' scale (``cfg.signal_dependence`` "likelihood": the
+    poisson-gaussian (``plan.choose_noise_model``) and the noise grows with the signal, or a
+    ``gain`` is given (then σ is the read noise, and both give the level function instead of
+    an estimate), x made white of σ = the transforms' scale (``cfg.signal_dependence`` "likelihood": the
     transforms found, x as it is, σ None: the likelihood takes the noise as it is)."""
     sigma255 = None if sigma is None else sigma * SCALE
+    if gain is not None:  # a known level function: var = a·E[y] + b²
+        vst = [Anscombe.fit(gain * SCALE, (sigma255 or 0.0) ** 2)] * x.shape[0]
+        return _stabilised(cfg, x, vst)
     if cfg.noise_model == "poisson-gaussian" and sigma is not None:
-        raise ValueError("noise_model poisson-gaussian estimates the noise: leave sigma out")
+        raise ValueError(
+            "noise_model poisson-gaussian estimates the noise: leave sigma out (or give the gain)"
+        )
     if choose_noise_model(cfg, x, missing, sigma255) != "poisson-gaussian":
         return x, None, sigma255
-    vst = stabilise(x, missing)
+    return _stabilised(cfg, x, stabilise(x, missing))
+
+
+def _stabilised(cfg: Config, x, vst):
+    """:func:`_stabilise`'s result for the transforms ``vst`` (None: no signal dependence)."""
     if vst is None:  # no signal dependence found: Gaussian noise
         return x, None, None
     if cfg.signal_dependence == "likelihood":
@@ -293,7 +313,7 @@ def _noise_source(sigma, plan) -> str:
 MAX_SIGMA = 1e6  # σ in image units ([0, 1] scale): a million times the range is no noise level
 
 
-def _check_args(sigma, config, seed, callback, max_memory) -> Config:
+def _check_args(sigma, config, seed, callback, max_memory, gain=None) -> Config:
     """The configuration to run; ``TypeError`` or ``ValueError`` naming the argument, with one
     line, before any work, for a value the library cannot take."""
     if isinstance(config, str):
@@ -305,6 +325,16 @@ def _check_args(sigma, config, seed, callback, max_memory) -> Config:
             raise TypeError(f"sigma must be a number or None (got {type(sigma).__name__})")
         if not (math.isfinite(sigma) and 0 < sigma <= MAX_SIGMA):
             raise ValueError(f"sigma must be a positive number up to {MAX_SIGMA:g} (got {sigma})")
+    if gain is not None:
+        if isinstance(gain, bool) or not isinstance(gain, (int, float, np.integer, np.floating)):
+            raise TypeError(f"gain must be a number or None (got {type(gain).__name__})")
+        if not (math.isfinite(gain) and 0 < gain <= MAX_SIGMA):
+            raise ValueError(f"gain must be a positive number up to {MAX_SIGMA:g} (got {gain})")
+        if config.noise_model == "gaussian":
+            raise ValueError(
+                "gain describes photon-counting noise: noise_model must be auto or "
+                "poisson-gaussian, not gaussian"
+            )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer (got {type(seed).__name__})")
     if not 0 <= seed < 2**63:

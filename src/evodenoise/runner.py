@@ -56,6 +56,7 @@ def _record(job: Job, ctx: RunContext) -> dict:
         "psnr_input": None,
         "sigma": None,
         "sigma_given": ctx.settings.sigma,
+        "gain_given": ctx.settings.gain,
         "sigma_source": None,
         "check": None,
         "data_range": None,
@@ -212,6 +213,8 @@ def _run_engine(job: Job, ctx: RunContext, image, mask, units: float):
         callback=lambda state: rep.update(state, units),
         max_memory=settings.max_memory,
     )
+    if settings.gain is not None:  # (only then: the call stays the plain one otherwise)
+        kwargs["gain"] = settings.gain / units
     rep.start_file(job.source if job.source != "-" else "stdin", image.shape[0] * image.shape[1])
     try:
         with warnings_as_lines(rep):
@@ -350,7 +353,8 @@ def run_batch(opts: Options) -> int:
     shard = "" if settings.shard is None else ", shard {}/{}".format(*settings.shard)
     rep.debug(
         f"{opts.command}: {len(jobs)} input(s), device {device}, seed {settings.seed}, "
-        f"σ {'learned' if sigma is None else f'{sigma:g} (input units)'}{shard}"
+        f"σ {'learned' if sigma is None else f'{sigma:g} (input units)'}"
+        f"{'' if settings.gain is None else f', gain {settings.gain:g}'}{shard}"
     )
     rep.debug("config: " + ", ".join(f"{k}={v}" for k, v in settings.config.to_dict().items()))
     counts = {"ok": 0, "skipped": 0, "error": 0}
