@@ -50,6 +50,17 @@ def add_noise(clean: np.ndarray, peak: float, read: float, seed) -> np.ndarray:
     return noisy.astype(np.float32)
 
 
+def run_known(method: str, noisy, config, seed: int, clean, peak: float, args):
+    """``benchmarks/real.py``'s methods, and ``evodenoise-known``: evodenoise told the noise's
+    level function (``--gain 1/peak --sigma b``) instead of estimating it."""
+    if method != "evodenoise-known":
+        return run_method(method, noisy, config, seed, clean)
+    from evodenoise import denoise
+
+    out, result = denoise(noisy, args.read_noise / 255, gain=1 / peak, config=config, seed=seed)
+    return out, result.sigma * 255
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("images", nargs="+", help="clean images (colour ones are made gray)")
@@ -59,7 +70,8 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--methods",
         default="input,evodenoise,gat-bm3d,nlm-cal",
-        help="comma separated, from benchmarks/real.py's methods",
+        help="comma separated, from benchmarks/real.py's methods and evodenoise-known (the "
+        "noise's gain and read noise given)",
     )
     add_engine_options(ap, "poisson")
     args = ap.parse_args(argv)
@@ -74,7 +86,7 @@ def main(argv=None) -> None:
             noisy = add_noise(clean, peak, args.read_noise / 255, seed)
             for method in args.methods.split(","):
                 t0 = time.perf_counter()
-                est, sigma = run_method(method, noisy, config, args.seed, clean)
+                est, sigma = run_known(method, noisy, config, args.seed, clean, peak, args)
                 rec = {
                     "image": Path(path).stem,
                     "peak": peak,

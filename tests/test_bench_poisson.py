@@ -39,3 +39,19 @@ def test_calibrated_nlm_and_table(poisson):
     assert poisson.psnr(out, clean) > poisson.psnr(noisy, clean) + 3 and h > 0
     rows = [{"image": "a", "peak": 4.0, "method": m, "psnr": 20.0} for m in ("input", "x")]
     assert poisson.table(rows).splitlines()[2] == "| a | 4 | 20.00 | 20.00 |"
+
+
+def test_known_level_function_is_given_to_evodenoise(poisson, monkeypatch):
+    import evodenoise
+
+    seen = {}
+
+    def fake(noisy, sigma=None, **kw):
+        seen.update(sigma=sigma, gain=kw.get("gain"))
+        return noisy, type("R", (), {"sigma": 0.1})()
+
+    monkeypatch.setattr(evodenoise, "denoise", fake)
+    args = type("A", (), {"read_noise": 2.0})()
+    noisy = np.zeros((8, 8), np.float32)
+    out, sigma = poisson.run_known("evodenoise-known", noisy, None, 0, noisy, 4.0, args)
+    assert seen == {"sigma": pytest.approx(2 / 255), "gain": 0.25} and sigma == pytest.approx(25.5)
