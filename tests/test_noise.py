@@ -259,6 +259,11 @@ def test_gain_gives_the_level_function(tmp_path, engine):
         assert r.exit_code == 2 and says in r.stderr
     r = run("denoise", str(tmp_path / "a.png"), "--gain", "4", "--noise", "gaussian", "-f")
     assert r.exit_code == 2 and "cannot go with --noise gaussian" in r.stderr
+    holes = np.zeros((16, 16), np.uint8)
+    holes[4:8, 4:8] = 255
+    Image.fromarray(holes).save(tmp_path / "m.png")
+    r = run("inpaint", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "--gain", "4")
+    assert r.exit_code == 0 and engine.gain == pytest.approx(4 / 255)  # its preset's gaussian
 
 
 def test_known_gain_and_read_noise_take_the_transform_for_them():
@@ -270,8 +275,8 @@ def test_known_gain_and_read_noise_take_the_transform_for_them():
     assert mse(out) < 0.5 * mse(noisy)
     assert result.noise == "given" and result.config.noise_model == "poisson-gaussian"
     assert result.sigma * 255 == pytest.approx(np.sqrt(3.0 * clean.mean() + 1), rel=0.01)
-    with pytest.raises(ValueError, match="noise_model must be auto or poisson-gaussian"):
-        denoise(noisy, gain=0.01, config=cfg.replace(noise_model="gaussian"))
+    _, told = denoise(noisy, gain=3.0 / 255, config=cfg.replace(noise_model="gaussian"))
+    assert told.config.noise_model == "poisson-gaussian"  # the gain says what the noise is
     with pytest.raises(ValueError, match="gain must be a positive number"):
         denoise(noisy, gain=-1.0, config=cfg)
 

@@ -116,7 +116,7 @@ def check_options(opts: Options) -> Settings:
         )
     except ValueError as e:
         raise UsageError(f"invalid configuration: {e}") from None
-    if gain is not None and config.noise_model == "gaussian":
+    if gain is not None and opts.noise == "gaussian":  # (a preset's gaussian: the gain wins)
         raise UsageError(
             "--gain describes photon-counting noise: it cannot go with --noise gaussian"
         )

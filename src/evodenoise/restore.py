@@ -74,7 +74,7 @@ def denoise(
     gain : photon-counting noise of a known level, ``image = gain·Poisson(clean/gain) +
         N(0, sigma²)`` in the image's units (gain = 1/photons at value 1; sigma None: no read
         noise): the image goes through the generalised Anscombe transform for those values
-        instead of estimated ones. Needs ``config.noise_model`` auto or poisson-gaussian.
+        instead of estimated ones, whatever ``config.noise_model`` says.
     config : a :class:`Config` or a preset name (see ``evodenoise.PRESETS``); None: ``fast``.
     seed : seed of the run's one random generator; equal seeds give equal results on a device.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
@@ -330,11 +330,6 @@ def _check_args(sigma, config, seed, callback, max_memory, gain=None) -> Config:
             raise TypeError(f"gain must be a number or None (got {type(gain).__name__})")
         if not (math.isfinite(gain) and 0 < gain <= MAX_SIGMA):
             raise ValueError(f"gain must be a positive number up to {MAX_SIGMA:g} (got {gain})")
-        if config.noise_model == "gaussian":
-            raise ValueError(
-                "gain describes photon-counting noise: noise_model must be auto or "
-                "poisson-gaussian, not gaussian"
-            )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer (got {type(seed).__name__})")
     if not 0 <= seed < 2**63:
