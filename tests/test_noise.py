@@ -5,6 +5,7 @@ fraction; the ``noise`` command; ``noise_level=estimated`` in a run."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -302,6 +303,31 @@ def test_texture_growing_with_brightness_is_not_signal_dependent(sigma):
     assert _grows(*estimate_poisson_gaussian(white), white)  # local variances are fooled...
     assert not is_signal_dependent(white)  # ...the diagonal detail is not
     assert is_signal_dependent(poisson_gaussian(clean, 2.0, 1.0))
+
+
+def test_fine_texture_on_the_bright_parts_only_is_not_signal_dependent():
+    """Coins-like: a flat dark ground and bright parts with fine texture (stripes, which first
+    differences see and the diagonal detail does not, plus weak isotropic grain)."""
+    from evodenoise.noise import (
+        _grows,
+        _grows_finely,
+        estimate_poisson_gaussian,
+        is_signal_dependent,
+    )
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.arange(128, dtype=torch.float64)
+    tex = 25 * torch.sin(2 * math.pi * x / 3) + 5 * torch.randn(
+        128, 128, generator=g, dtype=torch.float64
+    )
+    clean = torch.full((128, 128), 30.0, dtype=torch.float64) + torch.linspace(0, 40, 128)
+    clean[:, 64:] += 150 + tex[:, 64:]
+    white = clean + 5 * torch.randn(128, 128, generator=g, dtype=torch.float64)
+    a, c = estimate_poisson_gaussian(white)
+    assert _grows(a, c, white) and _grows_finely(white)  # both growth tests are fooled...
+    assert not is_signal_dependent(white)  # ...the transform would crush the bright noise
+    counts = torch.poisson(clean.clamp(min=0) / 3, generator=g) * 3
+    assert is_signal_dependent(counts)
 
 
 def test_auto_noise_model_takes_white_photon_counts_only():
