@@ -330,6 +330,19 @@ def test_fine_texture_on_the_bright_parts_only_is_not_signal_dependent():
     assert is_signal_dependent(counts)
 
 
+def test_between_white_and_correlated_the_finest_scale_sets_sigma():
+    """White noise on fine texture reads between white and correlated (its block means see the
+    texture): the smaller, finest-scale σ, not the block means' (5x too large on grass at σ 5);
+    correlated noise (camera photos, below 0.4) keeps 1.4 times the block means'."""
+    from evodenoise.noise import CORRELATED, Reading
+
+    between = Reading(fine=12.0, blocks=24.5)  # grass at σ = 5 reads about so
+    assert not between.white and not between.correlated and between.sigma == 12.0
+    camera = Reading(fine=3.0, blocks=12.0)  # whiteness 0.25
+    assert camera.correlated and camera.sigma == pytest.approx(CORRELATED * 12.0)
+    assert Reading(fine=8.0, blocks=10.0).sigma == 8.0  # white
+
+
 def test_auto_noise_model_takes_white_photon_counts_only():
     from evodenoise.config import Config
     from evodenoise.plan import choose_noise_model

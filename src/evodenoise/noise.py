@@ -23,7 +23,8 @@ TRANSFORM_EVENS = 0.25  # ... and after the transform at least this ratio (noise
 WHITE = 0.6  # whiteness (Reading.whiteness) from which noise counts as white: camera photos
 #   measure 0.18-0.32, white noise of σ >= 10 on the benchmark images 0.67-1.01
 CORRELATED_BELOW = 0.4  # whiteness below which noise counts as correlated between
-#   neighbours: camera photos 0.18-0.32; white noise on fine texture reads 0.41-0.6 from σ = 5
+#   neighbours: camera photos 0.18-0.34, box-filtered white noise 0.35-0.37; white noise on
+#   fine texture reads 0.4-0.6 from σ = 5 (gravel at σ = 5: 0.398)
 CORRELATED = 1.4  # σ assumed for correlated noise, as a multiple of its estimate: a model of
 #   white noise removes more of it at a σ above the per-pixel one (real camera photos:
 #   benchmarks/RESULTS.md, table 4c)
@@ -90,10 +91,10 @@ class Reading:
         and less of the image's texture than the estimate on block means (that one read 11.3
         for σ = 5 on a textured photo, the finest scale 6.9); correlated noise ``CORRELATED``
         times the estimate on block means, which reads it near its per-pixel σ; in between
-        the estimate on block means."""
-        if self.white:
-            return self.fine
-        return CORRELATED * self.blocks if self.correlated else self.blocks
+        (white noise on fine texture, where the block means read the texture: 24.5 for σ = 5
+        on scikit-image's grass, the finest scale 12) the finest-scale estimate too, the
+        smaller."""
+        return CORRELATED * self.blocks if self.correlated else self.fine
 
 
 def read_noise(planes: torch.Tensor) -> Reading:
