@@ -263,26 +263,17 @@ def noise_weights(x: torch.Tensor, vst: list[Anscombe], shared: bool) -> tuple[t
     >>> bool(r[0, :, :8].mean() > r[0, :, -8:].mean())  # dark values weigh more
     True
     """
+    from scipy.ndimage import gaussian_filter
+
     planes = []
     for t, p in zip(vst, x):
-        var = t.a * _blur(p.double(), PILOT_BLUR) + t.c
-        planes.append(var.clamp(min=t.a * t.a / 2))
-    var = torch.stack(planes)  # (C, H, W)
+        pilot = gaussian_filter(p.double().cpu().numpy(), PILOT_BLUR, mode="nearest", truncate=3.0)
+        planes.append((t.a * torch.from_numpy(pilot) + t.c).clamp(min=t.a * t.a / 2))
+    var = torch.stack(planes).to(x.device)  # (C, H, W)
     if shared:
         var = var.mean(0, keepdim=True).expand_as(var)
     mean = float(var.mean())
     return (mean / var).sqrt().to(x.dtype), math.sqrt(mean)
-
-
-def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A plane (H, W) smoothed by a Gaussian of ``sigma`` pixels (edges repeated outwards)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=plane.dtype, device=plane.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = torch.nn.functional.pad(plane[None, None], (radius,) * 4, "replicate")
-    x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
-    return torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))[0, 0]
 
 
 def is_signal_dependent(plane: torch.Tensor) -> bool:
