@@ -86,6 +86,26 @@ def test_noise_command_prints_and_writes_json(tmp_path):
     assert "σ gray" in r.stderr and r.stderr.count("missing.png") == 1
 
 
+def fine_texture_under_weak_noise(n=96, seed=0):
+    """Fine random texture (white noise blurred over 0.7 px, std 10) under white noise of σ 4:
+    reads between white and correlated (whiteness 0.43-0.47 over seeds 0-3)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    t = gaussian_filter(rng.standard_normal((n, n)), 0.7)
+    return 128 + 10 * t / t.std() + 4 * rng.standard_normal((n, n))
+
+
+def test_noise_command_says_when_the_noise_is_uncertain(tmp_path):
+    np.save(tmp_path / "t.npy", fine_texture_under_weak_noise().astype(np.float32))
+    np.save(tmp_path / "w.npy", (smooth_image(64) + 8 * np.random.default_rng(3).standard_normal((64, 64))).astype(np.float32))  # fmt: skip
+    r = run("noise", "t.npy", "w.npy", "--json")
+    texture, white = (json.loads(line)["noise_reading"] for line in r.stdout.splitlines())
+    assert texture["kind"] == "between" and texture["unsure"] is True
+    assert white["kind"] == "white" and white["unsure"] is False
+    assert r.stderr.count("uncertain: reads between white and correlated") == 1
+
+
 def test_noise_command_says_when_the_noise_is_correlated(tmp_path):
     noisy = smooth_image(64) + correlated_noise((64, 64), 8)
     np.save(tmp_path / "c.npy", noisy.astype(np.float32))
@@ -341,6 +361,32 @@ def test_between_white_and_correlated_the_finest_scale_sets_sigma():
     camera = Reading(fine=3.0, blocks=12.0)  # whiteness 0.25
     assert camera.correlated and camera.sigma == pytest.approx(CORRELATED * 12.0)
     assert Reading(fine=8.0, blocks=10.0).sigma == 8.0  # white
+
+
+def test_reading_is_unsure_between_white_and_correlated():
+    """Whiteness from UNSURE_FROM up to WHITE: fine texture under weak white noise and noise
+    correlated between neighbours read alike there, so the σ assumed is uncertain."""
+    from evodenoise.noise import UNSURE_FROM, WHITE, Reading
+
+    kinds = [(w, Reading(fine=w, blocks=1.0)) for w in (0.2, UNSURE_FROM, 0.39, 0.5, WHITE, 0.9)]
+    assert [r.kind for _, r in kinds] == ["correlated"] * 3 + ["between", "white", "white"]
+    assert [r.unsure for _, r in kinds] == [False, True, True, True, False, False]
+    assert Reading(fine=5.0, blocks=10.0).as_dict() == {"whiteness": 0.5, "kind": "between",
+                                                         "unsure": True}  # fmt: skip
+
+
+def test_a_run_warns_when_the_noise_reading_is_uncertain(tmp_path):
+    """σ estimated from an uncertain reading: one warning line, and the reading in --json; σ
+    given: no reading, no warning."""
+    np.save(tmp_path / "t.npy", fine_texture_under_weak_noise(64).astype(np.float32))
+    fast = ("--preset", "fast", "--epochs", "1", "--json", "--force")
+    r = run("denoise", "t.npy", "-o", "a.png", *fast)
+    assert r.exit_code == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["noise_reading"]["unsure"] is True and record["sigma_source"] == "estimated"
+    assert r.stderr.count("reads between white and correlated") == 1
+    r = run("denoise", "t.npy", "-o", "b.png", "--sigma", "4", *fast)
+    assert json.loads(r.stdout)["noise_reading"] is None and "between white" not in r.stderr
 
 
 def test_auto_noise_model_takes_white_photon_counts_only():

@@ -25,6 +25,12 @@ WHITE = 0.6  # whiteness (Reading.whiteness) from which noise counts as white: c
 CORRELATED_BELOW = 0.4  # whiteness below which noise counts as correlated between
 #   neighbours: camera photos 0.18-0.34, box-filtered white noise 0.35-0.37; white noise on
 #   fine texture reads 0.4-0.6 from σ = 5 (gravel at σ = 5: 0.398)
+UNSURE_FROM = 0.36  # whiteness from which up to WHITE the kind of noise, so its level, is
+#   uncertain: fine texture under weak white noise reads as correlated noise would (gravel at
+#   σ = 5: 0.40, its σ assumed 3.5x too large; grass: 0.48, 2.5x), and no single-image
+#   statistic measured told them apart (benchmarks/RESULTS.md, table 4c); camera photos read
+#   at most 0.343 (15 real photos, whole and centre crops), white noise from σ = 10 on the
+#   benchmark images at least 0.67
 CORRELATED = 1.4  # σ assumed for correlated noise, as a multiple of its estimate: a model of
 #   white noise removes more of it at a σ above the per-pixel one (real camera photos:
 #   benchmarks/RESULTS.md, table 4c)
@@ -79,6 +85,22 @@ class Reading:
     def white(self) -> bool:
         """The noise looks white: whiteness at least ``WHITE``."""
         return self.whiteness >= WHITE
+
+    @property
+    def unsure(self) -> bool:
+        """Whether the kind of noise, and so the σ assumed, is uncertain: whiteness from
+        ``UNSURE_FROM`` up to ``WHITE``, where fine texture under weak white noise and noise
+        correlated between neighbours read alike."""
+        return UNSURE_FROM <= self.whiteness < WHITE
+
+    @property
+    def kind(self) -> str:
+        """ "white", "correlated" or "between" (neither: white noise on fine texture)."""
+        return "white" if self.white else "correlated" if self.correlated else "between"
+
+    def as_dict(self) -> dict:
+        """What the reading says, as plain values: the ``--json`` record's ``noise_reading``."""
+        return {"whiteness": round(self.whiteness, 3), "kind": self.kind, "unsure": self.unsure}
 
     @property
     def correlated(self) -> bool:

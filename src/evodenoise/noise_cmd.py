@@ -12,7 +12,13 @@ from .noise import CORRELATED
 from .options import parse_positive
 from .report import Reporter, emit_json
 
-__all__ = ["run_noise", "estimate_noise", "estimate_level_functions", "is_correlated"]
+__all__ = [
+    "run_noise",
+    "estimate_noise",
+    "estimate_level_functions",
+    "is_correlated",
+    "read_image_noise",
+]
 
 
 def estimate_noise(image: np.ndarray) -> dict[str, float]:
@@ -59,15 +65,21 @@ def estimate_level_functions(image: np.ndarray) -> list[tuple[float, float]] | N
     return None if vst is None else [(t.a / 255.0, t.c / 255.0**2) for t in vst]
 
 
-def is_correlated(image: np.ndarray) -> bool:
-    """Whether the noise of the image's first channel group (gray, or luminance) is
-    correlated between neighbours (``noise.is_correlated``), as a camera's processing leaves
-    it; σ is then assumed ``noise.CORRELATED`` times its per-pixel estimate."""
+def read_image_noise(image: np.ndarray):
+    """The ``noise.Reading`` of the image's first channel group (gray, or luminance), from
+    which a run estimates σ."""
     from .color import to_opponent
-    from .noise import is_correlated as correlated
+    from .noise import read_noise
 
     x = _planes(image)
-    return correlated(x if x.shape[0] == 1 else to_opponent(x)[:1])
+    return read_noise(x if x.shape[0] == 1 else to_opponent(x)[:1])
+
+
+def is_correlated(image: np.ndarray) -> bool:
+    """Whether the noise of the image's first channel group (gray, or luminance) is
+    correlated between neighbours (``noise.Reading.correlated``), as a camera's processing
+    leaves it; σ is then assumed ``noise.CORRELATED`` times its per-pixel estimate."""
+    return read_image_noise(image).correlated
 
 
 def _planes(image: np.ndarray):
@@ -94,9 +106,13 @@ def run_noise(inputs: list[str], data_range: float | None, json_out: bool, quiet
             levels = estimate_level_functions(image)
             record["model"] = "gaussian" if levels is None else "poisson-gaussian"
             if levels is None:
-                record["correlated"] = is_correlated(image)
+                reading = read_image_noise(image)
+                record["correlated"] = reading.correlated
+                record["noise_reading"] = reading.as_dict()
                 groups = ", ".join(f"{k} {v:.3g}" for k, v in record["sigma"].items())
-                how = f"; correlated: {CORRELATED:g}x the per-pixel σ" * record["correlated"]
+                how = f"; correlated: {CORRELATED:g}x the per-pixel σ" * reading.correlated
+                how += (f"; uncertain: reads between white and correlated (whiteness "
+                        f"{reading.whiteness:.2f})") * reading.unsure  # fmt: skip
                 rep.info(f"{quote(source)}: σ {groups} (input units, estimated{how})")
             else:  # var = gain·value + offset: gain scales with the units, offset with their square
                 record["gain"] = [a * units for a, _ in levels]

@@ -18,6 +18,7 @@ import torch
 
 from .config import Config
 from .memory import available_memory, check_fits
+from .noise import Reading
 from .patches import count_patches
 from .presets import DEFAULT_PRESETS, get_preset
 
@@ -56,8 +57,15 @@ class Plan:
     shape: tuple[int, int, int]  # (C, H, W) planes restored (an alpha channel excluded)
     opponent: bool  # colour: luminance/chroma models in the opponent basis (see color.py)
     models: tuple[ModelPlan, ...]
-    correlated: bool = False  # σ estimated from noise correlated between neighbours (camera
-    #   photos): the self-check then reports level and structure without testing them
+    reading: Reading | None = None  # the noise as read where σ is estimated from it
+    #   (noise.Reading; None: σ given or learned)
+
+    @property
+    def correlated(self) -> bool:
+        """σ estimated from noise correlated between neighbours (camera photos): the second
+        stage runs at ``CORRELATED_STAGE`` times it and the self-check reports level and
+        structure without testing them."""
+        return self.reading is not None and self.reading.correlated
 
     @property
     def stage_sigma(self) -> float:
@@ -134,8 +142,8 @@ def plan_run(
         )
         train, est = _work(g_cfg, n)
         models.append(ModelPlan(name, planes, g_sigma, g_cfg, n, train + est, train))
-    correlated = reading is not None and sigmas[0] is not None and reading.correlated
-    return Plan((c, h, w), opponent, tuple(models), correlated)
+    estimated = reading if sigmas[0] is not None else None  # learned: the reading unused
+    return Plan((c, h, w), opponent, tuple(models), estimated)
 
 
 def default_chunk(device: torch.device) -> int:

@@ -21,7 +21,7 @@ from .config import Config
 from .device import resolve_device
 from .estimate import estimate_image
 from .memory import MemoryBudgetError, cap_sizes
-from .noise import Anscombe, noise_weights, stabilise
+from .noise import Anscombe, Reading, noise_weights, stabilise
 from .parallel import split_rows
 from .patches import fill_missing, gather_patches
 from .plan import AUTO_PATCH_SIZES, ModelPlan, choose_noise_model, plan_run
@@ -47,6 +47,7 @@ class Result:
     fields: np.ndarray | None = None  # (H, p, p[, C]) generative fields, image units
     noise: str = "learned"  # where sigma came from: given, estimated (fixed) or learned
     check: Check | None = None  # the result checked against its noise (None: not checked)
+    reading: Reading | None = None  # the noise as read where σ was estimated from it
 
 
 def denoise(
@@ -235,6 +236,7 @@ def _restore(
         fields=fields,
         noise=_noise_source(sigma if gain is None else gain, plan),
         check=check,
+        reading=plan.reading,
     )
 
 

@@ -58,6 +58,7 @@ def _record(job: Job, ctx: RunContext) -> dict:
         "sigma_given": ctx.settings.sigma,
         "gain_given": ctx.settings.gain,
         "sigma_source": None,
+        "noise_reading": None,
         "check": None,
         "data_range": None,
         "seconds": None,
@@ -177,6 +178,7 @@ def process(job: Job, ctx: RunContext) -> dict:
         config=ran.to_dict(),
         epochs=ran.epochs,
     )
+    _report_reading(job, record, result, rep)
     _report_check(job, record, result, rep)
 
     if reference is not None:
@@ -189,6 +191,21 @@ def process(job: Job, ctx: RunContext) -> dict:
     if not saved:
         record["skipped_because"] = "appeared"
     return record
+
+
+def _report_reading(job: Job, record: dict, result, rep: Reporter) -> None:
+    """The noise as read where σ was estimated (noise.Reading) into the record, and one warning
+    line where its kind, so the σ assumed, is uncertain."""
+    reading = getattr(result, "reading", None)
+    if reading is None:
+        return
+    record["noise_reading"] = reading.as_dict()
+    if reading.unsure:
+        rep.warn(
+            f"{quote(job.source)}: the noise reads between white and correlated (whiteness "
+            f"{reading.whiteness:.2f}): σ {record['sigma']:.3g} is uncertain, fine texture under "
+            f"weak noise reads so; if you know σ, give --sigma"
+        )
 
 
 def _report_check(job: Job, record: dict, result, rep: Reporter) -> None:
