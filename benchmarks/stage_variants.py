@@ -5,7 +5,8 @@ Runs the default denoising (``--preset``, seed 0) once per input and catches the
 stage's input (the noisy planes, the model's estimate as pilot, and the models' σ per plane,
 in the planes the models saw), then applies the stage to it at each of ``--scales`` and each
 of ``--factors`` (multiples of the models' σ; the default's own factor is ``Plan.stage_sigma``:
-1, or 2 on noise correlated between neighbours). So the differences are the stage's alone.
+1, or 2 on noise correlated between neighbours) and each of ``--passes`` (the stage run again
+with its own output as the pilot). So the differences are the stage's alone.
 Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
 same input (σ given only).
 
@@ -78,6 +79,8 @@ def main(argv=None) -> None:
     ap.add_argument("--gray", action="store_true", help="pairs: the mean of their channels")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--factors", type=float, nargs="+", default=[1.0], help="× the models' σ")
+    ap.add_argument("--passes", type=int, nargs="+", default=[1], help="the stage run again "
+                    "with its output as the next pilot, this many passes in all")  # fmt: skip
     ap.add_argument("--crop", type=int, default=256, help="centre crop (default 256)")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--threads", type=int, default=1)
@@ -104,9 +107,17 @@ def main(argv=None) -> None:
 
     restore.refine_estimate, restore._plane_sigmas = catch, catch_sigmas
     cfg = get_preset(args.preset)
-    keys = [(s, f) for s in args.scales for f in args.factors]
-    label = {k: f"scales_{k[0]}" + ("" if k[1] == 1 else f"_x{k[1]:g}") for k in keys}
-    names = " | ".join(f"{s} scale(s)" + ("" if f == 1 else f", {f:g}σ") for s, f in keys)
+    keys = [(s, f, n) for s in args.scales for f in args.factors for n in args.passes]
+    label = {
+        k: f"scales_{k[0]}"
+        + ("" if k[1] == 1 else f"_x{k[1]:g}")
+        + ("" if k[2] == 1 else f"_p{k[2]}")
+        for k in keys
+    }
+    names = " | ".join(
+        f"{s} scale(s)" + ("" if f == 1 else f", {f:g}σ") + ("" if n == 1 else f", {n} passes")
+        for s, f, n in keys
+    )
     print(f"| image | σ | model | {names} | BM3D |")
     print("|---|---|---|" + "---|" * len(keys) + "---|")
     for name, level, noisy, clean, sigma01 in inputs(args):
@@ -117,9 +128,11 @@ def main(argv=None) -> None:
         x, pilot, sigmas = caught["x"], caught["pilot"], caught["sigmas"]
         colour = clean.ndim == 3
         rec = {"image": name, "sigma": level, "model": psnr(to_image(pilot, colour), clean)}
-        for s, f in keys:
-            out = stage(x, pilot, [f * v for v in sigmas], s)
-            rec[label[s, f]] = psnr(to_image(out, colour), clean)
+        for s, f, n in keys:
+            out = pilot
+            for _ in range(n):
+                out = stage(x, out, [f * v for v in sigmas], s)
+            rec[label[s, f, n]] = psnr(to_image(out, colour), clean)
         if args.bm3d and sigma01 is not None:
             import bm3d
 

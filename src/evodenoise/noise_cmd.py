@@ -111,8 +111,8 @@ def run_noise(inputs: list[str], data_range: float | None, json_out: bool, quiet
                 record["noise_reading"] = reading.as_dict()
                 groups = ", ".join(f"{k} {v:.3g}" for k, v in record["sigma"].items())
                 how = f"; correlated: {CORRELATED:g}x the per-pixel σ" * reading.correlated
-                how += (f"; uncertain: reads between white and correlated (whiteness "
-                        f"{reading.whiteness:.2f})") * reading.unsure  # fmt: skip
+                how += (f"; uncertain: fine texture under weak white noise reads alike "
+                        f"(whiteness {reading.whiteness:.2f})") * reading.unsure  # fmt: skip
                 rep.info(f"{quote(source)}: σ {groups} (input units, estimated{how})")
             else:  # var = gain·value + offset: gain scales with the units, offset with their square
                 record["gain"] = [a * units for a, _ in levels]

@@ -202,9 +202,9 @@ def _report_reading(job: Job, record: dict, result, rep: Reporter) -> None:
     record["noise_reading"] = reading.as_dict()
     if reading.unsure:
         rep.warn(
-            f"{quote(job.source)}: the noise reads between white and correlated (whiteness "
-            f"{reading.whiteness:.2f}): σ {record['sigma']:.3g} is uncertain, fine texture under "
-            f"weak noise reads so; if you know σ, give --sigma"
+            f"{quote(job.source)}: σ {record['sigma']:.3g} is uncertain (whiteness "
+            f"{reading.whiteness:.2f}: fine texture under weak white noise and noise correlated "
+            f"between neighbours read alike); if you know σ, give --sigma"
         )
 
 
