@@ -178,6 +178,30 @@ def test_sweeps_stop_where_they_gain_nothing(trained_crop, monkeypatch):
     assert adaptive > every - 0.05
 
 
+def test_fresh_patches_on_a_coarser_grid(trained_crop, monkeypatch):
+    """``fresh_stride`` 2 estimates the fresh patches of every other row and column only (and
+    the last, so every pixel is covered): about a quarter of their E-step rows, little
+    quality lost, the same result in bands as in one."""
+    clean, noisy, run = trained_crop
+    rows = []
+    real = estimate_module.estep_rows
+
+    def counted(model, y, *args, **kw):
+        rows.append(y.shape[0])
+        return real(model, y, *args, **kw)
+
+    monkeypatch.setattr(estimate_module, "estep_rows", counted)
+    every4 = slice(None, None, 4)
+    every = run(every4, sweep_tol=0.0, poor_fit_sweeps=1)
+    n_every = sum(rows)
+    rows.clear()
+    coarse = run(every4, sweep_tol=0.0, poor_fit_sweeps=1, fresh_stride=2)
+    assert sum(rows) < 0.45 * n_every  # the pool's own rows are all still estimated
+    assert np.isfinite(coarse) and coarse > every - 0.3, (coarse, every)
+    assert run(every4, fresh_stride=2, band_rows=5) == pytest.approx(run(every4, fresh_stride=2))
+    assert run(slice(None), fresh_stride=2) == run(slice(None))  # no fresh patch: no change
+
+
 def test_pooled_training_is_reported_and_denoises():
     """A pool of 1,200 of the 2,288 patches: the config that ran says so; the result is still
     far above the noisy input (measured 28.2 dB from 20.2; a pool this small on a tiny image
@@ -224,6 +248,20 @@ def test_a_denoising_runs_chroma_model_keeps_the_presets_epochs():
     missing[:, ::7] = True
     lum, chroma = plan_run(cfg, x, missing, None, opponent=True).models
     assert chroma.config.epochs > 16  # inpainting: raised as before (not measured without)
+
+
+def test_fresh_stride_spares_the_chroma_models_cheap_fresh_patches():
+    """The chroma model's fresh patches take the dictionary's posterior without a sweep
+    (``chroma_sweeps`` 0): they stay on every patch; with sweeps they follow the stride."""
+    from evodenoise.plan import plan_run
+
+    cfg = SMALL.replace(train_patches=4096, patch_size=4, fresh_stride=2)
+    x = torch.rand(3, 100, 100) * 255
+    lum, chroma = plan_run(cfg, x, None, 25.0, opponent=True).models
+    assert lum.config.fresh_stride == 2 and chroma.config.fresh_stride == 1
+    swept = plan_run(cfg.replace(chroma_sweeps=1), x, None, 25.0, opponent=True).models[1]
+    assert swept.config.fresh_stride == 2
+    assert lum.work < plan_run(cfg.replace(fresh_stride=1), x, None, 25.0, True).models[0].work
 
 
 def test_memory_budget_refuses_before_any_work():

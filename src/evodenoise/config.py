@@ -82,6 +82,9 @@ class Config:
     band_rows: int = 0  # patch rows per band of the estimate; 0: ~65,536 patches, memory-bound
     dictionary_size: int = 4096  # most frequent pool states that seed patches outside the pool
     fresh_sweeps: int = 3  # E-step sweeps of a patch outside the pool from its seeds
+    fresh_stride: int = 1  # patches outside the pool estimated on every this-many-th row and
+    #   column only (and the last): each pixel averages fewer of their estimates for about
+    #   1/stride² of their work; 1: every patch (the paper's)
     poor_fit_sweeps: int = 3  # sweeps instead for a patch the dictionary explains poorly
     sweep_tol: float = 1e-4  # a patch stops sweeping once a sweep raised its free-energy
     #   term by less than this (nats); 0: every patch takes every sweep
@@ -105,6 +108,7 @@ class Config:
         _check(all(h >= 1 for h in self.hidden), "hidden layer widths must be >= 1")
         _check(self.n_states >= 1, "n_states must be >= 1")
         _check(self.refine_scales >= 1, "refine_scales must be >= 1")
+        _check(self.fresh_stride >= 1, "fresh_stride must be >= 1")
         _check(
             self.n_latents >= 63 or self.n_states <= 2**self.n_latents,
             "n_states must not exceed 2**n_latents",

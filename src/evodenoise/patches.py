@@ -111,6 +111,23 @@ def fill_missing(
     return torch.where(missing, estimate, image)
 
 
+def on_grid(r0: int, r1: int, cols: int, rows: int, stride: int, device=None) -> torch.Tensor:
+    """Which patches of patch rows r0 … r1-1 (raster order, ``cols`` per row, ``rows`` rows in
+    all) start on every ``stride``-th row and column, the last row and column included, so
+    that every pixel stays covered: (n,) bool.
+
+    Examples
+    --------
+    >>> on_grid(0, 1, 5, 3, 2).tolist()  # the first row of a 3 x 5 grid of patches
+    [True, False, True, False, True]
+    >>> on_grid(1, 3, 4, 3, 2).tolist()  # rows 1 (off the grid) and 2 (the last)
+    [False, False, False, False, True, False, True, True]
+    """
+    r = torch.arange(r0, r1, device=device)[:, None]
+    c = torch.arange(cols, device=device)[None]
+    return (((r % stride == 0) | (r == rows - 1)) & ((c % stride == 0) | (c == cols - 1))).flatten()
+
+
 def count_patches(h: int, w: int, patch_size: int) -> int:
     return max(h - patch_size + 1, 0) * max(w - patch_size + 1, 0)
 

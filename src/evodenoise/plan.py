@@ -125,7 +125,11 @@ def plan_run(
     configs = [cfg]
     if opponent:
         pool = max(1, round(cfg.train_patches * cfg.chroma_pool))
-        chroma = cfg.replace(train_patches=pool, fresh_sweeps=cfg.chroma_sweeps)
+        chroma = cfg.replace(  # fresh chroma patches without sweeps are cheap: all estimated
+            train_patches=pool,
+            fresh_sweeps=cfg.chroma_sweeps,
+            fresh_stride=cfg.fresh_stride if cfg.chroma_sweeps else 1,
+        )
         if missing is None:  # denoising: the chroma model keeps the preset's epochs (its pool,
             chroma = chroma.replace(min_visits=0)  # a quarter, is not a small image's)
         configs.append(chroma)
@@ -320,8 +324,9 @@ def _work(cfg: Config, n: int) -> tuple[float, float]:
     training visit costs about 1.5 sweeps (the E-step plus its Adam steps), a patch outside
     the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds; with
     ``sweep_tol``, a quarter of a sweep for each sweep after the first (5–24 % of the fresh
-    patches take each on 512×512 gray images)."""
+    patches take each on 512×512 gray images); with ``fresh_stride``, for one in stride² of
+    those patches."""
     pool = cfg.train_patches
     later = max(cfg.fresh_sweeps - 1, 0) * (0.25 if cfg.sweep_tol else 1.0)
-    fresh = min(cfg.fresh_sweeps, 1) + later
+    fresh = (min(cfg.fresh_sweeps, 1) + later) / cfg.fresh_stride**2
     return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + fresh) * (n - pool)
