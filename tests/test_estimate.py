@@ -152,19 +152,25 @@ def test_fresh_states_under_a_trained_decoder_lose_little(trained_crop):
     assert run(slice(None, None, 4), fresh_sweeps=1) > full - 0.2
 
 
-def test_sweeps_stop_where_they_gain_nothing(trained_crop, monkeypatch):
+@pytest.fixture
+def rows(monkeypatch):
+    """The patches of every E-step call of the estimate while the test runs (appended to)."""
+    counts: list[int] = []
+    real = estimate_module.estep_rows
+
+    def counted(model, y, *args, **kw):
+        counts.append(y.shape[0])
+        return real(model, y, *args, **kw)
+
+    monkeypatch.setattr(estimate_module, "estep_rows", counted)
+    return counts
+
+
+def test_sweeps_stop_where_they_gain_nothing(trained_crop, rows):
     """Fresh patches sweep until a sweep gains less than ``sweep_tol`` on their free-energy
     term: a tolerance nothing reaches is exactly one sweep, the default sweeps fewer patches
     than every sweep for every patch and loses almost nothing against it."""
     _, _, run = trained_crop
-    rows = []
-    real = estimate_module.estep_rows
-
-    def counted(model, y, *args, **kw):
-        rows.append(y.shape[0])
-        return real(model, y, *args, **kw)
-
-    monkeypatch.setattr(estimate_module, "estep_rows", counted)
     every4 = slice(None, None, 4)
     one = run(every4, fresh_sweeps=1, poor_fit_sweeps=1, sweep_tol=0.0)
     assert run(every4, fresh_sweeps=3, sweep_tol=1e9) == one
@@ -178,19 +184,11 @@ def test_sweeps_stop_where_they_gain_nothing(trained_crop, monkeypatch):
     assert adaptive > every - 0.05
 
 
-def test_fresh_patches_on_a_coarser_grid(trained_crop, monkeypatch):
+def test_fresh_patches_on_a_coarser_grid(trained_crop, rows):
     """``fresh_stride`` 2 estimates the fresh patches of every other row and column only (and
     the last, so every pixel is covered): about a quarter of their E-step rows, little
     quality lost, the same result in bands as in one."""
     clean, noisy, run = trained_crop
-    rows = []
-    real = estimate_module.estep_rows
-
-    def counted(model, y, *args, **kw):
-        rows.append(y.shape[0])
-        return real(model, y, *args, **kw)
-
-    monkeypatch.setattr(estimate_module, "estep_rows", counted)
     every4 = slice(None, None, 4)
     every = run(every4, sweep_tol=0.0, poor_fit_sweeps=1)
     n_every = sum(rows)
