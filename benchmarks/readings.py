@@ -6,7 +6,8 @@ over that at 2x2 (correlation should level off, texture keep growing), the class
 and whether it warns that the σ is uncertain. ``--bm3d``: BM3D on the textures at the σ a run
 would assume, against their noisy input (does the peer, given a blind σ, fail there too?).
 
-    python benchmarks/readings.py ../shared/benchmark/real/camera --bm3d
+    python benchmarks/readings.py ../shared/benchmark/real/camera \\
+        ../shared/benchmark/real/microscopy --bm3d
 
 Noise: numpy's generator seeded 0, float, unclipped.
 """
@@ -23,7 +24,7 @@ from skimage import data, io
 from skimage.metrics import peak_signal_noise_ratio
 from skimage.restoration import estimate_sigma
 
-from evodenoise.noise import read_noise
+from evodenoise.noise import read_noise, stabilise
 
 
 def pooled(x: np.ndarray, k: int) -> np.ndarray:
@@ -51,11 +52,20 @@ def _haar_sigma(x: np.ndarray) -> float:
     return float(np.median(np.abs(a - b - c + d) / 2)) / 0.6745
 
 
-def cases(folder: str | None):
-    """(name, noisy, clean or None) of every case, gray 0–255 float."""
-    if folder:
+def cases(folders: list[str]):
+    """(name, noisy, clean or None) of every case, gray 0–255 float (microscope frames, read
+    as noise of photon counts, after the Anscombe transform a run applies to them)."""
+    for folder in folders:
         for p in sorted(Path(folder).glob("*_real.png")):
             yield p.stem[:-5], io.imread(p).astype(float).mean(2), None
+        for p in sorted(Path(folder).glob("*_noisy.tif")):
+            frame = torch.from_numpy(io.imread(p).astype(float))
+            frame = frame * 255 / frame.max() if float(frame.max()) > 255 else frame
+            vst = stabilise(frame[None])
+            if vst is None:
+                yield p.stem[:-6], frame.numpy(), None
+            else:
+                yield f"{p.stem[:-6]} (transformed)", vst[0].forward(frame).numpy(), None
     rng = np.random.default_rng(0)
     for name in ("grass", "gravel", "brick", "moon", "coins", "camera"):
         im = getattr(data, name)().astype(float)
@@ -68,13 +78,14 @@ def cases(folder: str | None):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", nargs="?", help="real camera pairs (NAME_real.png)")
+    ap.add_argument("folders", nargs="*", help="real pairs: camera (NAME_real.png), microscopy "
+                    "(NAME_noisy.tif)")  # fmt: skip
     ap.add_argument("--bm3d", action="store_true", help="BM3D at the assumed σ on the textures")
     args = ap.parse_args()
     print("| case | whiteness | flattest tenth | σ4/σ2 | class | σ assumed | uncertain |"
           + (" input dB | BM3D at σ assumed |" if args.bm3d else ""))  # fmt: skip
     print("|---" * (9 if args.bm3d else 7) + "|")
-    for name, y, clean in cases(args.folder):
+    for name, y, clean in cases(args.folders):
         r = read_noise(torch.from_numpy(y))
         ratio = 4 * estimate_sigma(pooled(y, 4)) / (2 * estimate_sigma(pooled(y, 2)))
         row = (f"| {name} | {r.whiteness:.3f} | {flattest_whiteness(y):.3f} | {ratio:.2f} | "

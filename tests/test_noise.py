@@ -149,11 +149,13 @@ def test_the_plan_reads_the_noise_once_and_says_when_it_is_correlated(monkeypatc
     all follow from it) and marks the plan correlated only where σ was estimated from
     correlated noise."""
     import evodenoise.noise as noise_module
+    import evodenoise.plan as plan_module
     from evodenoise.plan import plan_run
 
     reads = []
     real = noise_module.read_noise
-    monkeypatch.setattr(noise_module, "read_noise", lambda p: reads.append(p) or real(p))
+    for module in (noise_module, plan_module):
+        monkeypatch.setattr(module, "read_noise", lambda p: reads.append(p) or real(p))
     clean = smooth_image(48)
     correlated = torch.from_numpy(clean + correlated_noise(clean.shape, 12))[None]
     white = torch.from_numpy(clean + 12 * np.random.default_rng(1).standard_normal(clean.shape))

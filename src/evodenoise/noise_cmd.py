@@ -21,20 +21,21 @@ __all__ = [
 ]
 
 
-def estimate_noise(image: np.ndarray) -> dict[str, float]:
+def estimate_noise(image: np.ndarray, reading=None) -> dict[str, float]:
     """The noise σ of an image on the [0, 1] scale ((H, W) or (H, W, C); an alpha channel is
     ignored) as a run assumes it (``noise.assume_sigma``), per channel group: ``{"gray": σ}``,
     or ``{"luminance": σ, "chroma": σ}`` in the orthonormal opponent basis of RGB (white noise
     of σ per RGB value has σ in both; a run assumes the luminance's for both). σ in the
-    image's units ([0, 1])."""
+    image's units ([0, 1]). ``reading``: the first group's (:func:`read_image_noise`), if
+    the caller has it."""
     from .color import to_opponent
     from .noise import assume_sigma
 
+    first = (reading or read_image_noise(image)).sigma / 255.0
     x = _planes(image)
     if x.shape[0] == 1:
-        return {"gray": assume_sigma(x) / 255.0}
-    x = to_opponent(x)
-    return {"luminance": assume_sigma(x[:1]) / 255.0, "chroma": assume_sigma(x[1:]) / 255.0}
+        return {"gray": first}
+    return {"luminance": first, "chroma": assume_sigma(to_opponent(x)[1:]) / 255.0}
 
 
 def estimate_level_functions(image: np.ndarray) -> list[tuple[float, float]] | None:
@@ -102,11 +103,11 @@ def run_noise(inputs: list[str], data_range: float | None, json_out: bool, quiet
             image, info = read_image(source, data_range=data_range)
             units = info.data_range
             record["data_range"] = units
-            record["sigma"] = {k: v * units for k, v in estimate_noise(image).items()}
+            reading = read_image_noise(image)
+            record["sigma"] = {k: v * units for k, v in estimate_noise(image, reading).items()}
             levels = estimate_level_functions(image)
             record["model"] = "gaussian" if levels is None else "poisson-gaussian"
             if levels is None:
-                reading = read_image_noise(image)
                 record["correlated"] = reading.correlated
                 record["noise_reading"] = reading.as_dict()
                 groups = ", ".join(f"{k} {v:.3g}" for k, v in record["sigma"].items())

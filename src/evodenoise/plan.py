@@ -18,7 +18,7 @@ import torch
 
 from .config import Config
 from .memory import available_memory, check_fits
-from .noise import Reading
+from .noise import Reading, is_signal_dependent, is_white, read_noise
 from .patches import count_patches
 from .presets import DEFAULT_PRESETS, get_preset
 
@@ -111,8 +111,6 @@ def plan_run(
     )
     reading = None  # the first model's noise, read once where it is not given (σ, the second
     if sigma is None and missing is None:  # stage and the self-check follow from it)
-        from .noise import read_noise
-
         reading = read_noise(x[groups[0][1]])
     sigmas = _model_sigmas(cfg, missing, sigma, groups, reading)
     if not use_second_stage(cfg, x[groups[0][1]], missing, sigma, photons, reading):
@@ -181,8 +179,6 @@ def choose_noise_model(cfg: Config, x: torch.Tensor, missing, sigma: float | Non
         return cfg.noise_model
     if sigma is not None or missing is not None:
         return "gaussian"
-    from .noise import is_white
-
     return "poisson-gaussian" if is_white(x) else "gaussian"
 
 
@@ -213,8 +209,6 @@ def use_second_stage(
         return False
     if cfg.noise_model == "poisson-gaussian" and cfg.signal_dependence == "likelihood":
         return False  # the noise stays signal-dependent: not the filter's white noise
-    from .noise import is_signal_dependent, read_noise
-
     if photons is not None and sigma is not None:  # after the transform: σ is its own
         if photons <= STARVED_PHOTONS:
             return True
