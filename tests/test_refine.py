@@ -119,6 +119,23 @@ def test_chunks_of_reference_rows_give_the_whole_image_result(monkeypatch):
     assert torch.allclose(refine_estimate(noisy, pilot, [15.0]), whole, atol=1e-3)
 
 
+@pytest.mark.parametrize("dim", [0, 1])
+def test_box_sums_are_the_sums_of_blocks_at_the_starts_asked_for(dim):
+    t = torch.rand(30, 41, generator=torch.Generator().manual_seed(0)) * 255
+    starts = torch.tensor([0, 3, 9, t.shape[dim] - refine.BLOCK])
+    want = torch.stack([t.double().narrow(dim, int(i), refine.BLOCK).sum(dim) for i in starts], dim)
+    assert torch.allclose(refine._box_sums(t, starts, dim).double(), want, rtol=1e-6)
+
+
+def test_matching_many_reference_rows_at_once_gives_the_same_result(monkeypatch):
+    clean = _camera(48)
+    noisy, pilot = _noisy(clean, 15), _noisy(clean, 5, seed=1)
+    whole = refine_estimate(noisy, pilot, [15.0])
+    monkeypatch.setattr(refine, "MATCH_ROWS", 1)
+    monkeypatch.setattr(refine, "CHUNK_BYTES", 1)  # one row matched and filtered at a time
+    assert torch.allclose(refine_estimate(noisy, pilot, [15.0]), whole, atol=1e-4)
+
+
 def test_the_memory_plan_counts_its_working_set():
     cfg = evo.get_preset("fast").replace(patch_size=4, chunk_size=256)
     shape = (3, 3000, 40_000)  # one row of references alone is over the chunk size

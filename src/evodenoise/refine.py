@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from scipy import fft
 
-BLOCK = 8  # block side in pixels
+BLOCK = 8  # block side in pixels (a power of two: see _box_sums)
 GROUP = 16  # blocks per group (fewer when the image is too small to hold them) ...
 GROUP_NOISY = 32  # ... and where the first plane's σ is at least NOISY: more blocks average
 NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
@@ -58,6 +58,8 @@ STEP = 3  # grid step of the reference blocks (the last row and column are alway
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
 CHUNK_BYTES = 64 * 2**20  # working memory per chunk of reference rows
+MATCH_ROWS = 8  # reference rows matched at once: their blocks share pixel rows (STEP < BLOCK),
+#   whose squared differences are then formed once for all of them
 TAPER = (0.25, 0.5)  # coarse-scale frequencies (fractions of its band) taken whole up to the
 #   first, tapering (cos²) to nothing at the second; the fine result keeps the rest
 
@@ -98,20 +100,22 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor, sigma: torch.Tensor) -> torch.
     window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
     window = torch.outer(window, window).flatten()  # (b²,)
     rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k))
+    match_rows = max(MATCH_ROWS, rows_per_chunk)
     far = float(pilot[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
     padded = F.pad(pilot[:1][None], (SEARCH,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
-    for lo in range(0, len(ri), rows_per_chunk):
-        top = _match(padded, ri[lo : lo + rows_per_chunk], rj, k)  # (R, k) pixel index
-        pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
-        gy, gp = _gather(x, pix, k), _gather(pilot, pix, k)  # (C, R, k, b²)
-        coef_y = tk @ (gy @ t2.T)  # 3-D transform: each block, then along the group
-        coef_p = tk @ (gp @ t2.T)
-        gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
-        est = tk.T @ ((gain * coef_y) @ t2)  # and back, (C, R, k, b²)
-        weight = 1 / (s2[:, None] * gain.square().sum((2, 3))).clamp_min(1e-12)  # (C, R)
-        weight = (weight[:, :, None, None] * window).expand_as(est)  # (C, R, k, b²)
-        num.index_add_(1, pix, (weight * est).reshape(C, -1))
-        den.index_add_(1, pix, weight.reshape(C, -1))
+    for m0 in range(0, len(ri), match_rows):
+        matched = _match(padded, ri[m0 : m0 + match_rows], rj, k)  # (rows·len(rj), k)
+        for top in matched.split(rows_per_chunk * len(rj)):  # (R, k) pixel index
+            pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
+            gy, gp = _gather(x, pix, k), _gather(pilot, pix, k)  # (C, R, k, b²)
+            coef_y = tk @ (gy @ t2.T)  # 3-D transform: each block, then along the group
+            coef_p = tk @ (gp @ t2.T)
+            gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
+            est = tk.T @ ((gain * coef_y) @ t2)  # and back, (C, R, k, b²)
+            weight = 1 / (s2[:, None] * gain.square().sum((2, 3))).clamp_min(1e-12)  # (C, R)
+            weight = (weight[:, :, None, None] * window).expand_as(est)  # (C, R, k, b²)
+            num.index_add_(1, pix, (weight * est).reshape(C, -1))
+            den.index_add_(1, pix, weight.reshape(C, -1))
     return (num / den).reshape(C, H, W)
 
 
@@ -146,8 +150,9 @@ def _take_low(fine: torch.Tensor, coarse: torch.Tensor, f: float) -> torch.Tenso
 
 def working_bytes(channels: int, width: int) -> int:
     """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
-    besides its two image-sized sums: a chunk of reference rows, at least one row."""
-    return max(CHUNK_BYTES, _row_bytes(channels, width, GROUP_NOISY))
+    besides its two image-sized sums: a chunk of reference rows, at least one row, or the
+    matching of ``MATCH_ROWS`` rows, whichever is larger (they do not overlap)."""
+    return max(CHUNK_BYTES, _row_bytes(channels, width, GROUP_NOISY), _match_bytes(width))
 
 
 def _row_bytes(channels: int, width: int, k: int) -> int:
@@ -155,6 +160,15 @@ def _row_bytes(channels: int, width: int, k: int) -> int:
     (C, refs, k, b²) float32 arrays (gathers, transforms, gains, weights, their products)."""
     refs = (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
     return 18 * channels * refs * k * BLOCK * BLOCK * 4
+
+
+def _match_bytes(width: int) -> int:
+    """Bytes of :func:`_match` on ``MATCH_ROWS`` reference rows: about four arrays of squared
+    differences of the 2·SEARCH + 1 column shifts over their pixel rows, and the distances of
+    every shift, twice (the list and its concatenation)."""
+    shifts, refs = 2 * SEARCH + 1, (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
+    lines = (MATCH_ROWS - 1) * STEP + BLOCK
+    return 4 * (4 * shifts * lines * (width + 2 * SEARCH) + 2 * shifts**2 * MATCH_ROWS * refs)
 
 
 def _grid(n: int, dev: torch.device) -> torch.Tensor:
@@ -187,10 +201,15 @@ def _match(padded: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> 
 
 
 def _box_sums(t: torch.Tensor, starts: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sums of BLOCK consecutive entries of t along ``dim`` from each of ``starts`` (from
-    cumulative sums in float64, so only the sums asked for are formed)."""
-    c = F.pad(t.cumsum(dim, dtype=torch.float64), (0, 0) * (t.ndim - 1 - dim) + (1, 0))
-    return (c.index_select(dim, starts + BLOCK) - c.index_select(dim, starts)).to(t.dtype)
+    """Sums of BLOCK consecutive entries of t along ``dim`` from each of ``starts``: sums of
+    pairs, then of pairs of pairs, and so on (log2 BLOCK additions per entry; a running sum
+    would have to be kept in float64 to stay exact), then the sums asked for."""
+    width = 1
+    while width < BLOCK:  # t[j] becomes the sum of 2·width entries from j
+        n = t.shape[dim] - width
+        t = t.narrow(dim, 0, n) + t.narrow(dim, width, n)
+        width *= 2
+    return t.index_select(dim, starts)
 
 
 def _block_offsets(b: int, width: int, dev: torch.device) -> torch.Tensor:
