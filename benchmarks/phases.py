@@ -10,7 +10,8 @@ float32 matrix product measured on the same machine and threads in the same run.
 Phases: training E-step (rescoring the sets K_n, parent selection, mutation, scoring the
 children, de-duplication and survivors, posterior sums), M-step (gradients, Adam), closed-form
 π and σ², random numbers; estimate (E-step sweeps of the pool's and the fresh patches,
-dictionary, posterior means, folding). "epoch loop" and "bands" are what training and the estimate
+dictionary, posterior means, folding); second stage (block matching, the transforms and
+aggregation, the coarse scale's DCTs). "epoch loop" and "bands" are what training and the estimate
 spend outside the phases named (Python, indexing, write-back, allocation); "other" is the rest
 of the run (planning, patch extraction, the colour transform).
 
@@ -20,6 +21,7 @@ the other. Example::
 
     python benchmarks/phases.py
     python benchmarks/phases.py --src /tmp/before/src --src src --epochs 2 --json out.json
+    python benchmarks/phases.py --image skimage:astronaut --size 1024 1365
 
 On one torch thread: with more, a run's E-steps run in worker threads (``parallel.py``),
 whose time the phases cannot attribute; ``benchmarks/wall_pair.py`` times whole runs on all
@@ -62,6 +64,10 @@ TIMED = [
     ("estimate: posterior means", "estimate", "estimate_patches"),
     ("estimate: folding", "estimate", "fold_rows"),
     ("estimate: random numbers", "estimate", "PatchNoise.__call__"),
+    ("second stage: block matching", "refine", "_match"),
+    ("second stage: transforms, aggregation", "refine", "_filter"),
+    ("second stage: coarse scale's DCTs", "refine", "_halve"),
+    ("second stage: coarse scale's DCTs", "refine", "_take_low"),
 ]
 
 
@@ -114,7 +120,10 @@ def _score_flop(widths: list[int], states: int) -> float:
 
 def instrument(pkg: str, timer: Timer) -> None:
     """Wrap the engine functions of the package ``pkg`` (an imported evodenoise) in timers."""
-    mods = {m: importlib.import_module(f"{pkg}.{m}") for m in ("evolution", "train", "estimate")}
+    mods = {
+        m: importlib.import_module(f"{pkg}.{m}")
+        for m in ("evolution", "train", "estimate", "refine")
+    }
     evolution, train, estimate = mods["evolution"], mods["train"], mods["estimate"]
 
     model_of: list = [None]  # the model of the E-step being timed (for its score function)
@@ -247,28 +256,34 @@ def table(runs: list[dict], rate: float) -> str:
 
 
 def _order(label: str) -> tuple:
-    groups = ("E-step", "M-step", "closed", "random", "training", "estimate", "other")
+    groups = ("E-step", "M-step", "closed", "random", "training", "estimate", "second", "other")
     return (next(i for i, g in enumerate(groups) if label.startswith(g)), label)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image", default=str(HOUSE), help="gray or colour image (default House)")
+    ap.add_argument("--image", default=str(HOUSE), help="image path or skimage:NAME (House)")
     ap.add_argument("--sigma", type=float, default=25.0, help="noise σ on the 0–255 scale")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--epochs", type=int, default=0, help="override the epochs (0: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="upscale (bicubic)")
     ap.add_argument("--src", action="append", help="source tree(s) to profile (default: src)")
     ap.add_argument("--json", help="write the runs here")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    from run import load_image  # a path or skimage:NAME
+
     from evodenoise.corrupt import add_noise
-    from evodenoise.imageio import read_image
     from evodenoise.memory import keep_freed_memory
 
     keep_freed_memory()  # as the command line does
 
-    clean = np.asarray(read_image(args.image)[0], dtype=np.float64)
+    clean = load_image(args.image)
+    if args.size:  # as table 5's large images: bicubic, no anti-aliasing
+        from skimage.transform import resize
+
+        clean = resize(clean, (*args.size, *clean.shape[2:]), order=3, anti_aliasing=False)
     noisy = add_noise(clean * 255, args.sigma, seed=args.seed).astype(np.float32) / 255
     rate = matmul_rate(1)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's one-off lazy imports
