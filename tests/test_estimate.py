@@ -67,8 +67,8 @@ def _model_and_dictionary(h=10, d=12, k=40, seed=0):
 
 def test_dictionary_seeds_and_posterior_follow_the_log_joint():
     """Each patch gets the S dictionary states of highest log-joint, ranked as the model's own
-    log_joint ranks them; the posterior mean and variance are those of the softmax over them
-    (with and without missing values)."""
+    log_joint ranks them; the posterior mean and variance (of a patch that takes no sweep) are
+    those of the softmax over every entry (with and without missing values)."""
     model, dic, g = _model_and_dictionary()
     h, s = 10, 5
     y = torch.randn(7, 12, generator=g)
@@ -89,11 +89,12 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
                     -1,
                 ),
             )
-            q = torch.softmax(torch.gather(lj, 1, best), 1)
-            mu = model.decoder(unpack(dic.states[best], h))  # (7, S, D)
-            mean = torch.einsum("bs,bsd->bd", q, mu)
-            var = torch.einsum("bs,bsd->bd", q, mu * mu) - mean**2
-        got_mean, got_var = dic.posterior(dic.top(y, obs, s))
+            q = torch.softmax(lj, 1)  # the posterior over every entry
+            mu = model.decoder(unpack(dic.states, h))  # (K, D)
+            mean = torch.einsum("bk,kd->bd", q, mu)
+            var = torch.einsum("bk,kd->bd", q, mu * mu) - mean**2
+        got_mean, got_var, got_best = dic.posterior(dic.scores(y, obs))
+        assert torch.equal(got_best, best[:, 0])
         torch.testing.assert_close(got_mean, mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got_var, var, rtol=1e-3, atol=1e-5)
 
@@ -184,16 +185,35 @@ def test_sweeps_stop_where_they_gain_nothing(trained_crop, rows):
     assert adaptive > every - 0.05
 
 
+def test_without_sweeps_only_the_poorly_explained_patches_are_swept(trained_crop, rows):
+    """``fresh_sweeps`` 0: fresh patches take the posterior over the whole dictionary, and
+    only those it explains worst (above the ``poor_fit_quantile`` of the pool's residuals)
+    take E-step sweeps: fewer rows than sweeping every fresh patch, little quality lost;
+    without ``poor_fit_sweeps`` none at all."""
+    _, _, run = trained_crop
+    every4 = slice(None, None, 4)
+    swept = run(every4, fresh_sweeps=3)
+    n_swept = sum(rows)
+    rows.clear()
+    none = run(every4, fresh_sweeps=0, poor_fit_sweeps=0)
+    n_pool = sum(rows)  # the pool's own final sweeps only
+    rows.clear()
+    poorest = run(every4, fresh_sweeps=0, poor_fit_quantile=0.9)
+    assert 0 < sum(rows) - n_pool < 0.5 * (n_swept - n_pool)
+    assert none > swept - 0.3 and poorest > swept - 0.2, (none, poorest, swept)
+
+
 def test_fresh_patches_on_a_coarser_grid(trained_crop, rows):
     """``fresh_stride`` 2 estimates the fresh patches of every other row and column only (and
     the last, so every pixel is covered): about a quarter of their E-step rows, little
     quality lost, the same result in bands as in one."""
     clean, noisy, run = trained_crop
     every4 = slice(None, None, 4)
-    every = run(every4, sweep_tol=0.0, poor_fit_sweeps=1)
+    swept = dict(fresh_sweeps=3, sweep_tol=0.0, poor_fit_sweeps=1)  # every fresh patch swept
+    every = run(every4, **swept)
     n_every = sum(rows)
     rows.clear()
-    coarse = run(every4, sweep_tol=0.0, poor_fit_sweeps=1, fresh_stride=2)
+    coarse = run(every4, **swept, fresh_stride=2)
     assert sum(rows) < 0.45 * n_every  # the pool's own rows are all still estimated
     assert np.isfinite(coarse) and coarse > every - 0.3, (coarse, every)
     assert run(every4, fresh_stride=2, band_rows=5) == pytest.approx(run(every4, fresh_stride=2))

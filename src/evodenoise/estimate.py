@@ -10,11 +10,12 @@ and freed: memory is O(band + pool + model), never O(image × S).
 
 - A patch of the pool takes its trained states and ``final_sweeps`` E-step sweeps under the
   final parameters, then its posterior mean (exactly what training on every patch does).
-- Any other patch gets as its set K_n the S most probable, for it, of a dictionary: the
-  ``dictionary_size`` states that occur most often in the pool's trained sets. Scoring a patch
-  against the whole dictionary is one matrix product, ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k + ‖μ_k‖²,
-  and with ``fresh_sweeps`` 0 its posterior mean follows from the same scores and the
-  dictionary's decoder outputs, computed once; ``fresh_sweeps`` > 0 evolves K_n from there.
+- Any other patch is scored against a dictionary: the ``dictionary_size`` states that occur
+  most often in the pool's trained sets, whose decoder outputs are computed once. Scoring a
+  patch against the whole dictionary is one matrix product, ‖y − μ_k‖² = ‖y‖² − 2 y·μ_k +
+  ‖μ_k‖². With ``fresh_sweeps`` 0 its posterior mean is over the whole dictionary (one more
+  matrix product); with ``fresh_sweeps`` > 0 its set K_n starts as its S most probable
+  entries and evolves from there.
 - With ``fresh_stride`` s > 1 only the fresh patches on every s-th row and column (and the
   last row and column, so that every pixel stays covered) are estimated and merged: a pixel
   then averages about p²/s² fresh estimates instead of p², for about 1/s² of their work.
@@ -96,13 +97,18 @@ class Dictionary:
         parts = map_rows(part, y.shape[0])  # split over the run's CPU threads (parallel.py)
         return _Top(torch.cat([t.values for t in parts]), torch.cat([t.indices for t in parts]))
 
-    def posterior(self, top):
-        """Posterior mean and variance of μ(s) per value, (B, D) each, under the truncated
-        posterior whose set K_n is each patch's entries in ``top`` (see :meth:`top`)."""
-        q = torch.softmax(top.values, 1)  # (B, S): the constant per patch cancels
-        mean = torch.einsum("bs,bsd->bd", q, self.mu[top.indices])
-        var = torch.einsum("bs,bsd->bd", q, self.mu2[top.indices]) - mean * mean
-        return mean, var
+    def posterior(self, scores: torch.Tensor):
+        """Posterior mean and variance of μ(s) per value, (B, D) each, over every entry, from
+        their ``scores`` (B, K) (:meth:`scores`), and each patch's most probable entry (B,):
+        two matrix products, where the posterior over the S best entries would first need
+        their top-k, several times the cost. Weights below e⁻⁸⁰ of the largest are raised to
+        it (their sum then stays below 10⁻³⁰), which keeps them out of the subnormal floats
+        that CPUs multiply many times slower."""
+        peak, best = scores.max(1)  # (B,): the constant per patch cancels
+        q = (scores - peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K)
+        q /= q.sum(1, keepdim=True)
+        mean = q @ self.mu
+        return mean, q @ self.mu2 - mean * mean, best
 
     def residual(self, y: torch.Tensor, obs: torch.Tensor | None, k: torch.Tensor):
         """Mean squared residual per observed value of patches y (B, D) under entries k (B,):
@@ -268,8 +274,8 @@ def _estimate(model, states, y, obs, var, cfg, noise, idx, rows=None) -> None:
 
 def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> None:
     """Posterior means of the patches y[rows] that were not trained on, written over y: over
-    their S best dictionary states directly (``fresh_sweeps`` 0), or after that many E-step
-    sweeps starting there. A patch the dictionary explains poorly (its best entry leaves a
+    the whole dictionary (``fresh_sweeps`` 0), or after that many E-step sweeps starting
+    from their S best entries. A patch the dictionary explains poorly (its best entry leaves a
     residual above ``dictionary.poor``, see :meth:`Dictionary.set_poor_fit`) gets
     ``poor_fit_sweeps`` sweeps from there instead, when they are more. ``idx``: the raster
     indices of y[rows]."""
@@ -281,13 +287,18 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> No
     poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device)
     for ch in chunks(part.shape[0], size):
         och = None if ob is None else ob[ch]
-        top = dictionary.top(part[ch], och, cfg.n_states)
+        if cfg.fresh_sweeps == 0:  # the posterior over the whole dictionary
+            mean[ch], v[ch], best = dictionary.posterior(dictionary.scores(part[ch], och))
+        else:
+            top = dictionary.top(part[ch], och, cfg.n_states)
+            sweep = (noise, FRESH, idx[ch])
+            _sweep_fresh(
+                dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, sweep, mean[ch],
+                v[ch],
+            )  # fmt: skip
+            best = top.indices[:, 0]
         if rescue:
-            poor[ch] = dictionary.residual(part[ch], och, top.indices[:, 0]) > dictionary.poor
-        sweep = (noise, FRESH, idx[ch])
-        _sweep_fresh(
-            dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, sweep, mean[ch], v[ch]
-        )
+            poor[ch] = dictionary.residual(part[ch], och, best) > dictionary.poor
     if rescue:  # the poorly explained patches again, with more sweeps (B' << B: gathered)
         which = poor.nonzero()[:, 0]
         for ch in chunks(which.numel(), size):
@@ -305,12 +316,9 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> No
 
 def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var) -> None:
     """Posterior mean and variance (into ``mean``, ``var``, (B, D)) of patches y (B, D) whose
-    best dictionary entries are ``top`` (a top-k of :meth:`Dictionary.scores`): over those
-    entries directly (``sweeps`` 0), or after ``sweeps`` E-step sweeps starting there
-    (``source``: the :class:`PatchNoise`, its stream and the patches' raster indices)."""
-    if sweeps == 0:
-        mean[:], var[:] = dictionary.posterior(top)
-        return
+    best dictionary entries are ``top`` (a top-k of :meth:`Dictionary.scores`), after
+    ``sweeps`` (at least 1) E-step sweeps starting there (``source``: the
+    :class:`PatchNoise`, its stream and the patches' raster indices)."""
     seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
     noise, stream, idx = source
     # the seeds' free-energy terms, as the E-step scores them (without ‖y‖²_obs / 2σ²)

@@ -316,11 +316,13 @@ def plan_band_rows(cfg: Config, shape, masked: bool, device, max_memory) -> int:
 def _work(cfg: Config, n: int) -> tuple[float, float]:
     """(training, estimate) work of one model's run in E-step-sweep units, for progress: a
     training visit costs about 1.5 sweeps (the E-step plus its Adam steps), a patch outside
-    the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary seeds; with
+    the pool its ``fresh_sweeps`` plus about 0.3 for its dictionary scores; with
     ``sweep_tol``, a quarter of a sweep for each sweep after the first (5–24 % of the fresh
-    patches take each on 512×512 gray images); with ``fresh_stride``, for one in stride² of
-    those patches."""
+    patches take each on 512×512 gray images); where ``poor_fit_sweeps`` are more, about
+    one for the fraction 1 − ``poor_fit_quantile`` of them; with ``fresh_stride``, for one
+    in stride² of those patches."""
     pool = cfg.train_patches
     later = max(cfg.fresh_sweeps - 1, 0) * (0.25 if cfg.sweep_tol else 1.0)
-    fresh = (min(cfg.fresh_sweeps, 1) + later) / cfg.fresh_stride**2
+    poor = (1 - cfg.poor_fit_quantile) if cfg.poor_fit_sweeps > cfg.fresh_sweeps else 0.0
+    fresh = (min(cfg.fresh_sweeps, 1) + later + poor) / cfg.fresh_stride**2
     return 1.5 * cfg.epochs * pool, cfg.final_sweeps * pool + (0.3 + fresh) * (n - pool)
