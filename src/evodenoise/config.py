@@ -99,6 +99,7 @@ class Config:
     color: str = "opponent"  # RGB: opponent (luminance + chroma models) or rgb (one model)
     chroma_pool: float = 0.25  # chroma model's pool as a fraction of the luminance model's
     chroma_sweeps: int = 0  # chroma model's fresh_sweeps (its poor fits still get swept)
+    chroma_poor_fit: float = 0.99  # chroma model's poor_fit_quantile
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -142,7 +143,10 @@ class Config:
             self.fresh_sweeps >= 0 and self.chroma_sweeps >= 0 and self.poor_fit_sweeps >= 0,
             "fresh_sweeps, chroma_sweeps and poor_fit_sweeps must be >= 0",
         )
-        _check(0 < self.poor_fit_quantile <= 1, "poor_fit_quantile must be in (0, 1]")
+        _check(
+            0 < self.poor_fit_quantile <= 1 and 0 < self.chroma_poor_fit <= 1,
+            "poor_fit_quantile and chroma_poor_fit must be in (0, 1]",
+        )
         _check(self.dictionary_size >= self.n_states, "dictionary_size must be >= n_states")
         _check(self.grad_states >= 0, "grad_states must be >= 0")
         _check(self.final_sweeps >= 1, "final_sweeps must be >= 1")

@@ -99,16 +99,16 @@ class Dictionary:
 
     def posterior(self, scores: torch.Tensor):
         """Posterior mean and variance of μ(s) per value, (B, D) each, over every entry, from
-        their ``scores`` (B, K) (:meth:`scores`), and each patch's most probable entry (B,):
-        two matrix products, where the posterior over the S best entries would first need
-        their top-k, several times the cost. Weights below e⁻⁸⁰ of the largest are raised to
-        it (their sum then stays below 10⁻³⁰), which keeps them out of the subnormal floats
-        that CPUs multiply many times slower."""
+        their ``scores`` (B, K) (:meth:`scores`; overwritten), and each patch's most probable
+        entry (B,): two matrix products, where the posterior over the S best entries would
+        first need their top-k, several times the cost. Weights below e⁻⁸⁰ of the largest are
+        raised to it (their sum then stays below 10⁻³⁰), which keeps them out of the
+        subnormal floats that CPUs multiply many times slower."""
         peak, best = scores.max(1)  # (B,): the constant per patch cancels
-        q = (scores - peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K)
-        q /= q.sum(1, keepdim=True)
-        mean = q @ self.mu
-        return mean, q @ self.mu2 - mean * mean, best
+        q = scores.sub_(peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K), unnormalised
+        total = q.sum(1, keepdim=True)
+        mean = (q @ self.mu) / total
+        return mean, (q @ self.mu2) / total - mean * mean, best
 
     def residual(self, y: torch.Tensor, obs: torch.Tensor | None, k: torch.Tensor):
         """Mean squared residual per observed value of patches y (B, D) under entries k (B,):

@@ -126,6 +126,7 @@ def plan_run(
         chroma = cfg.replace(  # fresh chroma patches without sweeps are cheap: all estimated
             train_patches=pool,
             fresh_sweeps=cfg.chroma_sweeps,
+            poor_fit_quantile=cfg.chroma_poor_fit,
             fresh_stride=cfg.fresh_stride if cfg.chroma_sweeps else 1,
         )
         if missing is None:  # denoising: the chroma model keeps the preset's epochs (its pool,
