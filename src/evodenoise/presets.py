@@ -64,8 +64,8 @@ PRESETS: dict[str, Config] = {
     # (RESULTS.md, table 4c).
     # Patches outside the training pool (images above about 256x256) take the posterior over
     # the whole dictionary, and only the tenth the dictionary explains worst (above the 0.9
-    # quantile of the pool's residuals) are swept: -0.005 to +0.007 dB against three sweeps
-    # for each on six image-levels, 0.6-0.7x the time of a 1-1.4 MP run (RESULTS.md, table 7).
+    # quantile of the pool's residuals) are swept: -0.006 to +0.005 dB against three sweeps
+    # for each on six image-levels, 0.70x the time of a 1.4 MP run (RESULTS.md, table 7).
     "fast": Config(
         patch_size=0,
         n_latents=32,
