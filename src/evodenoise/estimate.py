@@ -101,9 +101,9 @@ class Dictionary:
         """Posterior mean and variance of μ(s) per value, (B, D) each, over every entry, from
         their ``scores`` (B, K) (:meth:`scores`; overwritten), and each patch's most probable
         entry (B,): two matrix products, where the posterior over the S best entries would
-        first need their top-k, several times the cost. Weights below e⁻⁸⁰ of the largest are
-        raised to it (their sum then stays below 10⁻³⁰), which keeps them out of the
-        subnormal floats that CPUs multiply many times slower."""
+        first need their top-k, several times the cost. Weights below e⁻⁸⁰ (about 2·10⁻³⁵) of
+        the largest are raised to it, which keeps them out of the subnormal floats that CPUs
+        multiply many times slower."""
         peak, best = scores.max(1)  # (B,): the constant per patch cancels
         q = scores.sub_(peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K), unnormalised
         total = q.sum(1, keepdim=True)

@@ -158,17 +158,22 @@ def working_bytes(channels: int, width: int) -> int:
 def _row_bytes(channels: int, width: int, k: int) -> int:
     """Bytes of one row of reference blocks in flight: the peak measured, about eighteen
     (C, refs, k, b²) float32 arrays (gathers, transforms, gains, weights, their products)."""
-    refs = (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
-    return 18 * channels * refs * k * BLOCK * BLOCK * 4
+    return 18 * channels * _refs(width) * k * BLOCK * BLOCK * 4
 
 
 def _match_bytes(width: int) -> int:
     """Bytes of :func:`_match` on ``MATCH_ROWS`` reference rows: about four arrays of squared
     differences of the 2·SEARCH + 1 column shifts over their pixel rows, and the distances of
     every shift, twice (the list and its concatenation)."""
-    shifts, refs = 2 * SEARCH + 1, (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
-    lines = (MATCH_ROWS - 1) * STEP + BLOCK
-    return 4 * (4 * shifts * lines * (width + 2 * SEARCH) + 2 * shifts**2 * MATCH_ROWS * refs)
+    shifts, lines = 2 * SEARCH + 1, (MATCH_ROWS - 1) * STEP + BLOCK
+    matched = 2 * shifts**2 * MATCH_ROWS * _refs(width)
+    return 4 * (4 * shifts * lines * (width + 2 * SEARCH) + matched)
+
+
+def _refs(width: int) -> int:
+    """Reference blocks along a row ``width`` pixels wide, at most (the grid of :func:`_grid`
+    and its last position)."""
+    return (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
 
 
 def _grid(n: int, dev: torch.device) -> torch.Tensor:
