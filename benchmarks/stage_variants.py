@@ -7,6 +7,12 @@ in the planes the models saw), then applies the stage to it at each of ``--scale
 of ``--factors`` (multiples of the models' σ; the default's own factor is ``Plan.stage_sigma``:
 1, or 2 on noise correlated between neighbours) and each of ``--passes`` (the stage run again
 with its own output as the pilot). So the differences are the stage's alone.
+``--mixes`` sets the weight of the stage's hard-thresholding estimate in its pilot (step 0
+of ``refine.py``; the default's own is ``Config.refine_mix`` where the noise is white).
+``--chroma-factors`` gives the chroma planes (colour inputs) their own multiples, and
+``--coarse-factors`` the coarse scale its own (multiples of the fine scale's σ there; 1 is
+the default's halved σ). ``--cache DIR`` keeps each input's caught stage input, so that a
+later scan of the same inputs skips the model.
 Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
 same input (σ given only).
 
@@ -48,6 +54,22 @@ def to_image(planes: torch.Tensor, colour: bool) -> np.ndarray:
     return np.moveaxis(out, 0, 2) if colour else out[0]
 
 
+def stage_at(x, pilot, sigmas, scales, coarse, stage, mix=0.0):
+    """The second stage with the coarse scale's σ ``coarse`` times its default."""
+    if coarse == 1 or scales < 2:
+        return stage(x, pilot, sigmas, scales, mix)
+    from evodenoise import refine
+
+    C, H, W = x.shape
+    s = torch.as_tensor(sigmas, dtype=x.dtype)
+    if mix > 0:
+        pilot = refine._filter(x, None, s).lerp_(pilot, 1 - mix)
+    fine = refine._filter(x, pilot, s)
+    f = (((H // 2) * (W // 2)) / (H * W)) ** 0.5
+    low = stage(refine._halve(x), refine._halve(pilot), s * f * coarse, scales - 1)
+    return refine._take_low(fine, low, f)
+
+
 def inputs(args):
     """(name, σ in 0–255 units, noisy, clean, σ on the [0, 1] scale) of every input asked
     for; both σ None for real pairs."""
@@ -55,6 +77,8 @@ def inputs(args):
         from real import find_pairs, load
 
         for name, noisy_path, ref_path in find_pairs(args.pairs):
+            if args.only and name not in args.only.split(","):
+                continue
             noisy, ref = load(noisy_path, args.crop), load(ref_path, args.crop)
             if args.gray and noisy.ndim == 3:
                 noisy, ref = noisy[..., :3].mean(2), ref[..., :3].mean(2)
@@ -79,6 +103,24 @@ def main(argv=None) -> None:
     ap.add_argument("--gray", action="store_true", help="pairs: the mean of their channels")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--factors", type=float, nargs="+", default=[1.0], help="× the models' σ")
+    ap.add_argument("--chroma-factors", type=float, nargs="+", help="× the chroma planes' "
+                    "σ (colour inputs; default: the same as --factors)")  # fmt: skip
+    ap.add_argument(
+        "--coarse-factors",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="the coarse scale's σ in multiples of its default (scales 2 only)",
+    )
+    ap.add_argument(
+        "--mixes",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="weights of the hard-thresholding estimate in the pilot",
+    )
+    ap.add_argument("--only", help="pairs: comma-separated names")
+    ap.add_argument("--cache", help="folder keeping each input's caught stage input")
     ap.add_argument("--passes", type=int, nargs="+", default=[1], help="the stage run again "
                     "with its output as the next pilot, this many passes in all")  # fmt: skip
     ap.add_argument("--crop", type=int, default=256, help="centre crop (default 256)")
@@ -101,38 +143,64 @@ def main(argv=None) -> None:
         caught["sigmas"] = plane_sigmas(*a)
         return caught["sigmas"]
 
-    def catch(x, pilot, sigmas, scales):
+    def catch(x, pilot, sigmas, scales, mix=0.0):
         caught.update(x=x.clone(), pilot=pilot.clone())
-        return stage(x, pilot, sigmas, scales)
+        return stage(x, pilot, sigmas, scales, mix)
 
     restore.refine_estimate, restore._plane_sigmas = catch, catch_sigmas
     cfg = get_preset(args.preset)
-    keys = [(s, f, n) for s in args.scales for f in args.factors for n in args.passes]
+    chroma = args.chroma_factors or [None]
+    keys = [
+        (s, f, c, k, n, m)
+        for s in args.scales
+        for f in args.factors
+        for c in chroma
+        for k in (args.coarse_factors if s > 1 else [1.0])
+        for n in args.passes
+        for m in args.mixes
+    ]
     label = {
-        k: f"scales_{k[0]}"
-        + ("" if k[1] == 1 else f"_x{k[1]:g}")
-        + ("" if k[2] == 1 else f"_p{k[2]}")
-        for k in keys
+        key: f"scales_{key[0]}"
+        + ("" if key[1] == 1 else f"_x{key[1]:g}")
+        + ("" if key[2] is None else f"_c{key[2]:g}")
+        + ("" if key[3] == 1 else f"_k{key[3]:g}")
+        + ("" if key[4] == 1 else f"_p{key[4]}")
+        + ("" if key[5] == 0 else f"_m{key[5]:g}")
+        for key in keys
     }
     names = " | ".join(
-        f"{s} scale(s)" + ("" if f == 1 else f", {f:g}σ") + ("" if n == 1 else f", {n} passes")
-        for s, f, n in keys
+        f"{s} scale(s)"
+        + ("" if f == 1 else f", {f:g}σ")
+        + ("" if c is None else f", chroma {c:g}σ")
+        + ("" if k == 1 else f", coarse {k:g}")
+        + ("" if n == 1 else f", {n} passes")
+        + ("" if m == 0 else f", mix {m:g}")
+        for s, f, c, k, n, m in keys
     )
     print(f"| image | σ | model | {names} | BM3D |")
     print("|---|---|---|" + "---|" * len(keys) + "---|")
     for name, level, noisy, clean, sigma01 in inputs(args):
         caught.clear()
-        denoise(noisy, sigma01, config=cfg, seed=0)
-        if "x" not in caught:
-            raise SystemExit(f"{name} σ={level}: the second stage did not run")
-        x, pilot, sigmas = caught["x"], caught["pilot"], caught["sigmas"]
+        cached = Path(args.cache or ".", f"{name}_{level}.pt")
+        if args.cache and cached.exists():
+            caught.update(torch.load(cached))
+        else:
+            denoise(noisy, sigma01, config=cfg, seed=0)
+            if "x" not in caught:
+                raise SystemExit(f"{name} σ={level}: the second stage did not run")
+            if args.cache:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(dict(caught), cached)
+        x, pilot, sigmas = caught["x"], caught["pilot"], list(caught["sigmas"])
         colour = clean.ndim == 3
         rec = {"image": name, "sigma": level, "model": psnr(to_image(pilot, colour), clean)}
-        for s, f, n in keys:
+        for s, f, c, k, n, m in keys:
+            planes = [f if c is None or i == 0 else c for i in range(len(sigmas))]
+            sig = [m * v for m, v in zip(planes, sigmas)]
             out = pilot
             for _ in range(n):
-                out = stage(x, out, [f * v for v in sigmas], s)
-            rec[label[s, f, n]] = psnr(to_image(out, colour), clean)
+                out = stage_at(x, out, sig, s, k, stage, m)
+            rec[label[s, f, c, k, n, m]] = psnr(to_image(out, colour), clean)
         if args.bm3d and sigma01 is not None:
             import bm3d
 

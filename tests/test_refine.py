@@ -137,7 +137,7 @@ def test_matching_many_reference_rows_at_once_gives_the_same_result(monkeypatch)
 
 
 def test_the_memory_plan_counts_its_working_set():
-    cfg = evo.get_preset("fast").replace(patch_size=4, chunk_size=256)
+    cfg = evo.get_preset("fast").replace(patch_size=4, chunk_size=256, refine_mix=0.0)
     shape = (3, 3000, 40_000)  # one row of references alone is over the chunk size
     args = (shape, False, 1024, 1024, torch.device("cpu"), None)
     on = memory.check_fits(cfg, *args)
@@ -245,3 +245,43 @@ def test_on_correlated_noise_it_runs_and_gains():
     off, _ = evo.denoise(noisy, None, config=_tiny(second_stage="off"), seed=0)
     assert res.config.second_stage == "wiener"
     assert psnr(clean, on) > psnr(clean, off) + 1.0
+
+
+def test_step_zero_alone_ignores_the_model_s_estimate_and_removes_noise():
+    clean = _camera()
+    noisy = _noisy(clean, 25)
+    good, poor = _noisy(clean, 4, seed=1), _noisy(clean, 40, seed=2)
+    alone = refine_estimate(noisy, good, [25.0], mix=1.0)
+    assert torch.equal(alone, refine_estimate(noisy, poor, [25.0], mix=1.0))
+    assert _mse(alone, clean) < 0.1 * _mse(noisy, clean)
+
+
+def test_a_pilot_mixed_with_step_zero_beats_the_pilot_alone():
+    # a pilot with errors of its own, independent of the noise's: averaging in a second
+    # estimate of the input (hard thresholding) gives the Wiener filter a better pilot
+    clean = _camera(96)
+    noisy = _noisy(clean, 25)
+    pilot = _noisy(clean, 12, seed=1)
+    alone, mixed = (refine_estimate(noisy, pilot, [25.0], mix=m) for m in (0.0, 0.5))
+    assert _mse(mixed, clean) < 0.9 * _mse(alone, clean)
+
+
+def test_step_zero_runs_only_on_white_gaussian_noise():
+    from evodenoise.plan import plan_run
+
+    cfg = evo.get_preset("fast")
+    g = torch.Generator().manual_seed(0)
+    white = torch.full((1, 64, 64), 128.0) + 10 * torch.randn(1, 64, 64, generator=g)
+    assert plan_run(cfg, white, None, 10.0, opponent=False).config.refine_mix == 0.5
+    assert plan_run(cfg, white, None, None, opponent=False).config.refine_mix == 0.5
+    blurred = torch.nn.functional.avg_pool2d(white[None] - 128, 3, 1, 1)[0] * 3 + 128
+    assert plan_run(cfg, blurred, None, None, opponent=False).config.refine_mix == 0.0
+    transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0)
+    assert transformed.config.refine_mix == 0.0
+
+
+def test_the_mixed_pilot_is_counted_in_the_memory_estimate():
+    cfg = evo.get_preset("fast").replace(patch_size=4)
+    args = ((3, 512, 512), False, 1000, 1000, torch.device("cpu"), None)
+    without = memory.check_fits(cfg.replace(refine_mix=0.0), *args)
+    assert memory.check_fits(cfg, *args) - without == 3 * 512 * 512 * memory.FLOAT

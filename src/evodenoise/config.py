@@ -94,6 +94,9 @@ class Config:
     #   again by a collaborative Wiener filter with the model's estimate as pilot (refine.py)
     refine_scales: int = 2  # scales of that filter: 1, the input's own; 2, also at half size,
     #   whose result gives the lowest frequencies (noise above the blocks' scale); 3, …
+    refine_mix: float = 0.0  # weight in that filter's pilot of a hard-thresholding estimate
+    #   of the input alone (refine.py, step 0), where the noise is white and Gaussian; 0: the
+    #   model's estimate alone
     standardize: bool = True  # train on data scaled to unit variance (off: the paper's scale)
     # -- colour -----------------------------------------------------------------------------
     color: str = "opponent"  # RGB: opponent (luminance + chroma models) or rgb (one model)
@@ -109,6 +112,7 @@ class Config:
         _check(all(h >= 1 for h in self.hidden), "hidden layer widths must be >= 1")
         _check(self.n_states >= 1, "n_states must be >= 1")
         _check(self.refine_scales >= 1, "refine_scales must be >= 1")
+        _check(0 <= self.refine_mix <= 1, "refine_mix must be in [0, 1]")
         _check(self.fresh_stride >= 1, "fresh_stride must be >= 1")
         _check(
             self.n_latents >= 63 or self.n_states <= 2**self.n_latents,

@@ -118,7 +118,9 @@ def check_fits(
     exceed ``budget``."""
     c, h, w = shape
     d = c * cfg.patch_size**2
-    image = c * h * w * FLOAT * 6  # input, its copy on the device, sums, weights, output ×2
+    copies = 6  # input, its copy on the device, sums, weights, output ×2
+    copies += cfg.second_stage == "wiener" and cfg.refine_mix > 0  # the stage's mixed pilot
+    image = c * h * w * FLOAT * copies
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
     per_patch = _per_patch(cfg, d, masked)
     work = _working_set(cfg, d)
@@ -128,8 +130,8 @@ def check_fits(
     need = runtime + image + (n_pool + band_patches) * per_patch + work
     if budget is not None and need > budget:
         c, h, w = shape
-        fixed = need - c * h * w * FLOAT * 6
-        fits = max(0, budget - fixed) // (c * FLOAT * 6)
+        fixed = need - image
+        fits = max(0, budget - fixed) // (c * FLOAT * copies)
         raise MemoryBudgetError(shape, need, budget, fits / 1e6, device.type)
     return need
 

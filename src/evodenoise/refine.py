@@ -4,6 +4,11 @@ The model's estimate (the *pilot*) is good at telling image structure from noise
 residual errors of its own, most of them at scales above its small patches. The second stage
 goes back to the noisy input and filters it once more, using the pilot only to decide *how*:
 
+0. **A second opinion** (``mix`` > 0). The input is first filtered on its own: groups of its
+   blocks matched on the noisy first plane itself, every coefficient of their 3-D transform
+   (step 2's) kept or zeroed by a hard threshold at ``THRESHOLD`` σ, blocks aggregated as in
+   step 3 with the weight ``1 / (σ² · coefficients kept)``. Its errors differ from the model's,
+   so the pilot becomes ``(1 − mix) · model + mix · that``: a better pilot than either alone.
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
    or luminance) closest in squared distance within ``SEARCH`` pixels either way (the
@@ -22,8 +27,9 @@ goes back to the noisy input and filters it once more, using the pilot only to d
    off to nothing at a quarter, replace the fine result's (as multi-scale DCT denoising
    recomposes its scales).
 
-Steps 1–3 are the second step of BM3D (Dabov et al., 2007) with the model's estimate in place
-of BM3D's own first estimate; docs/method.md says what they and step 4 gain
+Steps 1–3 are the second step of BM3D (Dabov et al., 2007) with the model's estimate (or its
+mean with step 0, which is BM3D's first step in this filter's transforms) in place of BM3D's
+own first estimate; docs/method.md says what they and step 4 gain
 (benchmarks/RESULTS.md). It needs every value observed, so it is for denoising, not
 inpainting. The noise must be white of a known σ per plane: the opponent colour basis and the
 Anscombe transform give that.
@@ -56,6 +62,7 @@ GROUP_NOISY = 32  # ... and where the first plane's σ is at least NOISY: more b
 NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
 STEP = 3  # grid step of the reference blocks (the last row and column are always included)
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
+THRESHOLD = 2.7  # step 0 keeps the coefficients above this many σ (BM3D's first step's λ)
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
 CHUNK_BYTES = 64 * 2**20  # working memory per chunk of reference rows
 MATCH_ROWS = 8  # reference rows matched at once: their blocks share pixel rows (STEP < BLOCK),
@@ -65,27 +72,41 @@ TAPER = (0.25, 0.5)  # coarse-scale frequencies (fractions of its band) taken wh
 
 
 def refine_estimate(
-    x: torch.Tensor, pilot: torch.Tensor, sigma: Sequence[float] | torch.Tensor, scales: int = 2
+    x: torch.Tensor,
+    pilot: torch.Tensor,
+    sigma: Sequence[float] | torch.Tensor,
+    scales: int = 2,
+    mix: float = 0.0,
 ) -> torch.Tensor:
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
     white-noise σ. Values on the 0–255 scale (the group size depends on σ). ``scales``: 1,
     the input's own scale only; each more, the lowest frequencies from the same filter on
-    the input and pilot halved in size. Returns (C, H, W). Images smaller than a block, and
-    a pilot with values that are not finite, come back as the pilot."""
+    the input and pilot halved in size. ``mix``: the weight of the hard-thresholding estimate
+    (step 0) in the pilot; 0 leaves it out. Returns (C, H, W). Images smaller than a block,
+    and a pilot with values that are not finite, come back as the pilot."""
     C, H, W = x.shape
     if H < BLOCK or W < BLOCK or not bool(torch.isfinite(pilot).all()):  # (diverged: as it is)
         return pilot.clone()
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(C)
+    if mix > 0:
+        pilot = _filter(x, None, s).lerp_(pilot, 1 - mix)  # (one image more in memory)
+    return _refine(x, pilot, s, scales)
+
+
+def _refine(x: torch.Tensor, pilot: torch.Tensor, s: torch.Tensor, scales: int) -> torch.Tensor:
+    """Steps 1–4: (C, H, W) filtered at ``scales`` scales, s (C,)."""
+    C, H, W = x.shape
     out = _filter(x, pilot, s)
     if scales < 2 or min(H, W) < 2 * BLOCK:
         return out
     x1, p1, f = _halve(x), _halve(pilot), math.sqrt((H // 2) * (W // 2) / (H * W))
-    return _take_low(out, refine_estimate(x1, p1, s * f, scales - 1), f)
+    return _take_low(out, _refine(x1, p1, s * f, scales - 1), f)
 
 
-def _filter(x: torch.Tensor, pilot: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Steps 1–3 at the planes' own scale: (C, H, W) filtered, sigma (C,)."""
+def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) -> torch.Tensor:
+    """Steps 1–3 at the planes' own scale: (C, H, W) filtered, sigma (C,); with no
+    ``pilot``, step 0: groups matched on x and hard thresholds for Wiener gains."""
     C, H, W = x.shape
     b = BLOCK
     dev = x.device
@@ -101,18 +122,24 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor, sigma: torch.Tensor) -> torch.
     window = torch.outer(window, window).flatten()  # (b²,)
     rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k))
     match_rows = max(MATCH_ROWS, rows_per_chunk)
-    far = float(pilot[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
-    padded = F.pad(pilot[:1][None], (SEARCH,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
+    guide = x if pilot is None else pilot  # whose first plane the groups are matched on
+    far = float(guide[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
+    padded = F.pad(guide[:1][None], (SEARCH,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
     for m0 in range(0, len(ri), match_rows):
         matched = _match(padded, ri[m0 : m0 + match_rows], rj, k)  # (rows·len(rj), k)
         for top in matched.split(rows_per_chunk * len(rj)):  # (R, k) pixel index
             pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
-            gy, gp = _gather(x, pix, k), _gather(pilot, pix, k)  # (C, R, k, b²)
+            gy = _gather(x, pix, k)  # (C, R, k, b²)
             coef_y = tk @ (gy @ t2.T)  # 3-D transform: each block, then along the group
-            coef_p = tk @ (gp @ t2.T)
-            gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
+            if pilot is None:  # step 0: coefficients above THRESHOLD·σ kept, the others zeroed
+                gain = (coef_y.square() > THRESHOLD**2 * s2[:, None, None, None]).to(x.dtype)
+            else:
+                coef_p = tk @ (_gather(pilot, pix, k) @ t2.T)
+                gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
             est = tk.T @ ((gain * coef_y) @ t2)  # and back, (C, R, k, b²)
-            weight = 1 / (s2[:, None] * gain.square().sum((2, 3))).clamp_min(1e-12)  # (C, R)
+            kept = gain.square().sum((2, 3))  # (C, R): for step 0 the coefficients kept, ...
+            kept = kept.clamp_min(1) if pilot is None else kept  # ... at least one (BM3D's)
+            weight = 1 / (s2[:, None] * kept).clamp_min(1e-12)  # (C, R)
             weight = (weight[:, :, None, None] * window).expand_as(est)  # (C, R, k, b²)
             num.index_add_(1, pix, (weight * est).reshape(C, -1))
             den.index_add_(1, pix, weight.reshape(C, -1))
