@@ -285,3 +285,12 @@ def test_the_mixed_pilot_is_counted_in_the_memory_estimate():
     args = ((3, 512, 512), False, 1000, 1000, torch.device("cpu"), None)
     without = memory.check_fits(cfg.replace(refine_mix=0.0), *args)
     assert memory.check_fits(cfg, *args) - without == 3 * 512 * 512 * memory.FLOAT
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
+def test_a_flat_plane_comes_back_flat_whatever_the_pilot(mix):
+    # every block of a flat plane is as near as any other: each reference must still be in
+    # its own group, or pixels would be left out of every group
+    flat = torch.full((1, 16, 16), 7.0)
+    out = refine_estimate(flat, flat, [1e-3], mix=mix)
+    assert torch.allclose(out, flat)
