@@ -105,20 +105,10 @@ def main(argv=None) -> None:
     ap.add_argument("--factors", type=float, nargs="+", default=[1.0], help="× the models' σ")
     ap.add_argument("--chroma-factors", type=float, nargs="+", help="× the chroma planes' "
                     "σ (colour inputs; default: the same as --factors)")  # fmt: skip
-    ap.add_argument(
-        "--coarse-factors",
-        type=float,
-        nargs="+",
-        default=[1.0],
-        help="the coarse scale's σ in multiples of its default (scales 2 only)",
-    )
-    ap.add_argument(
-        "--mixes",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        help="weights of the hard-thresholding estimate in the pilot",
-    )
+    ap.add_argument("--coarse-factors", type=float, nargs="+", default=[1.0], help="the "
+                    "coarse scale's σ in multiples of its default (scales 2 only)")  # fmt: skip
+    ap.add_argument("--mixes", type=float, nargs="+", default=[0.0], help="weights of the "
+                    "hard-thresholding estimate in the pilot (refine.py, step 0)")  # fmt: skip
     ap.add_argument("--only", help="pairs: comma-separated names")
     ap.add_argument("--cache", help="folder keeping each input's caught stage input")
     ap.add_argument("--passes", type=int, nargs="+", default=[1], help="the stage run again "
