@@ -225,10 +225,10 @@ def _match(padded: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> 
         shifted = rows.unfold(1, W, 1).permute(1, 0, 2)  # (2s+1, h, W): all column shifts
         box = _box_sums(_box_sums((span - shifted).square(), rj, 2), ri - r0, 1)
         dist.append(box.flatten(1))  # (2s+1, R): squared distances of b x b blocks
-    dist = torch.cat(dist)  # ((2s+1)², R)
-    dist[s * (2 * s + 1) + s] = -1  # each reference first in its group, ties or not: then every
-    #   pixel is in a group (flat planes tie everywhere)
-    nearest = dist.topk(k, 0, largest=False).indices  # (k, R) over (2s+1)² shifts
+    every = torch.cat(dist)  # ((2s+1)², R)
+    every[s * (2 * s + 1) + s] = -1  # each reference first in its group, ties or not: then
+    #   every pixel is in a group (flat planes tie everywhere)
+    nearest = every.topk(k, 0, largest=False).indices  # (k, R) over (2s+1)² shifts
     shift_y, shift_x = nearest // (2 * s + 1) - s, nearest % (2 * s + 1) - s
     top = ri[:, None].expand(-1, len(rj)).flatten() + shift_y  # (k, R)
     left = rj[None, :].expand(len(ri), -1).flatten() + shift_x
