@@ -129,7 +129,6 @@ def check_fits(
         work = max(work, refine.working_bytes(c, w))
     need = runtime + image + (n_pool + band_patches) * per_patch + work
     if budget is not None and need > budget:
-        c, h, w = shape
         fixed = need - image
         fits = max(0, budget - fixed) // (c * FLOAT * copies)
         raise MemoryBudgetError(shape, need, budget, fits / 1e6, device.type)
