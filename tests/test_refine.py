@@ -146,6 +146,15 @@ def test_the_memory_plan_counts_its_working_set():
     assert refine.working_bytes(3, 40_000) > refine.CHUNK_BYTES
 
 
+@pytest.mark.parametrize("width", [40_000, 100_000])
+def test_the_working_set_covers_both_reference_grids(width):
+    need = refine.working_bytes(3, width)
+    for step in (refine.STEP, refine.STEP0):  # the Wiener filter's and step 0's
+        assert need >= refine._match_bytes(width, step)
+        assert need >= refine._row_bytes(3, width, refine.GROUP_NOISY, step)
+    assert len(refine._grid(100, refine.STEP0, torch.device("cpu"))) == 26  # 0, 4, …, 96, 99
+
+
 def _tiny(**settings):
     tiny = dict(patch_size=4, n_latents=8, hidden=(16,), n_states=8, n_parents=2, n_children=2,
                 epochs=4, min_visits=0, grad_states=4)  # fmt: skip

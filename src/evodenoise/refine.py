@@ -5,7 +5,8 @@ residual errors of its own, most of them at scales above its small patches. The 
 goes back to the noisy input and filters it once more, using the pilot only to decide *how*:
 
 0. **A second opinion** (``mix`` > 0). The input is first filtered on its own: groups of its
-   blocks matched on the noisy first plane itself, every coefficient of their 3-D transform
+   blocks matched on the noisy first plane itself (references on a grid of ``STEP0``), every
+   coefficient of their 3-D transform
    (step 2's) kept or zeroed by a hard threshold at ``THRESHOLD`` σ, blocks aggregated as in
    step 3 with the weight ``1 / (σ² · coefficients kept)``. Its errors differ from the model's,
    so the pilot becomes ``(1 − mix) · model + mix · that``: a better pilot than either alone.
@@ -61,6 +62,7 @@ GROUP = 16  # blocks per group (fewer when the image is too small to hold them) 
 GROUP_NOISY = 32  # ... and where the first plane's σ is at least NOISY: more blocks average
 NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
 STEP = 3  # grid step of the reference blocks (the last row and column are always included)
+STEP0 = 4  # step 0's grid step: 0.56x the work of STEP, -0.003 dB on the suites (at worst -0.013)
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
 THRESHOLD = 2.7  # step 0 keeps the coefficients above this many σ (BM3D's first step's λ)
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
@@ -111,7 +113,8 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
     b = BLOCK
     dev = x.device
     s2 = sigma.square().clamp_min(1e-6)
-    ri, rj = _grid(H - b + 1, dev), _grid(W - b + 1, dev)
+    step = STEP0 if pilot is None else STEP
+    ri, rj = _grid(H - b + 1, step, dev), _grid(W - b + 1, step, dev)
     group = GROUP if float(s2[0]) < NOISY**2 else GROUP_NOISY
     k = min(group, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
     num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
@@ -120,7 +123,7 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
     tk = _dct(k, dev)  # (k, k): DCT along a group
     window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
     window = torch.outer(window, window).flatten()  # (b²,)
-    rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k))
+    rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k, step))
     match_rows = max(MATCH_ROWS, rows_per_chunk)
     guide = x if pilot is None else pilot  # whose first plane the groups are matched on
     far = float(guide[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
@@ -179,33 +182,37 @@ def working_bytes(channels: int, width: int) -> int:
     """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
     besides its two image-sized sums: a chunk of reference rows, at least one row, or the
     matching of ``MATCH_ROWS`` rows, whichever is larger (they do not overlap)."""
-    return max(CHUNK_BYTES, _row_bytes(channels, width, GROUP_NOISY), _match_bytes(width))
+    return max(
+        CHUNK_BYTES,
+        *(_row_bytes(channels, width, GROUP_NOISY, step) for step in (STEP, STEP0)),
+        *(_match_bytes(width, step) for step in (STEP, STEP0)),
+    )
 
 
-def _row_bytes(channels: int, width: int, k: int) -> int:
-    """Bytes of one row of reference blocks in flight: the peak measured, about eighteen
-    (C, refs, k, b²) float32 arrays (gathers, transforms, gains, weights, their products)."""
-    return 18 * channels * _refs(width) * k * BLOCK * BLOCK * 4
+def _row_bytes(channels: int, width: int, k: int, step: int) -> int:
+    """Bytes of one row of reference blocks ``step`` apart in flight: the peak measured, about
+    eighteen (C, refs, k, b²) float32 arrays (gathers, transforms, gains, weights, products)."""
+    return 18 * channels * _refs(width, step) * k * BLOCK * BLOCK * 4
 
 
-def _match_bytes(width: int) -> int:
-    """Bytes of :func:`_match` on ``MATCH_ROWS`` reference rows: about four arrays of squared
-    differences of the 2·SEARCH + 1 column shifts over their pixel rows, and the distances of
-    every shift, twice (the list and its concatenation)."""
-    shifts, lines = 2 * SEARCH + 1, (MATCH_ROWS - 1) * STEP + BLOCK
-    matched = 2 * shifts**2 * MATCH_ROWS * _refs(width)
+def _match_bytes(width: int, step: int) -> int:
+    """Bytes of :func:`_match` on ``MATCH_ROWS`` reference rows ``step`` apart: about four
+    arrays of squared differences of the 2·SEARCH + 1 column shifts over their pixel rows, and
+    the distances of every shift, twice (the list and its concatenation)."""
+    shifts, lines = 2 * SEARCH + 1, (MATCH_ROWS - 1) * step + BLOCK
+    matched = 2 * shifts**2 * MATCH_ROWS * _refs(width, step)
     return 4 * (4 * shifts * lines * (width + 2 * SEARCH) + matched)
 
 
-def _refs(width: int) -> int:
+def _refs(width: int, step: int) -> int:
     """Reference blocks along a row ``width`` pixels wide, at most (the grid of :func:`_grid`
     and its last position)."""
-    return (max(1, width - BLOCK + 1) + STEP - 1) // STEP + 1
+    return (max(1, width - BLOCK + 1) + step - 1) // step + 1
 
 
-def _grid(n: int, dev: torch.device) -> torch.Tensor:
-    """Reference positions 0, STEP, 2·STEP, … along a side of n positions, and the last."""
-    g = torch.arange(0, n, STEP, device=dev)
+def _grid(n: int, step: int, dev: torch.device) -> torch.Tensor:
+    """Reference positions 0, step, 2·step, … along a side of n positions, and the last."""
+    g = torch.arange(0, n, step, device=dev)
     return g if int(g[-1]) == n - 1 else torch.cat([g, torch.tensor([n - 1], device=dev)])
 
 
