@@ -12,7 +12,8 @@ of ``refine.py``; the default's own is ``Config.refine_mix`` where the noise is 
 ``--chroma-factors`` gives the chroma planes (colour inputs) their own multiples, and
 ``--coarse-factors`` the coarse scale its own (multiples of the fine scale's σ there; 1 is
 the default's halved σ). ``--cache DIR`` keeps each input's caught stage input, so that a
-later scan of the same inputs skips the model.
+later scan of the same inputs skips the model. ``--set KEY=VALUE`` changes the preset the
+model runs with (``run.py --set``'s syntax; cache them in their own folder).
 Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
 same input (σ given only).
 
@@ -42,7 +43,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from real import psnr  # noqa: E402
-from run import centre_crop, corrupt, corruption_seed, load_image, parse_task  # noqa: E402
+from run import (  # noqa: E402
+    centre_crop,
+    corrupt,
+    corruption_seed,
+    load_image,
+    parse_overrides,
+    parse_task,
+)
 
 
 def to_image(planes: torch.Tensor, colour: bool) -> np.ndarray:
@@ -115,6 +123,8 @@ def main(argv=None) -> None:
                     "with its output as the next pilot, this many passes in all")  # fmt: skip
     ap.add_argument("--crop", type=int, default=256, help="centre crop (default 256)")
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the preset's, for the model (repeatable)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bm3d", action="store_true", help="BM3D/CBM3D on the same input")
     ap.add_argument("--json", help="append the records here (one per line)")
@@ -138,7 +148,7 @@ def main(argv=None) -> None:
         return stage(x, pilot, sigmas, scales, mix)
 
     restore.refine_estimate, restore._plane_sigmas = catch, catch_sigmas
-    cfg = get_preset(args.preset)
+    cfg = get_preset(args.preset).replace(**parse_overrides(args.set))
     chroma = args.chroma_factors or [None]
     keys = [
         (s, f, c, k, n, m)

@@ -329,11 +329,12 @@ def test_estimate_variants_smoke(tmp_path):
 
 def test_stage_variants_smoke(tmp_path):
     """benchmarks/stage_variants.py: one run, its second stage's input caught and the stage
-    applied at each number of scales; one table row per image-level."""
+    applied at each number of scales; one table row per image-level; --set reaches the model."""
     out = tmp_path / "runs.jsonl"
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "stage_variants.py"), "skimage:camera",
-         "--crop", "40", "--sigmas", "25", "--scales", "1", "2", "--json", str(out)],
+         "--crop", "40", "--sigmas", "25", "--scales", "1", "2", "--json", str(out),
+         "--set", "epochs=4"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -342,6 +343,12 @@ def test_stage_variants_smoke(tmp_path):
     assert all(20 < record[k] < 40 for k in ("model", "scales_1", "scales_2"))
     assert record["scales_1"] != record["scales_2"]
     assert sum(line.startswith("| ") for line in run.stdout.splitlines()) == 2  # header, row
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stage_variants.py"), "skimage:camera",
+         "--crop", "40", "--set", "no_such_setting=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "no_such_setting" in bad.stderr
 
 
 def test_stage_variants_on_real_pairs_at_sigma_factors(tmp_path):
