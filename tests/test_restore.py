@@ -498,6 +498,11 @@ def test_presets_cover_the_paper_table():
     assert evodenoise.get_preset is get_preset
 
 
+def test_quick_is_fast_with_a_quarter_of_its_training():
+    fast = get_preset("fast")
+    assert get_preset("quick") == fast.replace(epochs=4, min_visits=fast.min_visits // 4)
+
+
 # --- yardstick (slow) ----------------------------------------------------------------------
 
 
@@ -513,3 +518,15 @@ def test_fast_preset_beats_non_local_means_on_camera_128():
     )
     out, _ = denoise(noisy, SIGMA, config="fast", seed=0)
     assert psnr(clean, out) > psnr(clean, nlm), (psnr(clean, out), psnr(clean, nlm))
+
+
+@pytest.mark.slow
+def test_quick_preset_trains_a_quarter_as_long_and_stays_close_to_fast():
+    from skimage.transform import resize
+
+    clean = resize(data.camera() / 255.0, (128, 128), anti_aliasing=True).astype(np.float32)
+    noisy = add_noise(clean)
+    fast, fast_run = denoise(noisy, SIGMA, config="fast", seed=0)
+    quick, quick_run = denoise(noisy, SIGMA, config="quick", seed=0)
+    assert 3 * len(quick_run.free_energy) < len(fast_run.free_energy)  # epochs trained
+    assert psnr(clean, quick) > psnr(clean, fast) - 0.3 > psnr(clean, noisy) + 5
