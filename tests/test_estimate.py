@@ -93,7 +93,7 @@ def test_dictionary_seeds_and_posterior_follow_the_log_joint():
             mu = model.decoder(unpack(dic.states, h))  # (K, D)
             mean = torch.einsum("bk,kd->bd", q, mu)
             var = torch.einsum("bk,kd->bd", q, mu * mu) - mean**2
-        got_mean, got_var, got_best = dic.posterior(dic.scores(y, obs))
+        got_mean, got_var, got_best = dic.posterior(y, obs)
         assert torch.equal(got_best, best[:, 0])
         torch.testing.assert_close(got_mean, mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got_var, var, rtol=1e-3, atol=1e-5)

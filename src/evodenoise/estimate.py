@@ -88,22 +88,20 @@ class Dictionary:
     def top(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
         """For each patch the ``n_states`` entries of highest log-joint: a top-k (values,
         indices), both (B, S), best first."""
-        if n_parts(y.shape[0]) == 1:
-            return torch.topk(self.scores(y, obs), n_states, dim=1)
+        top = _by_rows(lambda y, obs: torch.topk(self.scores(y, obs), n_states, dim=1), y, obs)
+        return _Top(*top)
 
-        def part(r: slice):
-            return torch.topk(self.scores(y[r], None if obs is None else obs[r]), n_states, dim=1)
+    def posterior(self, y: torch.Tensor, obs: torch.Tensor | None):
+        """Posterior mean and variance of μ(s) per value, (B, D) each, of patches y (B, D) over
+        every entry, and each patch's most probable entry (B,): two matrix products after
+        :meth:`scores`, where the posterior over the S best entries would first need their
+        top-k, several times the cost."""
+        return _by_rows(lambda y, obs: self._posterior(self.scores(y, obs)), y, obs)
 
-        parts = map_rows(part, y.shape[0])  # split over the run's CPU threads (parallel.py)
-        return _Top(torch.cat([t.values for t in parts]), torch.cat([t.indices for t in parts]))
-
-    def posterior(self, scores: torch.Tensor):
-        """Posterior mean and variance of μ(s) per value, (B, D) each, over every entry, from
-        their ``scores`` (B, K) (:meth:`scores`; overwritten), and each patch's most probable
-        entry (B,): two matrix products, where the posterior over the S best entries would
-        first need their top-k, several times the cost. Weights below e⁻⁸⁰ (about 2·10⁻³⁵) of
-        the largest are raised to it, which keeps them out of the subnormal floats that CPUs
-        multiply many times slower."""
+    def _posterior(self, scores: torch.Tensor):
+        """:meth:`posterior` from the ``scores`` (B, K) (overwritten). Weights below e⁻⁸⁰
+        (about 2·10⁻³⁵) of the largest are raised to it, which keeps them out of the subnormal
+        floats that CPUs multiply many times slower."""
         peak, best = scores.max(1)  # (B,): the constant per patch cancels
         q = scores.sub_(peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K), unnormalised
         total = q.sum(1, keepdim=True)
@@ -130,6 +128,15 @@ class Dictionary:
             mu = model.decoder(unpack(fitted.states[ch, 0], model.pi.numel(), y.dtype))
             res[ch] = _residual(mu, y[ch], None if obs is None else obs[ch])
         self.poor = torch.quantile(res, quantile) if res.numel() else None
+
+
+def _by_rows(fn, y: torch.Tensor, obs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``fn(y, obs)``, a tuple of row-wise results, on row parts of y (B, D) and obs, one per
+    CPU thread of the run (parallel.py; each row's result depends on its own row only)."""
+    if n_parts(y.shape[0]) == 1:
+        return tuple(fn(y, obs))
+    parts = map_rows(lambda r: fn(y[r], None if obs is None else obs[r]), y.shape[0])
+    return tuple(torch.cat(t) for t in zip(*parts))
 
 
 def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
@@ -288,7 +295,7 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> No
     for ch in chunks(part.shape[0], size):
         och = None if ob is None else ob[ch]
         if cfg.fresh_sweeps == 0:  # the posterior over the whole dictionary
-            mean[ch], v[ch], best = dictionary.posterior(dictionary.scores(part[ch], och))
+            mean[ch], v[ch], best = dictionary.posterior(part[ch], och)
         else:
             top = dictionary.top(part[ch], och, cfg.n_states)
             sweep = (noise, FRESH, idx[ch])
