@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evodenoise import denoise, inpaint
-from evodenoise.parallel import MIN_ROWS, map_rows, split_rows
+from evodenoise.parallel import MIN_ROWS, map_rows, map_slices, split_rows
 from evodenoise.presets import get_preset
 
 
@@ -39,6 +39,18 @@ def test_map_rows_covers_every_row_once_with_gradients_off(two_threads):
     assert not any(s[2] for s in seen[:2])
 
 
+def test_map_slices_cuts_the_same_slices_on_any_thread_count(two_threads):
+    def part(r):
+        return (r.start, r.stop, torch.is_grad_enabled(), map_rows(lambda q: q, 4 * MIN_ROWS))
+
+    alone = map_slices(part, 10, 4)
+    with split_rows(torch.device("cpu")):
+        split = map_slices(part, 10, 4)
+    assert alone == split == [(0, 4, False, [slice(0, 256)]), (4, 8, False, [slice(0, 256)]),
+                              (8, 10, False, [slice(0, 256)])]  # fmt: skip
+    assert map_slices(part, 0, 4) == []
+
+
 def test_split_rows_is_off_on_one_thread_or_when_disabled(two_threads):
     with split_rows(torch.device("cpu"), enabled=False) as n:
         assert n == 1 and torch.get_num_threads() == 2
@@ -60,9 +72,10 @@ def test_two_threads_give_the_one_thread_result_bit_for_bit(task):
     clean = rng.random(shape).astype(np.float32) * 0.5 + 0.25
     noisy = np.clip(clean + rng.normal(0, 0.1, shape), 0, 1).astype(np.float32)
     preset = "inpaint" if task == "inpaint" else "fast"
-    # E-batches of 256 rows (two parts of 128); the estimate's sweeps and dictionary seeds too
+    # E-batches of 256 rows (two parts of 128); the estimate in groups of 16 chunks of 16
+    # patches, 6 groups of the 1,369 patches side by side (trained, fresh and poorly fitted)
     cfg = get_preset(preset).replace(
-        epochs=2, min_visits=0, patch_size=4, train_patches=600, chunk_size=256
+        epochs=2, min_visits=0, patch_size=4, train_patches=600, chunk_size=16
     )
     mask = rng.random(shape) < 0.3 if task == "inpaint" else None
     before = torch.get_num_threads()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ import torch
 from .config import Config
 from .evolution import draw_noise, estep_rows, preactivations
 from .model import Model
-from .parallel import map_rows, n_parts
+from .parallel import map_rows, map_slices, n_parts
 from .patches import band_patches, chunks, fold_rows, gather_patches, on_grid, patch_weights
 from .states import unpack
 from .train import Fit
@@ -91,14 +92,14 @@ class Dictionary:
         top = _by_rows(lambda y, obs: torch.topk(self.scores(y, obs), n_states, dim=1), y, obs)
         return _Top(*top)
 
-    def posterior(self, y: torch.Tensor, obs: torch.Tensor | None):
-        """Posterior mean and variance of μ(s) per value, (B, D) each, of patches y (B, D) over
-        every entry, and each patch's most probable entry (B,): two matrix products after
-        :meth:`scores`, where the posterior over the S best entries would first need their
-        top-k, several times the cost."""
-        return _by_rows(lambda y, obs: self._posterior(self.scores(y, obs)), y, obs)
+    def posterior(self, y: torch.Tensor, obs: torch.Tensor | None, var: bool = True):
+        """Posterior mean and (``var``; else None) variance of μ(s) per value, (B, D) each,
+        of patches y (B, D) over every entry, and each patch's most probable entry (B,): a
+        matrix product (two with ``var``) after :meth:`scores`, where the posterior over the
+        S best entries would first need their top-k, several times the cost."""
+        return _by_rows(lambda y, obs: self._posterior(self.scores(y, obs), var), y, obs)
 
-    def _posterior(self, scores: torch.Tensor):
+    def _posterior(self, scores: torch.Tensor, var: bool):
         """:meth:`posterior` from the ``scores`` (B, K) (overwritten). Weights below e⁻⁸⁰
         (about 2·10⁻³⁵) of the largest are raised to it, which keeps them out of the subnormal
         floats that CPUs multiply many times slower."""
@@ -106,7 +107,7 @@ class Dictionary:
         q = scores.sub_(peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K), unnormalised
         total = q.sum(1, keepdim=True)
         mean = (q @ self.mu) / total
-        return mean, (q @ self.mu2) / total - mean * mean, best
+        return mean, (q @ self.mu2) / total - mean * mean if var else None, best
 
     def residual(self, y: torch.Tensor, obs: torch.Tensor | None, k: torch.Tensor):
         """Mean squared residual per observed value of patches y (B, D) under entries k (B,):
@@ -130,13 +131,14 @@ class Dictionary:
         self.poor = torch.quantile(res, quantile) if res.numel() else None
 
 
-def _by_rows(fn, y: torch.Tensor, obs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-    """``fn(y, obs)``, a tuple of row-wise results, on row parts of y (B, D) and obs, one per
-    CPU thread of the run (parallel.py; each row's result depends on its own row only)."""
+def _by_rows(fn, y: torch.Tensor, obs: torch.Tensor | None) -> tuple:
+    """``fn(y, obs)``, a tuple of row-wise results (or None), on row parts of y (B, D) and
+    obs, one per CPU thread of the run (parallel.py; each row's result depends on its own row
+    only)."""
     if n_parts(y.shape[0]) == 1:
         return tuple(fn(y, obs))
     parts = map_rows(lambda r: fn(y[r], None if obs is None else obs[r]), y.shape[0])
-    return tuple(torch.cat(t) for t in zip(*parts))
+    return tuple(None if t[0] is None else torch.cat(t) for t in zip(*parts))
 
 
 def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
@@ -147,6 +149,8 @@ def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> to
     return (diff * obs).square().sum(1) / (obs > 0).sum(1).clamp(min=1)
 
 
+GROUP_CHUNKS = 16  # a band is estimated in groups of this many chunks' patches, each group
+#   in one thread (parallel.py); fixed groups keep the result the same on any thread count
 POOL, FRESH, POOR = 0, 1, 2  # the estimate's random streams: pool, fresh and rescued patches
 
 
@@ -160,7 +164,7 @@ class PatchNoise:
 
     def __init__(self, cfg: Config, seed: int, device):
         self.cfg, self.seed, self.device = cfg, int(seed), torch.device(device)
-        self._last: dict = {}  # (stream, sweep) -> (block, its numbers (G, BLOCK, R))
+        self._last: dict = {}  # (stream, sweep, thread) -> (block, its numbers (G, BLOCK, R))
 
     def __call__(self, stream: int, sweep: int, idx: torch.Tensor) -> torch.Tensor | None:
         """(G, B, R) numbers of :func:`evolution.draw_noise` for the patches ``idx`` (B,)."""
@@ -177,14 +181,15 @@ class PatchNoise:
         return out
 
     def _block(self, stream: int, sweep: int, b: int) -> torch.Tensor:
-        last = self._last.get((stream, sweep))
+        key = (stream, sweep, threading.get_ident())  # (threads estimate rows side by side)
+        last = self._last.get(key)
         if last is None or last[0] != b:
             mixed = ((self.seed * 1_000_003 + stream) * 1_000_033 + sweep) * 1_000_037 + b
             gen = torch.Generator(device=self.device).manual_seed(mixed % 2**63)
             numbers = draw_noise(self.cfg, self.BLOCK, self.device, gen)
             assert numbers is not None  # n_generations > 0
             last = (b, numbers)
-            self._last[(stream, sweep)] = last
+            self._last[key] = last
         return last[1]
 
 
@@ -221,38 +226,70 @@ def estimate_image(
         r0, r1 = b * rows, min((b + 1) * rows, h - p + 1)
         yb = band_patches(x, r0, r1, p)  # (n, D)
         ob = None if observed is None else band_patches(observed, r0, r1, p)
-        var = torch.zeros_like(yb)
+        var = torch.zeros_like(yb) if cfg.merge == "variance" else None  # for the weights
         kept = None  # (n,) the patches folded in; None: all
         lo, hi = (int(torch.searchsorted(pool, r * cols)) for r in (r0, r1))
-        trained_idx = pool[lo:hi]  # raster indices of the band's trained patches
-        if hi - lo == yb.shape[0]:  # every patch of the band was trained on
-            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, noise, trained_idx)
-        else:
-            if dictionary is None:
-                dictionary = Dictionary(fitted, cfg.dictionary_size)
-                if cfg.poor_fit_sweeps > cfg.fresh_sweeps:
-                    dictionary.set_poor_fit(
-                        fitted,
-                        gather_patches(x, pool, p),
-                        None if observed is None else gather_patches(observed, pool, p),
-                        cfg.poor_fit_quantile,
-                    )
-            trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
-            trained[trained_idx - r0 * cols] = True
-            _estimate(model, fitted.states[lo:hi], yb, ob, var, cfg, noise, trained_idx, trained)
-            fresh = ~trained
-            if cfg.fresh_stride > 1:  # fresh patches on a coarser grid only
-                kept = trained | on_grid(r0, r1, cols, h - p + 1, cfg.fresh_stride, x.device)
-                fresh &= kept
-            idx = fresh.nonzero()[:, 0] + r0 * cols
-            _estimate_fresh(dictionary, model, yb, ob, var, cfg, noise, fresh, idx)
-        if cfg.merge == "variance":  # inverse posterior variance, floored at σ²/D per value
+        trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
+        trained[pool[lo:hi] - r0 * cols] = True  # the band's patches trained on
+        fresh = ~trained
+        if cfg.fresh_stride > 1 and hi - lo < yb.shape[0]:  # fresh patches on a coarser grid
+            kept = trained | on_grid(r0, r1, cols, h - p + 1, cfg.fresh_stride, x.device)
+            fresh &= kept
+        if dictionary is None and hi - lo < yb.shape[0]:
+            dictionary = Dictionary(fitted, cfg.dictionary_size)
+            if cfg.poor_fit_sweeps > cfg.fresh_sweeps:
+                dictionary.set_poor_fit(
+                    fitted,
+                    gather_patches(x, pool, p),
+                    None if observed is None else gather_patches(observed, pool, p),
+                    cfg.poor_fit_quantile,
+                )
+        band = _Band(yb, ob, var, trained, fresh, fitted.states[lo:hi], r0 * cols)
+        group = GROUP_CHUNKS * cfg.chunk_size or yb.shape[0]  # (chunk_size 0: one chunk)
+        estimate_rows = functools.partial(_estimate_rows, band, dictionary, model, cfg, noise)
+        map_slices(estimate_rows, yb.shape[0], group)  # side by side on the CPU's threads
+        if var is not None:  # inverse posterior variance, floored at σ²/D per value
             weights = 1.0 / (var.clamp(min=0) + model.sigma2 / yb.shape[1])
         fold_rows(num, den, yb, r0, p, _only(weights, kept, yb))
         del yb, ob, var
         if callback is not None:
             callback(b + 1, bands)
     return num / den
+
+
+class _Band(NamedTuple):
+    """A band's patches y (n, D) (their estimates are written over them), their observed
+    values (or None) and variances (or None: not needed), which were ``trained`` on and
+    which are ``fresh`` (to estimate from the dictionary), both (n,) bool, the trained
+    patches' states (in raster order) and the raster index of the band's first patch."""
+
+    y: torch.Tensor
+    obs: torch.Tensor | None
+    var: torch.Tensor | None
+    trained: torch.Tensor
+    fresh: torch.Tensor
+    states: torch.Tensor
+    first: int
+
+
+def _estimate_rows(band: _Band, dictionary, model, cfg, noise, r: slice) -> None:
+    """The estimates of the band's patches r (a slice), written over them: each row's
+    depends on that row alone (its trained states or the dictionary, and the random numbers
+    of its raster index), so the rows can be split over threads."""
+    trained, fresh, y = band.trained[r], band.fresh[r], band.y[r]
+    ob, var = (None if t is None else t[r] for t in (band.obs, band.var))
+    s0 = int(band.trained[: r.start].sum())  # the trained rows before r: their states
+    states = band.states[s0 : s0 + int(trained.sum())]
+    base = band.first + r.start  # raster index of y's first patch
+    if bool(trained.all()):  # every patch of the rows was trained on
+        idx = torch.arange(base, base + y.shape[0], device=y.device)
+        _estimate(model, states, y, ob, var, cfg, noise, idx)
+        return
+    if states.shape[0]:
+        _estimate(model, states, y, ob, var, cfg, noise, trained.nonzero()[:, 0] + base, trained)
+    if bool(fresh.any()):
+        idx = fresh.nonzero()[:, 0] + base
+        _estimate_fresh(dictionary, model, y, ob, var, cfg, noise, fresh, idx)
 
 
 def _only(weights, kept: torch.Tensor | None, y: torch.Tensor):
@@ -269,14 +306,15 @@ def _only(weights, kept: torch.Tensor | None, y: torch.Tensor):
 def _estimate(model, states, y, obs, var, cfg, noise, idx, rows=None) -> None:
     """Posterior means of the trained patches y[rows] (all: None; raster indices idx) from
     their trained states after the final sweeps, written over y (and their variances into
-    var)."""
+    var, unless None)."""
     if rows is None:
         estimate_patches(model, states, y, obs, cfg, noise, out=y, var=var, idx=idx)
         return
-    part, v = y[rows], var[rows]
+    part, v = y[rows], None if var is None else var[rows]
     ob = None if obs is None else obs[rows]
     y[rows] = estimate_patches(model, states, part, ob, cfg, noise, out=part, var=v, idx=idx)
-    var[rows] = v
+    if var is not None:
+        var[rows] = v
 
 
 def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> None:
@@ -285,23 +323,26 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> No
     from their S best entries. A patch the dictionary explains poorly (its best entry leaves a
     residual above ``dictionary.poor``, see :meth:`Dictionary.set_poor_fit`) gets
     ``poor_fit_sweeps`` sweeps from there instead, when they are more. ``idx``: the raster
-    indices of y[rows]."""
+    indices of y[rows]. Their variances go into var, unless None."""
     part = y[rows]
     ob = None if obs is None else obs[rows]
-    mean, v = torch.empty_like(part), torch.empty_like(part)
+    mean, v = torch.empty_like(part), None if var is None else torch.empty_like(part)
     size = cfg.chunk_size or part.shape[0]  # planned (plan.py); 0: one chunk
     rescue = dictionary.poor is not None  # set only when poor_fit_sweeps > fresh_sweeps
     poor = torch.zeros(part.shape[0], dtype=torch.bool, device=part.device)
     for ch in chunks(part.shape[0], size):
         och = None if ob is None else ob[ch]
         if cfg.fresh_sweeps == 0:  # the posterior over the whole dictionary
-            mean[ch], v[ch], best = dictionary.posterior(part[ch], och)
+            m, vv, best = dictionary.posterior(part[ch], och, var=v is not None)
+            mean[ch] = m
+            if v is not None:
+                v[ch] = vv
         else:
             top = dictionary.top(part[ch], och, cfg.n_states)
             sweep = (noise, FRESH, idx[ch])
             _sweep_fresh(
                 dictionary, model, part[ch], och, top, cfg.fresh_sweeps, cfg, sweep, mean[ch],
-                v[ch],
+                None if v is None else v[ch],
             )  # fmt: skip
             best = top.indices[:, 0]
         if rescue:
@@ -312,20 +353,25 @@ def _estimate_fresh(dictionary, model, y, obs, var, cfg, noise, rows, idx) -> No
             sel = which[ch]
             och = None if ob is None else ob[sel]
             top = dictionary.top(part[sel], och, cfg.n_states)
-            m, vv = torch.empty_like(part[sel]), torch.empty_like(part[sel])
+            m = torch.empty_like(part[sel])
+            vv = None if v is None else torch.empty_like(m)
             sweep = (noise, POOR, idx[sel])
             _sweep_fresh(
                 dictionary, model, part[sel], och, top, cfg.poor_fit_sweeps, cfg, sweep, m, vv
             )
-            mean[sel], v[sel] = m, vv
-    y[rows], var[rows] = mean, v
+            mean[sel] = m
+            if v is not None and vv is not None:
+                v[sel] = vv
+    y[rows] = mean
+    if var is not None:
+        var[rows] = v
 
 
 def _sweep_fresh(dictionary, model, y, obs, top, sweeps, cfg, source, mean, var) -> None:
-    """Posterior mean and variance (into ``mean``, ``var``, (B, D)) of patches y (B, D) whose
-    best dictionary entries are ``top`` (a top-k of :meth:`Dictionary.scores`), after
-    ``sweeps`` (at least 1) E-step sweeps starting there (``source``: the
-    :class:`PatchNoise`, its stream and the patches' raster indices)."""
+    """Posterior mean and variance (into ``mean`` and, unless None, ``var``, (B, D)) of
+    patches y (B, D) whose best dictionary entries are ``top`` (a top-k of
+    :meth:`Dictionary.scores`), after ``sweeps`` (at least 1) E-step sweeps starting there
+    (``source``: the :class:`PatchNoise`, its stream and the patches' raster indices)."""
     seeds, a = dictionary.states[top.indices], dictionary.a[top.indices]
     noise, stream, idx = source
     # the seeds' free-energy terms, as the E-step scores them (without ‖y‖²_obs / 2σ²)

@@ -123,7 +123,8 @@ def check_fits(
     image = c * h * w * FLOAT * copies
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
     per_patch = _per_patch(cfg, d, masked)
-    work = _working_set(cfg, d)
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    work = _working_set(cfg, d) * threads  # each thread estimates a chunk (estimate.py)
     if cfg.second_stage == "wiener":  # after the estimate, in place of its working set (its
         #   coarse scale's DCTs, about three image-sized arrays, reuse the sums and weights)
         work = max(work, refine.working_bytes(c, w))

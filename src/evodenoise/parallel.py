@@ -6,7 +6,8 @@ whole E-step on half of the rows keep both cores busy. Every data point's E-step
 own row only, so the parts give the same result, bit for bit, as one piece.
 
 :func:`split_rows` is set once per run at the edge (``restore.py``); inside it torch's own
-thread count is one, and :func:`map_rows` runs a function on row parts in the run's threads.
+thread count is one, and :func:`map_rows` runs a function on row parts in the run's threads
+(:func:`map_slices` on parts of a given size, whatever the thread count).
 """
 
 from __future__ import annotations
@@ -55,13 +56,27 @@ def map_rows(fn: Callable[[slice], T], n: int) -> list[T]:
     """``fn`` applied to consecutive row slices covering range(n): one slice per thread of the
     current :func:`split_rows` (at least ``MIN_ROWS`` rows each), or one slice, in this
     thread. Each call runs with gradients off (grad mode is per thread)."""
-    pool, parts = _POOL.get(), n_parts(n)
-    if pool is None or parts < 2:
+    parts = n_parts(n)
+    if parts < 2:
         return [fn(slice(0, n))]
-    size = -(-n // parts)
+    return map_slices(fn, n, -(-n // parts))
+
+
+def map_slices(fn: Callable[[slice], T], n: int, size: int) -> list[T]:
+    """``fn`` applied to the consecutive slices of ``size`` rows covering range(n), in order,
+    spread over the threads of the current :func:`split_rows` (in this thread without one):
+    how the rows are cut does not depend on the thread count. Each call runs with gradients
+    off and without a split of its own."""
 
     def run(lo: int) -> T:
-        with torch.no_grad():
-            return fn(slice(lo, min(lo + size, n)))
+        token = _POOL.set(None)  # a part runs unsplit
+        try:
+            with torch.no_grad():
+                return fn(slice(lo, min(lo + size, n)))
+        finally:
+            _POOL.reset(token)
 
-    return list(pool.map(run, range(0, n, size)))
+    pool, starts = _POOL.get(), range(0, n, max(1, size))
+    if pool is None or len(starts) < 2:
+        return [run(lo) for lo in starts]
+    return list(pool.map(run, starts))
