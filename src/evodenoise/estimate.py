@@ -6,7 +6,8 @@ E-step sweeps under the final parameters, then the posterior mean ⟨μ(s)⟩_q 
 
 Training keeps states only for its pool of patches (``Config.train_patches``). After training
 the image is estimated one band of patch rows at a time and each band is folded into the output
-and freed: memory is O(band + pool + model), never O(image × S).
+and freed: memory is O(band + pool + model), never O(image × S). A band's patches are
+estimated in fixed groups (``GROUP_CHUNKS``), side by side on the CPU's threads.
 
 - A patch of the pool takes its trained states and ``final_sweeps`` E-step sweeps under the
   final parameters, then its posterior mean (exactly what training on every patch does).
@@ -37,17 +38,10 @@ import torch
 from .config import Config
 from .evolution import draw_noise, estep_rows, preactivations
 from .model import Model
-from .parallel import map_rows, map_slices, n_parts
+from .parallel import map_slices
 from .patches import band_patches, chunks, fold_rows, gather_patches, on_grid, patch_weights
 from .states import unpack
 from .train import Fit
-
-
-class _Top(NamedTuple):
-    """A top-k's (values, indices), as ``torch.topk`` returns them."""
-
-    values: torch.Tensor
-    indices: torch.Tensor
 
 
 class Dictionary:
@@ -89,20 +83,16 @@ class Dictionary:
     def top(self, y: torch.Tensor, obs: torch.Tensor | None, n_states: int):
         """For each patch the ``n_states`` entries of highest log-joint: a top-k (values,
         indices), both (B, S), best first."""
-        top = _by_rows(lambda y, obs: torch.topk(self.scores(y, obs), n_states, dim=1), y, obs)
-        return _Top(*top)
+        return torch.topk(self.scores(y, obs), n_states, dim=1)
 
     def posterior(self, y: torch.Tensor, obs: torch.Tensor | None, var: bool = True):
         """Posterior mean and (``var``; else None) variance of μ(s) per value, (B, D) each,
         of patches y (B, D) over every entry, and each patch's most probable entry (B,): a
         matrix product (two with ``var``) after :meth:`scores`, where the posterior over the
-        S best entries would first need their top-k, several times the cost."""
-        return _by_rows(lambda y, obs: self._posterior(self.scores(y, obs), var), y, obs)
-
-    def _posterior(self, scores: torch.Tensor, var: bool):
-        """:meth:`posterior` from the ``scores`` (B, K) (overwritten). Weights below e⁻⁸⁰
-        (about 2·10⁻³⁵) of the largest are raised to it, which keeps them out of the subnormal
-        floats that CPUs multiply many times slower."""
+        S best entries would first need their top-k, several times the cost. Weights below
+        e⁻⁸⁰ (about 2·10⁻³⁵) of the largest are raised to it, which keeps them out of the
+        subnormal floats that CPUs multiply many times slower."""
+        scores = self.scores(y, obs)  # (B, K)
         peak, best = scores.max(1)  # (B,): the constant per patch cancels
         q = scores.sub_(peak[:, None]).clamp_(min=-80.0).exp_()  # (B, K), unnormalised
         total = q.sum(1, keepdim=True)
@@ -129,16 +119,6 @@ class Dictionary:
             mu = model.decoder(unpack(fitted.states[ch, 0], model.pi.numel(), y.dtype))
             res[ch] = _residual(mu, y[ch], None if obs is None else obs[ch])
         self.poor = torch.quantile(res, quantile) if res.numel() else None
-
-
-def _by_rows(fn, y: torch.Tensor, obs: torch.Tensor | None) -> tuple:
-    """``fn(y, obs)``, a tuple of row-wise results (or None), on row parts of y (B, D) and
-    obs, one per CPU thread of the run (parallel.py; each row's result depends on its own row
-    only)."""
-    if n_parts(y.shape[0]) == 1:
-        return tuple(fn(y, obs))
-    parts = map_rows(lambda r: fn(y[r], None if obs is None else obs[r]), y.shape[0])
-    return tuple(None if t[0] is None else torch.cat(t) for t in zip(*parts))
 
 
 def _residual(mu: torch.Tensor, y: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
