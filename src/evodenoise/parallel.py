@@ -1,4 +1,4 @@
-"""CPU threads for the E-step: a batch's rows in parts, side by side, one core each.
+"""CPU threads for the E-steps and the estimate: rows in parts, side by side, one core each.
 
 An E-step's operators are many and small (a few hundred rows of a few dozen values): split
 over two cores inside each operator they gain little, while two threads that each run the
@@ -7,7 +7,9 @@ own row only, so the parts give the same result, bit for bit, as one piece.
 
 :func:`split_rows` is set once per run at the edge (``restore.py``); inside it torch's own
 thread count is one, and :func:`map_rows` runs a function on row parts in the run's threads
-(:func:`map_slices` on parts of a given size, whatever the thread count).
+(an E-step's batch: one part per thread); :func:`map_slices` on parts of a given size,
+whatever the thread count (the estimate's groups of patches: the cut, and so the result,
+then does not depend on the threads either).
 """
 
 from __future__ import annotations
