@@ -46,8 +46,8 @@ def test_map_slices_cuts_the_same_slices_on_any_thread_count(two_threads):
     alone = map_slices(part, 10, 4)
     with split_rows(torch.device("cpu")):
         split = map_slices(part, 10, 4)
-    assert alone == split == [(0, 4, False, [slice(0, 256)]), (4, 8, False, [slice(0, 256)]),
-                              (8, 10, False, [slice(0, 256)])]  # fmt: skip
+    whole = [slice(0, 4 * MIN_ROWS)]  # a part's own map_rows does not split again
+    assert alone == split == [(0, 4, False, whole), (4, 8, False, whole), (8, 10, False, whole)]
     assert map_slices(part, 0, 4) == []
 
 

@@ -212,10 +212,11 @@ def estimate_image(
         trained = torch.zeros(yb.shape[0], dtype=torch.bool, device=x.device)
         trained[pool[lo:hi] - r0 * cols] = True  # the band's patches trained on
         fresh = ~trained
-        if cfg.fresh_stride > 1 and hi - lo < yb.shape[0]:  # fresh patches on a coarser grid
+        some_fresh = hi - lo < yb.shape[0]
+        if cfg.fresh_stride > 1 and some_fresh:  # fresh patches on a coarser grid only
             kept = trained | on_grid(r0, r1, cols, h - p + 1, cfg.fresh_stride, x.device)
             fresh &= kept
-        if dictionary is None and hi - lo < yb.shape[0]:
+        if dictionary is None and some_fresh:
             dictionary = Dictionary(fitted, cfg.dictionary_size)
             if cfg.poor_fit_sweeps > cfg.fresh_sweeps:
                 dictionary.set_poor_fit(
