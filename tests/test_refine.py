@@ -275,14 +275,36 @@ def test_a_pilot_mixed_with_step_zero_beats_the_pilot_alone():
     assert _mse(mixed, clean) < 0.9 * _mse(alone, clean)
 
 
+@pytest.mark.parametrize("n, wavelet", [(8, "bior1.5"), (16, "haar"), (8, None), (12, "haar")])
+def test_each_transform_is_inverted_and_keeps_white_noise_at_sigma(n, wavelet):
+    forward, inverse = refine._transform(n, wavelet, torch.device("cpu"))
+    assert torch.allclose(inverse @ forward, torch.eye(n), atol=1e-5)
+    assert torch.allclose(forward.square().sum(1), torch.ones(n), atol=1e-6)  # unit rows
+    if wavelet != "bior1.5":  # the DCT (also for a group that is not a power of two long)
+        assert torch.allclose(inverse, forward.T, atol=1e-6)  #   and Haar are orthonormal
+    if n == 12:
+        assert torch.equal(forward, refine._dct(12, torch.device("cpu")))
+
+
+def test_step_zero_s_wavelet_keeps_edges_better_than_a_dct(monkeypatch):
+    # hard thresholds keep a step edge in fewer coefficients of the biorthogonal wavelet
+    clean = _camera(96)
+    noisy = _noisy(clean, 25)
+    wavelet = refine._filter(noisy, None, torch.tensor([25.0]))
+    monkeypatch.setattr(refine, "WAVELET0", None)  # the DCT
+    dct = refine._filter(noisy, None, torch.tensor([25.0]))
+    assert _mse(wavelet, clean) < 0.95 * _mse(dct, clean)
+
+
 def test_step_zero_runs_only_on_white_gaussian_noise():
     from evodenoise.plan import plan_run
 
     cfg = evo.get_preset("fast")
     g = torch.Generator().manual_seed(0)
     white = torch.full((1, 64, 64), 128.0) + 10 * torch.randn(1, 64, 64, generator=g)
-    assert plan_run(cfg, white, None, 10.0, opponent=False).config.refine_mix == 0.5
-    assert plan_run(cfg, white, None, None, opponent=False).config.refine_mix == 0.5
+    assert cfg.refine_mix > 0
+    assert plan_run(cfg, white, None, 10.0, opponent=False).config.refine_mix == cfg.refine_mix
+    assert plan_run(cfg, white, None, None, opponent=False).config.refine_mix == cfg.refine_mix
     blurred = torch.nn.functional.avg_pool2d(white[None] - 128, 3, 1, 1)[0] * 3 + 128
     assert plan_run(cfg, blurred, None, None, opponent=False).config.refine_mix == 0.0
     transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0)

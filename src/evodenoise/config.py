@@ -96,7 +96,7 @@ class Config:
     #   whose result gives the lowest frequencies (noise above the blocks' scale); 3, …
     refine_mix: float = 0.0  # weight in that filter's pilot of a hard-thresholding estimate
     #   of the input alone (refine.py, step 0), where the noise is white and Gaussian; 0: the
-    #   model's estimate alone
+    #   model's estimate alone; 1: that estimate alone
     standardize: bool = True  # train on data scaled to unit variance (off: the paper's scale)
     # -- colour -----------------------------------------------------------------------------
     color: str = "opponent"  # RGB: opponent (luminance + chroma models) or rgb (one model)

@@ -6,16 +6,18 @@ goes back to the noisy input and filters it once more, using the pilot only to d
 
 0. **A second opinion** (``mix`` > 0). The input is first filtered on its own: groups of its
    blocks matched on the noisy first plane itself (references on a grid of ``STEP0``), every
-   coefficient of their 3-D transform (step 2's) kept or zeroed by a hard threshold at
-   ``THRESHOLD`` σ, blocks aggregated as in step 3 with the weight ``1 / (σ² · coefficients
-   kept)``. Its errors differ from the model's, so the pilot becomes ``(1 − mix) · model +
-   mix · that``: a better pilot than either alone.
+   coefficient of their 3-D transform (a biorthogonal 1.5 wavelet of each block, rows scaled
+   to unit norm, and step 2's transform along the group) kept or zeroed by a hard threshold
+   at ``THRESHOLD`` σ, blocks aggregated as in step 3 with the weight ``1 / (σ² ·
+   coefficients kept)``. Its errors differ from the model's, so the pilot becomes ``(1 − mix)
+   · model + mix · that``: a better pilot than either alone.
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
    or luminance) closest in squared distance within ``SEARCH`` pixels either way (the
    reference itself included) form a group.
 2. **Shrinkage.** Each group of noisy blocks and the same group of pilot blocks go through
-   one orthonormal 3-D transform (a 2-D DCT of each block, a DCT along the group). Every noisy
+   one orthonormal 3-D transform (a 2-D DCT of each block, a Haar wavelet along the group; a
+   DCT where the group is not a power of two long). Every noisy
    coefficient is multiplied by the empirical Wiener gain ``P² / (P² + σ²)``, P the pilot's
    coefficient and σ the noise of that plane (white noise stays white of σ under the
    transform), and transformed back.
@@ -29,8 +31,8 @@ goes back to the noisy input and filters it once more, using the pilot only to d
    recomposes its scales).
 
 Steps 1–3 are the second step of BM3D (Dabov et al., 2007) with the model's estimate (or its
-mean with step 0, which is BM3D's first step in this filter's transforms) in place of BM3D's
-own first estimate; docs/method.md says what they and step 4 gain
+mean with step 0, which is BM3D's first step, in its transforms) in place of BM3D's own first
+estimate; docs/method.md says what they and step 4 gain
 (benchmarks/RESULTS.md). It needs every value observed, so it is for denoising, not
 inpainting. The noise must be white of a known σ per plane: the opponent colour basis and the
 Anscombe transform give that.
@@ -49,10 +51,13 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import pywt
 import torch
 import torch.nn.functional as F
 from scipy import fft
@@ -65,6 +70,8 @@ STEP = 3  # grid step of the reference blocks (the last row and column are alway
 STEP0 = 4  # step 0's grid step: 0.61x the time of STEP's, -0.004 dB mean on the suites
 SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
 THRESHOLD = 2.7  # step 0 keeps the coefficients above this many σ (BM3D's first step's λ)
+WAVELET0 = "bior1.5"  # step 0's transform of a block (BM3D's first step's): its hard threshold
+#   keeps edges in fewer coefficients than a DCT's (+0.1 to +0.4 dB for step 0 alone)
 KAISER = 2.0  # beta of the Kaiser window that weights each block's pixels when aggregating
 CHUNK_BYTES = 64 * 2**20  # working memory per chunk of reference rows
 MATCH_ROWS = 8  # reference rows matched at once: their blocks share pixel rows (STEP < BLOCK),
@@ -119,8 +126,9 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
     k = min(group, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
     num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
     den = torch.zeros_like(num)
-    t2 = torch.kron(_dct(b, dev), _dct(b, dev))  # (b², b²): 2-D DCT of a flattened block
-    tk = _dct(k, dev)  # (k, k): DCT along a group
+    t2, i2 = (torch.kron(m, m) for m in _transform(b, None if pilot is not None else WAVELET0, dev))
+    tk, ik = _transform(k, "haar", dev)  # (k, k): along a group, forward and inverse
+    #   t2, i2 (b², b²): 2-D transform of a flattened block and its inverse
     window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
     window = torch.outer(window, window).flatten()  # (b²,)
     rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k, step))
@@ -139,7 +147,7 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
             else:
                 coef_p = tk @ (_gather(pilot, pix, k) @ t2.T)
                 gain = coef_p.square() / (coef_p.square() + s2[:, None, None, None])
-            est = tk.T @ ((gain * coef_y) @ t2)  # and back, (C, R, k, b²)
+            est = ik @ ((gain * coef_y) @ i2.T)  # and back, (C, R, k, b²)
             kept = gain.square().sum((2, 3))  # (C, R): for step 0 the coefficients kept, ...
             kept = kept.clamp_min(1) if pilot is None else kept  # ... at least one (BM3D's)
             weight = 1 / (s2[:, None] * kept).clamp_min(1e-12)  # (C, R)
@@ -263,6 +271,32 @@ def _block_offsets(b: int, width: int, dev: torch.device) -> torch.Tensor:
 def _gather(x: torch.Tensor, pix: torch.Tensor, k: int) -> torch.Tensor:
     """The blocks at ``pix`` (R·k·b² pixel indices) of every plane of x, as (C, R, k, b²)."""
     return x.flatten(1)[:, pix].reshape(x.shape[0], -1, k, BLOCK * BLOCK)
+
+
+def _transform(n: int, wavelet: str | None, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1-D transform of n points as matrices (n, n), forward (row k: the k-th basis
+    function) and inverse: the orthonormal DCT-II for ``wavelet`` None, else that wavelet's
+    full decomposition (periodic), its rows scaled to unit norm so that white noise of σ has
+    σ in every coefficient (as BM3D does; "haar" is then orthonormal). Wavelets need n a
+    power of two; other n get the DCT."""
+    if wavelet is None or n & (n - 1):
+        m = _dct(n, dev)
+        return m, m.T
+    forward, inverse = _wavelet_matrices(n, wavelet)
+    return (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in (forward, inverse))
+
+
+@functools.lru_cache
+def _wavelet_matrices(n: int, wavelet: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_transform`'s matrices of a wavelet, from PyWavelets' decomposition of the n
+    unit vectors at every level down to one coefficient."""
+    levels = int(math.log2(n))
+    with warnings.catch_warnings():  # levels beyond pywt's "useful" ones: intended (BM3D's)
+        warnings.simplefilter("ignore")
+        cols = [pywt.wavedec(e, wavelet, mode="periodization", level=levels) for e in np.eye(n)]
+    m = np.stack([np.concatenate(c) for c in cols], axis=1)  # (n, n): column j, unit vector j
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    return m, np.linalg.inv(m)
 
 
 def _dct(n: int, dev: torch.device) -> torch.Tensor:
