@@ -73,7 +73,7 @@ PRESETS: dict[str, Config] = {
         noise_model="auto",
         noise_level="estimated",
         second_stage="wiener",
-        refine_mix=0.75,
+        refine_mix=0.5,
         fresh_sweeps=0,
         poor_fit_quantile=0.9,
     ),
@@ -101,7 +101,7 @@ PRESETS: dict[str, Config] = {
         noise_model="auto",
         noise_level="estimated",
         second_stage="wiener",
-        refine_mix=0.75,
+        refine_mix=0.5,
     ),
     # Exact settings of the paper's table (docs/method.md).
     "paper-house-15": _paper(**_HOUSE),
