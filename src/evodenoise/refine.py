@@ -127,9 +127,9 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
     k = min(group, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
     num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
     den = torch.zeros_like(num)
-    t2, i2 = (torch.kron(m, m) for m in _transform(b, None if pilot is not None else WAVELET0, dev))
-    tk, ik = _transform(k, "haar", dev)  # (k, k): along a group, forward and inverse
-    #   t2, i2 (b², b²): 2-D transform of a flattened block and its inverse
+    block = _transform(b, WAVELET0 if pilot is None else None, dev)  # (b, b) each
+    t2, i2 = (torch.kron(m, m) for m in block)  # (b², b²): a flattened block's 2-D transform
+    tk, ik = _transform(k, "haar", dev)  # (k, k): along a group; forward, inverse
     window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
     window = torch.outer(window, window).flatten()  # (b²,)
     rows_per_chunk = max(1, CHUNK_BYTES // _row_bytes(C, W, k, step))
@@ -283,9 +283,9 @@ def _transform(n: int, wavelet: str | None, dev: torch.device) -> tuple[torch.Te
     if wavelet is None or n & (n - 1):
         m = _dct(n, dev)
         return m, m.T
-    forward, inverse = (torch.as_tensor(a, dtype=torch.float32, device=dev)
-                        for a in _wavelet_matrices(n, wavelet))  # fmt: skip
-    return forward, inverse
+    forward, inverse = _wavelet_matrices(n, wavelet)
+    return (torch.as_tensor(forward, dtype=torch.float32, device=dev),
+            torch.as_tensor(inverse, dtype=torch.float32, device=dev))  # fmt: skip
 
 
 @functools.lru_cache
