@@ -65,7 +65,7 @@ def test_any_shape_comes_back_whole_and_finite(shape):
 def test_more_blocks_per_group_at_high_noise(monkeypatch, sigma, group):
     seen = []
     match = refine._match
-    monkeypatch.setattr(refine, "_match", lambda *a: seen.append(a[-1]) or match(*a))
+    monkeypatch.setattr(refine, "_match", lambda *a: seen.append(a[3]) or match(*a))
     clean = _camera(48)
     refine_estimate(_noisy(clean, sigma), clean, [sigma], scales=1)
     assert set(seen) == {group}
@@ -309,6 +309,32 @@ def test_step_zero_runs_only_on_white_gaussian_noise():
     assert plan_run(cfg, blurred, None, None, opponent=False).config.refine_mix == 0.0
     transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0)
     assert transformed.config.refine_mix == 0.0
+
+
+def test_the_search_is_narrower_after_the_anscombe_transform():
+    from evodenoise.plan import TRANSFORMED_SEARCH, plan_run
+
+    cfg = evo.get_preset("fast")
+    white = _noisy(torch.full((1, 64, 64), 128.0), 10)
+    assert plan_run(cfg, white, None, 10.0, opponent=False).config.refine_search == refine.SEARCH
+    transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0)
+    assert transformed.config.refine_search == TRANSFORMED_SEARCH < refine.SEARCH
+
+
+@pytest.mark.parametrize("search", [3, 12, refine.SEARCH])
+def test_blocks_are_matched_within_the_search_and_the_nearest_first(monkeypatch, search):
+    matched = []
+    match = refine._match
+    monkeypatch.setattr(refine, "_match", lambda *a: matched.append((a[1:3], match(*a))) or
+                        matched[-1][1])  # fmt: skip
+    clean = _camera(48)
+    refine_estimate(_noisy(clean, 25), clean, [25.0], scales=1, search=search)
+    for (ri, rj), top in matched:
+        ref = (ri[:, None] * 48 + rj[None]).flatten()  # (R,) each reference's top-left pixel
+        dy, dx = top // 48 - (ref // 48)[:, None], top % 48 - (ref % 48)[:, None]  # (R, k)
+        assert int(dy.abs().max()) <= search and int(dx.abs().max()) <= search
+        assert torch.equal(top[:, 0], ref)  # each reference first in its own group
+    assert max(int(t.shape[1]) for _, t in matched) == min(refine.GROUP, (search + 1) ** 2)
 
 
 def test_the_mixed_pilot_is_counted_in_the_memory_estimate():

@@ -28,6 +28,9 @@ STARVED_PHOTONS = 3.0  # photon counts at the top of the range up to which the s
 #   after the Anscombe transform whatever the transformed noise reads (see use_second_stage)
 TRANSFORM_AGREES = 0.8  # above that, it runs where the transformed noise reads at least this
 #   fraction of the transform's σ: synthetic counts 0.87-1.01, microscope frames 0.45-0.90
+TRANSFORMED_SEARCH = 12  # the second stage's search (± pixels) after the Anscombe transform:
+#   BM3D's ±19 gained on white and camera noise but lost on 13 of 18 synthetic photon counts
+#   (moon at 10 photons -0.36 dB, brick +0.14 to +0.33; RESULTS.md, table 8)
 CORRELATED_STAGE = 2.0  # the second stage's σ on correlated noise (camera photos), in multiples
 #   of the models' σ: a white-noise filter removes more of such noise at a higher σ (16 photos:
 #   +0.20 to +1.51 dB at 2; 1.5 lost on one, 3 on four; RESULTS.md, table 8)
@@ -118,6 +121,8 @@ def plan_run(
     if photons is not None or (reading is not None and reading.correlated):
         cfg = cfg.replace(refine_mix=0.0)  # step 0 is for white Gaussian noise (refine.py):
         #   on camera photos it lost up to 0.27 dB, after the transform up to 0.43 dB
+    if photons is not None:
+        cfg = cfg.replace(refine_search=min(cfg.refine_search, TRANSFORMED_SEARCH))
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
         lum_sigma = sigmas[0] if sigma is None and sigmas[0] is not None else sigma

@@ -13,7 +13,7 @@ goes back to the noisy input and filters it once more, using the pilot only to d
    · model + mix · that``: a better pilot than either alone.
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
-   or luminance) closest in squared distance within ``SEARCH`` pixels either way (the
+   or luminance) closest in squared distance within ``search`` pixels either way (the
    reference itself included) form a group.
 2. **Shrinkage.** Each group of noisy blocks and the same group of pilot blocks go through
    one orthonormal 3-D transform (a 2-D DCT of each block, a Haar wavelet along the group; a
@@ -68,7 +68,9 @@ GROUP_NOISY = 32  # ... and where the first plane's σ is at least NOISY: more b
 NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
 STEP = 3  # grid step of the reference blocks (the last row and column are always included)
 STEP0 = 4  # step 0's grid step: 0.61x the time of STEP's, -0.004 dB mean on the suites
-SEARCH = 12  # blocks are searched within this many pixels of the reference, either way
+SEARCH = 19  # blocks are searched within this many pixels of the reference, either way
+#   (BM3D's ±19; against ±12 +0.01 to +0.1 dB on the suites, camera photos +0.04 dB mean;
+#   after the Anscombe transform the plan asks for less: plan.py)
 THRESHOLD = 2.7  # step 0 keeps the coefficients above this many σ (BM3D's first step's λ)
 WAVELET0 = "bior1.5"  # step 0's transform of a block (BM3D's first step's): its hard threshold
 #   keeps edges in fewer coefficients than a DCT's (with Haar along the group, step 0 alone
@@ -87,36 +89,43 @@ def refine_estimate(
     sigma: Sequence[float] | torch.Tensor,
     scales: int = 2,
     mix: float = 0.0,
+    search: int = SEARCH,
 ) -> torch.Tensor:
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
     white-noise σ. Values on the 0–255 scale (the group size depends on σ). ``scales``: 1,
     the input's own scale only; each more, the lowest frequencies from the same filter on
     the input and pilot halved in size. ``mix``: the weight of the hard-thresholding estimate
-    (step 0) in the pilot; 0 leaves it out. Returns (C, H, W). Images smaller than a block,
+    (step 0) in the pilot; 0 leaves it out. ``search``: blocks are matched within this many
+    pixels of their reference either way (at every scale). Returns (C, H, W). Images smaller than a block,
     and a pilot with values that are not finite, come back as the pilot."""
     C, H, W = x.shape
     if H < BLOCK or W < BLOCK or not bool(torch.isfinite(pilot).all()):  # (diverged: as it is)
         return pilot.clone()
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(C)
     if mix > 0:
-        pilot = _filter(x, None, s).lerp_(pilot, 1 - mix)  # (one image more in memory)
-    return _refine(x, pilot, s, scales)
+        pilot = _filter(x, None, s, search).lerp_(pilot, 1 - mix)  # (one image more in memory)
+    return _refine(x, pilot, s, scales, search)
 
 
-def _refine(x: torch.Tensor, pilot: torch.Tensor, s: torch.Tensor, scales: int) -> torch.Tensor:
+def _refine(
+    x: torch.Tensor, pilot: torch.Tensor, s: torch.Tensor, scales: int, search: int = SEARCH
+) -> torch.Tensor:
     """Steps 1–4: (C, H, W) filtered at ``scales`` scales, s (C,)."""
     C, H, W = x.shape
-    out = _filter(x, pilot, s)
+    out = _filter(x, pilot, s, search)
     if scales < 2 or min(H, W) < 2 * BLOCK:
         return out
     x1, p1, f = _halve(x), _halve(pilot), math.sqrt((H // 2) * (W // 2) / (H * W))
-    return _take_low(out, _refine(x1, p1, s * f, scales - 1), f)
+    return _take_low(out, _refine(x1, p1, s * f, scales - 1, search), f)
 
 
-def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) -> torch.Tensor:
-    """Steps 1–3 at the planes' own scale: (C, H, W) filtered, sigma (C,); with no
-    ``pilot``, step 0: groups matched on x and hard thresholds for Wiener gains."""
+def _filter(
+    x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor, search: int = SEARCH
+) -> torch.Tensor:
+    """Steps 1–3 at the planes' own scale: (C, H, W) filtered, sigma (C,), groups from
+    within ±``search`` pixels; with no ``pilot``, step 0: groups matched on x and hard
+    thresholds for Wiener gains."""
     C, H, W = x.shape
     b = BLOCK
     dev = x.device
@@ -124,7 +133,7 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
     step = STEP0 if pilot is None else STEP
     ri, rj = _grid(H - b + 1, step, dev), _grid(W - b + 1, step, dev)
     group = GROUP if float(s2[0]) < NOISY**2 else GROUP_NOISY
-    k = min(group, min(H - b + 1, SEARCH + 1) * min(W - b + 1, SEARCH + 1))
+    k = min(group, min(H - b + 1, search + 1) * min(W - b + 1, search + 1))
     num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
     den = torch.zeros_like(num)
     block = _transform(b, WAVELET0 if pilot is None else None, dev)  # (b, b) each
@@ -136,9 +145,9 @@ def _filter(x: torch.Tensor, pilot: torch.Tensor | None, sigma: torch.Tensor) ->
     match_rows = max(MATCH_ROWS, rows_per_chunk)
     guide = x if pilot is None else pilot  # whose first plane the groups are matched on
     far = float(guide[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
-    padded = F.pad(guide[:1][None], (SEARCH,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
+    padded = F.pad(guide[:1][None], (search,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
     for m0 in range(0, len(ri), match_rows):
-        matched = _match(padded, ri[m0 : m0 + match_rows], rj, k)  # (rows·len(rj), k)
+        matched = _match(padded, ri[m0 : m0 + match_rows], rj, k, search)  # (rows·len(rj), k)
         for top in matched.split(rows_per_chunk * len(rj)):  # (R, k) pixel index
             pix = (top[:, :, None] + _block_offsets(b, W, dev)).flatten()  # (R·k·b²,)
             gy = _gather(x, pix, k)  # (C, R, k, b²)
@@ -187,14 +196,15 @@ def _take_low(fine: torch.Tensor, coarse: torch.Tensor, f: float) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(out)).to(fine)
 
 
-def working_bytes(channels: int, width: int) -> int:
+def working_bytes(channels: int, width: int, search: int = SEARCH) -> int:
     """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
-    besides its two image-sized sums: a chunk of reference rows, at least one row, or the
-    matching of ``MATCH_ROWS`` rows, whichever is larger (they do not overlap)."""
+    searched ±``search``, besides its two image-sized sums: a chunk of reference rows, at
+    least one row, or the matching of ``MATCH_ROWS`` rows, whichever is larger (they do not
+    overlap)."""
     return max(
         CHUNK_BYTES,
         *(_row_bytes(channels, width, GROUP_NOISY, step) for step in (STEP, STEP0)),
-        *(_match_bytes(width, step) for step in (STEP, STEP0)),
+        *(_match_bytes(width, step, search) for step in (STEP, STEP0)),
     )
 
 
@@ -204,13 +214,14 @@ def _row_bytes(channels: int, width: int, k: int, step: int) -> int:
     return 18 * channels * _refs(width, step) * k * BLOCK * BLOCK * 4
 
 
-def _match_bytes(width: int, step: int) -> int:
-    """Bytes of :func:`_match` on ``MATCH_ROWS`` reference rows ``step`` apart: about four
-    arrays of squared differences of the 2·SEARCH + 1 column shifts over their pixel rows, and
-    the distances of every shift, twice (the list and its concatenation)."""
-    shifts, lines = 2 * SEARCH + 1, (MATCH_ROWS - 1) * step + BLOCK
+def _match_bytes(width: int, step: int, search: int = SEARCH) -> int:
+    """Bytes of :func:`_match` on ``MATCH_ROWS`` reference rows ``step`` apart, searched
+    ±``search``: about four arrays of squared differences of the 2·search + 1 column shifts
+    over their pixel rows, and the distances of every shift, twice (the list and its
+    concatenation)."""
+    shifts, lines = 2 * search + 1, (MATCH_ROWS - 1) * step + BLOCK
     matched = 2 * shifts**2 * MATCH_ROWS * _refs(width, step)
-    return 4 * (4 * shifts * lines * (width + 2 * SEARCH) + matched)
+    return 4 * (4 * shifts * lines * (width + 2 * search) + matched)
 
 
 def _refs(width: int, step: int) -> int:
@@ -225,13 +236,15 @@ def _grid(n: int, step: int, dev: torch.device) -> torch.Tensor:
     return g if int(g[-1]) == n - 1 else torch.cat([g, torch.tensor([n - 1], device=dev)])
 
 
-def _match(padded: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int) -> torch.Tensor:
+def _match(
+    padded: torch.Tensor, ri: torch.Tensor, rj: torch.Tensor, k: int, search: int = SEARCH
+) -> torch.Tensor:
     """For the reference blocks at rows ``ri`` × columns ``rj`` of a plane, given ``padded``
-    by SEARCH on every side with a value too far to match: the top-left pixel index (R, k) in
-    the plane of the k blocks nearest to each within ±SEARCH, nearest first. Distances come
+    by ``search`` on every side with a value too far to match: the top-left pixel index
+    (R, k) in the plane of the k blocks nearest to each within ±search, nearest first. Distances come
     from box sums of squared differences, one shift at a time along rows and all shifts along
     columns at once."""
-    b, s = BLOCK, SEARCH
+    b, s = BLOCK, search
     W = padded.shape[1] - 2 * s
     r0, r1 = int(ri[0]), int(ri[-1]) + b  # plane rows the references cover
     span = padded[s + r0 : s + r1, s : s + W]  # (h, W)

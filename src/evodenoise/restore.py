@@ -208,7 +208,8 @@ def _restore(
     parts = [(None, *p[1:]) for p in parts]  # each model's planes live on in out only
     if plan.config.second_stage == "wiener":  # known noise, every value seen (plan.py)
         sigmas = [s * plan.stage_sigma for s in _plane_sigmas(plan, parts, x.shape[0])]
-        out = refine_estimate(x, out, sigmas, plan.config.refine_scales, plan.config.refine_mix)
+        c = plan.config
+        out = refine_estimate(x, out, sigmas, c.refine_scales, c.refine_mix, c.refine_search)
     out, check = _self_check(x, out, missing, weights, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
