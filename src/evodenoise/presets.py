@@ -139,13 +139,13 @@ DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when n
 # number of pixels. GPU: not measured yet (no GPU lent so far); benchmarks/throughput.py
 # projects it from the measured work per epoch.
 PRESET_NOTES: dict[str, str] = {
-    "fast": "denoise default (House σ=25: 32.8 dB, 77 s on 2 CPU cores); patch size "
+    "fast": "denoise default (House σ=25: 32.9 dB, 73 s on 2 CPU cores); patch size "
     "from the image; training is bounded at 65,536 patches, each further megapixel "
     "costs three E-step sweeps",
-    "quick": "fast with a quarter of its training (House σ=25: 32.7 dB, 24 s on 2 CPU "
+    "quick": "fast with a quarter of its training (House σ=25: 32.8 dB, 21 s on 2 CPU "
     "cores; -0.03 to -0.18 dB against fast on the benchmark suites)",
     "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 345 s on 2 CPU cores)",
-    "quality": "wider decoder, more states (House σ=25: 32.9 dB, about 190 s on 2 CPU cores)",
+    "quality": "wider decoder, more states (House σ=25: 33.0 dB, about 190 s on 2 CPU cores)",
     "paper-house-15": "the paper's settings; 26 s per epoch on House on 2 CPU cores "
     "(500 epochs: 55 h/megapixel): a GPU preset",
     "paper-house-25": "as paper-house-15",
