@@ -14,7 +14,8 @@ of ``refine.py``; the default's own is ``Config.refine_mix`` where the noise is 
 the default's halved σ). ``--cache DIR`` keeps each input's caught stage input, so that a
 later scan of the same inputs skips the model. ``--set KEY=VALUE`` changes the preset the
 model runs with (``run.py --set``'s syntax; cache them in their own folder); its
-``refine_search`` is the stage's search (a cached input serves every search).
+``refine_search`` is the stage's search and ``refine_coarse_mix`` its halved scales' share
+of step 0 (``--mixes`` sets the fine scale's; a cached input serves every search and share).
 Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
 same input (σ given only).
 
@@ -63,19 +64,22 @@ def to_image(planes: torch.Tensor, colour: bool) -> np.ndarray:
     return np.moveaxis(out, 0, 2) if colour else out[0]
 
 
-def stage_at(x, pilot, sigmas, scales, coarse, stage, mix=0.0, search=19):
+def stage_at(x, pilot, sigmas, scales, coarse, stage, mix=0.0, search=19, coarse_mix=None):
     """The second stage with the coarse scale's σ ``coarse`` times its default."""
     if coarse == 1 or scales < 2:
-        return stage(x, pilot, sigmas, scales, mix, search)
+        return stage(x, pilot, sigmas, scales, mix, search, coarse_mix)
     from evodenoise import refine
 
     C, H, W = x.shape
     s = torch.as_tensor(sigmas, dtype=x.dtype)
-    if mix > 0:
-        pilot = refine._filter(x, None, s, search).lerp_(pilot, 1 - mix)
+    low = pilot
+    if mix > 0 or coarse_mix:
+        step0 = refine._filter(x, None, s, search)
+        low = pilot.lerp(step0, mix if coarse_mix is None else coarse_mix)
+        pilot = pilot.lerp(step0, mix)
     fine = refine._filter(x, pilot, s, search)
     f = (((H // 2) * (W // 2)) / (H * W)) ** 0.5
-    low = stage(refine._halve(x), refine._halve(pilot), s * f * coarse, scales - 1, 0.0, search)
+    low = stage(refine._halve(x), refine._halve(low), s * f * coarse, scales - 1, 0.0, search)
     return refine._take_low(fine, low, f)
 
 
@@ -144,9 +148,9 @@ def main(argv=None) -> None:
         caught["sigmas"] = plane_sigmas(*a)
         return caught["sigmas"]
 
-    def catch(x, pilot, sigmas, scales, mix=0.0, search=19):
+    def catch(x, pilot, sigmas, scales, mix=0.0, search=19, coarse_mix=None):
         caught.update(x=x.clone(), pilot=pilot.clone())
-        return stage(x, pilot, sigmas, scales, mix, search)
+        return stage(x, pilot, sigmas, scales, mix, search, coarse_mix)
 
     restore.refine_estimate, restore._plane_sigmas = catch, catch_sigmas
     cfg = get_preset(args.preset).replace(**parse_overrides(args.set))
@@ -200,7 +204,8 @@ def main(argv=None) -> None:
             sig = [m * v for m, v in zip(planes, sigmas)]
             out = pilot
             for _ in range(n):
-                out = stage_at(x, out, sig, s, k, stage, m, cfg.refine_search)
+                out = stage_at(x, out, sig, s, k, stage, m, cfg.refine_search,
+                               cfg.refine_coarse_mix if m > 0 else None)  # fmt: skip
             rec[label[s, f, c, k, n, m]] = psnr(to_image(out, colour), clean)
         if args.bm3d and sigma01 is not None:
             import bm3d

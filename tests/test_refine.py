@@ -137,7 +137,9 @@ def test_matching_many_reference_rows_at_once_gives_the_same_result(monkeypatch)
 
 
 def test_the_memory_plan_counts_its_working_set():
-    cfg = evo.get_preset("fast").replace(patch_size=4, chunk_size=256, refine_mix=0.0)
+    cfg = evo.get_preset("fast").replace(
+        patch_size=4, chunk_size=256, refine_mix=0.0, refine_coarse_mix=0.0
+    )
     shape = (3, 3000, 40_000)  # one row of references alone is over the chunk size
     args = (shape, False, 1024, 1024, torch.device("cpu"), None)
     on = memory.check_fits(cfg, *args)
@@ -309,6 +311,8 @@ def test_step_zero_runs_only_on_white_gaussian_noise():
     assert plan_run(cfg, blurred, None, None, opponent=False).config.refine_mix == 0.0
     transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0)
     assert transformed.config.refine_mix == 0.0
+    for plan in (transformed, plan_run(cfg, blurred, None, None, opponent=False)):
+        assert plan.config.refine_coarse_mix == 0.0  # nor in the halved scales' pilot
 
 
 def test_the_search_is_narrower_after_the_anscombe_transform():
@@ -340,8 +344,11 @@ def test_blocks_are_matched_within_the_search_and_the_nearest_first(monkeypatch,
 def test_the_mixed_pilot_is_counted_in_the_memory_estimate():
     cfg = evo.get_preset("fast").replace(patch_size=4)
     args = ((3, 512, 512), False, 1000, 1000, torch.device("cpu"), None)
-    without = memory.check_fits(cfg.replace(refine_mix=0.0), *args)
-    assert memory.check_fits(cfg, *args) - without == 3 * 512 * 512 * memory.FLOAT
+    without = memory.check_fits(cfg.replace(refine_mix=0.0, refine_coarse_mix=0.0), *args)
+    same = memory.check_fits(cfg.replace(refine_coarse_mix=cfg.refine_mix), *args)
+    assert same - without == 3 * 512 * 512 * memory.FLOAT  # the mixed pilot
+    assert cfg.refine_coarse_mix != cfg.refine_mix  # and the halved scales' own, two quarters
+    assert memory.check_fits(cfg, *args) - without == 1.5 * 3 * 512 * 512 * memory.FLOAT
 
 
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
@@ -351,3 +358,21 @@ def test_a_flat_plane_comes_back_flat_whatever_the_pilot(mix):
     flat = torch.full((1, 16, 16), 7.0)
     out = refine_estimate(flat, flat, [1e-3], mix=mix)
     assert torch.allclose(out, flat)
+
+
+def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
+    clean = _camera(64)
+    noisy, model = _noisy(clean, 25), _noisy(clean, 6, seed=1)
+    s = torch.tensor([25.0])
+    step0 = refine._filter(noisy, None, s)
+    seen = []
+    real = refine._filter
+    monkeypatch.setattr(refine, "_filter", lambda x, p, *a: seen.append(p) or real(x, p, *a))
+    out = refine_estimate(noisy, model, s, scales=2, mix=0.5, coarse_mix=0.75)
+    fine, coarse = seen[1], seen[2]  # step 0 first (no pilot), then the two scales
+    assert seen[0] is None
+    assert torch.allclose(fine, model.lerp(step0, 0.5), atol=1e-3)
+    assert torch.allclose(coarse, refine._halve(model.lerp(step0, 0.75)), atol=1e-3)
+    same = refine_estimate(noisy, model, s, scales=2, mix=0.5, coarse_mix=0.5)
+    assert torch.equal(same, refine_estimate(noisy, model, s, scales=2, mix=0.5))
+    assert not torch.equal(out, same)

@@ -97,6 +97,8 @@ class Config:
     refine_mix: float = 0.0  # weight in that filter's pilot of a hard-thresholding estimate
     #   of the input alone (refine.py, step 0), where the noise is white and Gaussian; 0: the
     #   model's estimate alone; 1: that estimate alone
+    refine_coarse_mix: float = 0.0  # that estimate's weight in the pilot of the filter's
+    #   halved scales (the lowest frequencies, above the model's patches)
     refine_search: int = 19  # that filter matches blocks within this many pixels either way
     #   (BM3D's ±19; after the Anscombe transform the plan takes TRANSFORMED_SEARCH)
     standardize: bool = True  # train on data scaled to unit variance (off: the paper's scale)
@@ -115,6 +117,7 @@ class Config:
         _check(self.n_states >= 1, "n_states must be >= 1")
         _check(self.refine_scales >= 1, "refine_scales must be >= 1")
         _check(0 <= self.refine_mix <= 1, "refine_mix must be in [0, 1]")
+        _check(0 <= self.refine_coarse_mix <= 1, "refine_coarse_mix must be in [0, 1]")
         _check(self.refine_search >= 1, "refine_search must be >= 1")
         _check(self.fresh_stride >= 1, "fresh_stride must be >= 1")
         _check(

@@ -118,9 +118,11 @@ def check_fits(
     exceed ``budget``."""
     c, h, w = shape
     d = c * cfg.patch_size**2
-    copies = 6  # input, its copy on the device, sums, weights, output ×2
-    copies += cfg.second_stage == "wiener" and cfg.refine_mix > 0  # the stage's mixed pilot
-    image = c * h * w * FLOAT * copies
+    copies = 6.0  # input, its copy on the device, sums, weights, output ×2
+    if cfg.second_stage == "wiener" and max(cfg.refine_mix, cfg.refine_coarse_mix) > 0:
+        copies += 1  # the stage's mixed pilot, and its halved scales' (two at a quarter):
+        copies += 0.5 * (cfg.refine_coarse_mix != cfg.refine_mix)
+    image = int(c * h * w * FLOAT * copies)
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
     per_patch = _per_patch(cfg, d, masked)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
@@ -131,7 +133,7 @@ def check_fits(
     need = runtime + image + (n_pool + band_patches) * per_patch + work
     if budget is not None and need > budget:
         fixed = need - image
-        fits = max(0, budget - fixed) // (c * FLOAT * copies)
+        fits = int(max(0, budget - fixed) // (c * FLOAT * copies))
         raise MemoryBudgetError(shape, need, budget, fits / 1e6, device.type)
     return need
 

@@ -119,8 +119,9 @@ def plan_run(
     if not use_second_stage(cfg, x[groups[0][1]], missing, sigma, photons, reading):
         cfg = cfg.replace(second_stage="off")
     if photons is not None or (reading is not None and reading.correlated):
-        cfg = cfg.replace(refine_mix=0.0)  # step 0 is for white Gaussian noise (refine.py):
-        #   on camera photos it lost up to 0.27 dB, after the transform up to 0.43 dB
+        cfg = cfg.replace(refine_mix=0.0, refine_coarse_mix=0.0)  # step 0 is for white
+        #   Gaussian noise (refine.py): on camera photos it lost up to 0.27 dB, after the
+        #   transform up to 0.43 dB
     if photons is not None:
         cfg = cfg.replace(refine_search=min(cfg.refine_search, TRANSFORMED_SEARCH))
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio

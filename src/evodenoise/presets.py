@@ -74,6 +74,7 @@ PRESETS: dict[str, Config] = {
         noise_level="estimated",
         second_stage="wiener",
         refine_mix=0.5,
+        refine_coarse_mix=0.75,
         fresh_sweeps=0,
         poor_fit_quantile=0.9,
     ),
@@ -102,6 +103,7 @@ PRESETS: dict[str, Config] = {
         noise_level="estimated",
         second_stage="wiener",
         refine_mix=0.5,
+        refine_coarse_mix=0.75,
     ),
     # Exact settings of the paper's table (docs/method.md).
     "paper-house-15": _paper(**_HOUSE),

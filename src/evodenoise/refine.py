@@ -10,7 +10,9 @@ goes back to the noisy input and filters it once more, using the pilot only to d
    to unit norm, and step 2's transform along the group) kept or zeroed by a hard threshold
    at ``THRESHOLD`` σ, blocks aggregated as in step 3 with the weight ``1 / (σ² ·
    coefficients kept)``. Its errors differ from the model's, so the pilot becomes ``(1 − mix)
-   · model + mix · that``: a better pilot than either alone.
+   · model + mix · that``: a better pilot than either alone. Step 4's halved scales take
+   ``coarse_mix`` instead: at the scales above the model's patches step 0, which averages
+   groups of 8 x 8 blocks, is the better estimate.
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
    or luminance) closest in squared distance within ``search`` pixels either way (the
@@ -90,33 +92,47 @@ def refine_estimate(
     scales: int = 2,
     mix: float = 0.0,
     search: int = SEARCH,
+    coarse_mix: float | None = None,
 ) -> torch.Tensor:
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
     white-noise σ. Values on the 0–255 scale (the group size depends on σ). ``scales``: 1,
     the input's own scale only; each more, the lowest frequencies from the same filter on
     the input and pilot halved in size. ``mix``: the weight of the hard-thresholding estimate
-    (step 0) in the pilot; 0 leaves it out. ``search``: blocks are matched within this many
-    pixels of their reference either way (at every scale). Returns (C, H, W). Images smaller than a block,
+    (step 0) in the pilot; 0 leaves it out; ``coarse_mix``: its weight in the halved scales'
+    pilot (None: ``mix``). ``search``: blocks are matched within this many pixels of their
+    reference either way (at every scale). Returns (C, H, W). Images smaller than a block,
     and a pilot with values that are not finite, come back as the pilot."""
     C, H, W = x.shape
     if H < BLOCK or W < BLOCK or not bool(torch.isfinite(pilot).all()):  # (diverged: as it is)
         return pilot.clone()
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(C)
-    if mix > 0:
-        pilot = _filter(x, None, s, search).lerp_(pilot, 1 - mix)  # (one image more in memory)
-    return _refine(x, pilot, s, scales, search)
+    coarse_mix = mix if coarse_mix is None else coarse_mix
+    low = None  # the halved scales' pilot, where it differs: (C, H // 2, W // 2)
+    if mix > 0 or coarse_mix > 0:
+        step0 = _filter(x, None, s, search)  # (one image more in memory)
+        if coarse_mix != mix and scales > 1 and min(H, W) >= 2 * BLOCK:
+            low = _halve(pilot).lerp_(_halve(step0), coarse_mix)  # (_halve is linear)
+        pilot = step0.lerp_(pilot, 1 - mix)
+    return _refine(x, pilot, s, scales, search, low)
 
 
 def _refine(
-    x: torch.Tensor, pilot: torch.Tensor, s: torch.Tensor, scales: int, search: int = SEARCH
+    x: torch.Tensor,
+    pilot: torch.Tensor,
+    s: torch.Tensor,
+    scales: int,
+    search: int = SEARCH,
+    low: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Steps 1–4: (C, H, W) filtered at ``scales`` scales, s (C,)."""
+    """Steps 1–4: (C, H, W) filtered at ``scales`` scales, s (C,); ``low``: the halved
+    scales' pilot (C, H // 2, W // 2), None: the pilot halved."""
     C, H, W = x.shape
     out = _filter(x, pilot, s, search)
     if scales < 2 or min(H, W) < 2 * BLOCK:
         return out
-    x1, p1, f = _halve(x), _halve(pilot), math.sqrt((H // 2) * (W // 2) / (H * W))
+    p1 = _halve(pilot) if low is None else low
+    x1, f = _halve(x), math.sqrt((H // 2) * (W // 2) / (H * W))
     return _take_low(out, _refine(x1, p1, s * f, scales - 1, search), f)
 
 
