@@ -15,7 +15,8 @@ the default's halved σ). ``--cache DIR`` keeps each input's caught stage input,
 later scan of the same inputs skips the model. ``--set KEY=VALUE`` changes the preset the
 model runs with (``run.py --set``'s syntax; cache them in their own folder); its
 ``refine_search`` is the stage's search and ``refine_coarse_mix`` its halved scales' share
-of step 0 (``--mixes`` sets the fine scale's; a cached input serves every search and share).
+of step 0 (``--mixes`` sets the fine scale's; ``--mixes 0 --set refine_coarse_mix=0``: the
+model's estimate alone as pilot; a cached input serves every search and share).
 Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
 same input (σ given only).
 
@@ -205,7 +206,7 @@ def main(argv=None) -> None:
             out = pilot
             for _ in range(n):
                 out = stage_at(x, out, sig, s, k, stage, m, cfg.refine_search,
-                               cfg.refine_coarse_mix if m > 0 else None)  # fmt: skip
+                               cfg.refine_coarse_mix)  # fmt: skip
             rec[label[s, f, c, k, n, m]] = psnr(to_image(out, colour), clean)
         if args.bm3d and sigma01 is not None:
             import bm3d

@@ -311,8 +311,9 @@ def test_step_zero_runs_only_on_white_gaussian_noise():
     assert plan_run(cfg, blurred, None, None, opponent=False).config.refine_mix == 0.0
     transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0)
     assert transformed.config.refine_mix == 0.0
-    for plan in (transformed, plan_run(cfg, blurred, None, None, opponent=False)):
-        assert plan.config.refine_coarse_mix == 0.0  # nor in the halved scales' pilot
+    assert transformed.config.refine_coarse_mix == 0.0  # nor in the halved scales' pilot,
+    camera = plan_run(cfg, blurred, None, None, opponent=False)  # but on correlated noise
+    assert camera.config.refine_coarse_mix == cfg.refine_coarse_mix > 0  # it is
 
 
 def test_the_search_is_narrower_after_the_anscombe_transform():
@@ -376,3 +377,7 @@ def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
     same = refine_estimate(noisy, model, s, scales=2, mix=0.5, coarse_mix=0.5)
     assert torch.equal(same, refine_estimate(noisy, model, s, scales=2, mix=0.5))
     assert not torch.equal(out, same)
+    seen.clear()  # the half scale's share alone (camera noise): the image's scale keeps the model
+    refine_estimate(noisy, model, s, scales=2, mix=0.0, coarse_mix=0.75)
+    assert seen[0] is None and torch.equal(seen[1], model)
+    assert torch.allclose(seen[2], refine._halve(model.lerp(step0, 0.75)), atol=1e-3)

@@ -119,10 +119,12 @@ def plan_run(
     if not use_second_stage(cfg, x[groups[0][1]], missing, sigma, photons, reading):
         cfg = cfg.replace(second_stage="off")
     if photons is not None or (reading is not None and reading.correlated):
-        cfg = cfg.replace(refine_mix=0.0, refine_coarse_mix=0.0)  # step 0 is for white
+        cfg = cfg.replace(refine_mix=0.0)  # step 0 at the image's own scale is for white
         #   Gaussian noise (refine.py): on camera photos it lost up to 0.27 dB, after the
-        #   transform up to 0.43 dB
-    if photons is not None:
+        #   transform up to 0.43 dB; in the half scale's pilot camera photos gain (16
+        #   photos: -0.17 to +0.61 dB, mean +0.15; RESULTS.md, table 8)
+    if photons is not None:  # ... but not after the transform (brick -0.07 to -0.53 dB)
+        cfg = cfg.replace(refine_coarse_mix=0.0)
         cfg = cfg.replace(refine_search=min(cfg.refine_search, TRANSFORMED_SEARCH))
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]

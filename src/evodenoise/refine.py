@@ -113,7 +113,7 @@ def refine_estimate(
         step0 = _filter(x, None, s, search)  # (one image more in memory)
         if coarse_mix != mix and scales > 1 and min(H, W) >= 2 * BLOCK:
             low = _halve(pilot).lerp_(_halve(step0), coarse_mix)  # (_halve is linear)
-        pilot = step0.lerp_(pilot, 1 - mix)
+        pilot = step0.lerp_(pilot, 1 - mix) if mix > 0 else pilot
     return _refine(x, pilot, s, scales, search, low)
 
 
