@@ -58,7 +58,9 @@ PRESETS: dict[str, Config] = {
     # camera photos +0.15 to +0.8 dB over learning it (RESULTS.md, real camera photos).
     # A second stage filters the input again with the model's estimate as pilot (refine.py):
     # +0.61 dB mean (-0.13 to +1.53) over the gray and colour suites for about 1 s
-    # on 256x256 (RESULTS.md, second stage).
+    # on 256x256 (RESULTS.md, second stage). Its half scale's pilot takes 0.75 of the
+    # hard-thresholding estimate (the image's own scale 0.5): +0.06 dB mean over 36 white-noise
+    # image-levels, camera photos +0.15 (RESULTS.md, table 8).
     # Noise that measures white and grows with the signal (photon counts: microscope frames)
     # goes through the Anscombe transform (noise_model "auto"): +3.9 dB mean on five frames
     # (RESULTS.md, table 4c).
