@@ -124,8 +124,9 @@ def plan_run(
         #   transform up to 0.43 dB; in the half scale's pilot camera photos gain (16
         #   photos: -0.17 to +0.61 dB, mean +0.15; RESULTS.md, table 8)
     if photons is not None:  # ... but not after the transform (brick -0.07 to -0.53 dB)
-        cfg = cfg.replace(refine_coarse_mix=0.0)
-        cfg = cfg.replace(refine_search=min(cfg.refine_search, TRANSFORMED_SEARCH))
+        cfg = cfg.replace(
+            refine_coarse_mix=0.0, refine_search=min(cfg.refine_search, TRANSFORMED_SEARCH)
+        )
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
         lum_sigma = sigmas[0] if sigma is None and sigmas[0] is not None else sigma

@@ -71,7 +71,7 @@ NOISY = 40.0  #   out more noise (BM3D also changes its settings above σ = 40)
 STEP = 3  # grid step of the reference blocks (the last row and column are always included)
 STEP0 = 4  # step 0's grid step: 0.61x the time of STEP's, -0.004 dB mean on the suites
 SEARCH = 19  # blocks are searched within this many pixels of the reference, either way
-#   (BM3D's ±19; against ±12 +0.01 to +0.1 dB on the suites, camera photos +0.04 dB mean;
+#   (BM3D's ±19; against ±12 -0.01 to +0.12 dB on the suites, camera photos +0.04 mean;
 #   after the Anscombe transform the plan asks for less: plan.py)
 THRESHOLD = 2.7  # step 0 keeps the coefficients above this many σ (BM3D's first step's λ)
 WAVELET0 = "bior1.5"  # step 0's transform of a block (BM3D's first step's): its hard threshold
@@ -111,7 +111,7 @@ def refine_estimate(
     low = None  # the halved scales' pilot, where it differs: (C, H // 2, W // 2)
     if mix > 0 or coarse_mix > 0:
         step0 = _filter(x, None, s, search)  # (one image more in memory)
-        if coarse_mix != mix and scales > 1 and min(H, W) >= 2 * BLOCK:
+        if coarse_mix != mix:
             low = _halve(pilot).lerp_(_halve(step0), coarse_mix)  # (_halve is linear)
         pilot = step0.lerp_(pilot, 1 - mix) if mix > 0 else pilot
     return _refine(x, pilot, s, scales, search, low)
