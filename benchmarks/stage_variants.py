@@ -14,11 +14,13 @@ of ``refine.py``; the default's own is ``Config.refine_mix`` where the noise is 
 the default's halved σ). ``--cache DIR`` keeps each input's caught stage input, so that a
 later scan of the same inputs skips the model. ``--set KEY=VALUE`` changes the preset the
 model runs with (``run.py --set``'s syntax; cache them in their own folder); its
-``refine_search`` is the stage's search and ``refine_coarse_mix`` its halved scales' share
-of step 0 (``--mixes`` sets the fine scale's; ``--mixes 0 --set refine_coarse_mix=0``: the
-model's estimate alone as pilot; a cached input serves every search and share).
-Also reports the model's estimate without the stage, and with ``--bm3d`` BM3D/CBM3D on the
-same input (σ given only).
+``refine_search`` is the stage's search, ``refine_step`` its reference grid and
+``refine_coarse_mix`` its halved scales' share of step 0 (``--mixes`` sets the fine scale's;
+``--mixes 0 --set refine_coarse_mix=0``: the model's estimate alone as pilot; a cached input
+serves every search, grid and share).
+Also reports the model's estimate without the stage, the whole run's process CPU seconds
+(stage included; kept in the cache), and with ``--bm3d`` BM3D/CBM3D on the same input (σ
+given only).
 
 Inputs: clean images made noisy on the protocol's noise with each of ``--sigmas`` (σ given;
 ``benchmarks/run.py``'s noise and seeds, so the inputs are the ones ``run.py`` makes), or with
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,22 +68,24 @@ def to_image(planes: torch.Tensor, colour: bool) -> np.ndarray:
     return np.moveaxis(out, 0, 2) if colour else out[0]
 
 
-def stage_at(x, pilot, sigmas, scales, coarse, stage, mix=0.0, search=19, coarse_mix=None):
+def stage_at(x, pilot, sigmas, scales, coarse, stage, mix=0.0, search=19, coarse_mix=None,
+             step=3):  # fmt: skip
     """The second stage with the coarse scale's σ ``coarse`` times its default."""
     if coarse == 1 or scales < 2:
-        return stage(x, pilot, sigmas, scales, mix, search, coarse_mix)
+        return stage(x, pilot, sigmas, scales, mix, search, coarse_mix, step)
     from evodenoise import refine
 
     C, H, W = x.shape
     s = torch.as_tensor(sigmas, dtype=x.dtype)
     low = pilot
     if mix > 0 or coarse_mix:
-        step0 = refine._filter(x, None, s, search)
+        step0 = refine._filter(x, None, s, search, step)
         low = pilot.lerp(step0, mix if coarse_mix is None else coarse_mix)
         pilot = pilot.lerp(step0, mix)
-    fine = refine._filter(x, pilot, s, search)
+    fine = refine._filter(x, pilot, s, search, step)
     f = (((H // 2) * (W // 2)) / (H * W)) ** 0.5
-    low = stage(refine._halve(x), refine._halve(low), s * f * coarse, scales - 1, 0.0, search)
+    low = stage(refine._halve(x), refine._halve(low), s * f * coarse, scales - 1, 0.0, search,
+                None, step)  # fmt: skip
     return refine._take_low(fine, low, f)
 
 
@@ -149,9 +154,9 @@ def main(argv=None) -> None:
         caught["sigmas"] = plane_sigmas(*a)
         return caught["sigmas"]
 
-    def catch(x, pilot, sigmas, scales, mix=0.0, search=19, coarse_mix=None):
+    def catch(x, pilot, sigmas, scales, mix=0.0, search=19, coarse_mix=None, step=3):
         caught.update(x=x.clone(), pilot=pilot.clone())
-        return stage(x, pilot, sigmas, scales, mix, search, coarse_mix)
+        return stage(x, pilot, sigmas, scales, mix, search, coarse_mix, step)
 
     restore.refine_estimate, restore._plane_sigmas = catch, catch_sigmas
     cfg = get_preset(args.preset).replace(**parse_overrides(args.set))
@@ -183,15 +188,17 @@ def main(argv=None) -> None:
         + ("" if m == 0 else f", mix {m:g}")
         for s, f, c, k, n, m in keys
     )
-    print(f"| image | σ | model | {names} | BM3D |")
-    print("|---|---|---|" + "---|" * len(keys) + "---|")
+    print(f"| image | σ | model | {names} | BM3D | CPU s |")
+    print("|---|---|---|" + "---|" * len(keys) + "---|---|")
     for name, level, noisy, clean, sigma01 in inputs(args):
         caught.clear()
         cached = Path(args.cache or ".", f"{name}_{level}.pt")
         if args.cache and cached.exists():
             caught.update(torch.load(cached))
         else:
+            t0 = time.process_time()
             denoise(noisy, sigma01, config=cfg, seed=0)
+            caught["seconds"] = time.process_time() - t0  # the whole run's CPU, stage included
             if "x" not in caught:
                 raise SystemExit(f"{name} σ={level}: the second stage did not run")
             if args.cache:
@@ -200,13 +207,14 @@ def main(argv=None) -> None:
         x, pilot, sigmas = caught["x"], caught["pilot"], list(caught["sigmas"])
         colour = clean.ndim == 3
         rec = {"image": name, "sigma": level, "model": psnr(to_image(pilot, colour), clean)}
+        rec["cpu_s"] = caught.get("seconds")  # (None: cached before it was kept)
         for s, f, c, k, n, m in keys:
             planes = [f if c is None or i == 0 else c for i in range(len(sigmas))]
             sig = [m * v for m, v in zip(planes, sigmas)]
             out = pilot
             for _ in range(n):
                 out = stage_at(x, out, sig, s, k, stage, m, cfg.refine_search,
-                               cfg.refine_coarse_mix)  # fmt: skip
+                               cfg.refine_coarse_mix, cfg.refine_step)  # fmt: skip
             rec[label[s, f, c, k, n, m]] = psnr(to_image(out, colour), clean)
         if args.bm3d and sigma01 is not None:
             import bm3d
@@ -216,7 +224,8 @@ def main(argv=None) -> None:
         cells = " | ".join(f"{rec[label[k]]:.2f}" for k in keys)
         peer = f"{rec['bm3d']:.2f}" if "bm3d" in rec else "–"
         shown = "–" if level is None else f"{level:g}"
-        print(f"| {name} | {shown} | {rec['model']:.2f} | {cells} | {peer} |", flush=True)
+        secs = "–" if rec["cpu_s"] is None else f"{rec['cpu_s']:.0f}"
+        print(f"| {name} | {shown} | {rec['model']:.2f} | {cells} | {peer} | {secs} |", flush=True)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(rec) + "\n")

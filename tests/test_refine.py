@@ -111,11 +111,13 @@ def test_a_pilot_that_is_not_finite_comes_back_as_it_is():
     assert torch.equal(refine_estimate(_noisy(clean, 10), pilot, [10.0]).isnan(), pilot.isnan())
 
 
-def test_chunks_of_reference_rows_give_the_whole_image_result(monkeypatch):
+@pytest.mark.parametrize("refs", [1, 7, 2 * 14])  # a row of 48 - 8 + 1 positions has 14
+def test_chunks_of_references_give_the_whole_image_result(monkeypatch, refs):
     clean = _camera(48)
     noisy, pilot = _noisy(clean, 15), _noisy(clean, 5, seed=1)
     whole = refine_estimate(noisy, pilot, [15.0])
-    monkeypatch.setattr(refine, "CHUNK_BYTES", 1)  # one row of references per chunk
+    # references per chunk: part of a row where a row does not fit, else whole rows
+    monkeypatch.setattr(refine, "CHUNK_BYTES", refs * refine._ref_bytes(1, refine.GROUP))
     assert torch.allclose(refine_estimate(noisy, pilot, [15.0]), whole, atol=1e-3)
 
 
@@ -140,7 +142,7 @@ def test_the_memory_plan_counts_its_working_set():
     cfg = evo.get_preset("fast").replace(
         patch_size=4, chunk_size=256, refine_mix=0.0, refine_coarse_mix=0.0
     )
-    shape = (3, 3000, 40_000)  # one row of references alone is over the chunk size
+    shape = (3, 3000, 40_000)  # matching a few rows of references is over the chunk size
     args = (shape, False, 1024, 1024, torch.device("cpu"), None)
     on = memory.check_fits(cfg, *args)
     off = memory.check_fits(cfg.replace(second_stage="off"), *args)
@@ -149,12 +151,30 @@ def test_the_memory_plan_counts_its_working_set():
 
 
 @pytest.mark.parametrize("width", [40_000, 100_000])
-def test_the_working_set_covers_both_reference_grids(width):
-    need = refine.working_bytes(3, width)
-    for step in (refine.STEP, refine.STEP0):  # the Wiener filter's and step 0's
-        assert need >= refine._match_bytes(width, step)
-        assert need >= refine._row_bytes(3, width, refine.GROUP_NOISY, step)
-    assert len(refine._grid(100, refine.STEP0, torch.device("cpu"))) == 26  # 0, 4, …, 96, 99
+@pytest.mark.parametrize("step", [1, refine.STEP])
+def test_the_working_set_covers_both_reference_grids(width, step):
+    need = refine.working_bytes(3, width, step=step)
+    for grid in (step, step + 1):  # the Wiener filter's and step 0's
+        assert need >= refine._match_bytes(width, grid)
+    assert need >= refine._ref_bytes(3, refine.GROUP_NOISY) and need >= refine.CHUNK_BYTES
+    assert need > refine.working_bytes(3, width, step=step + 1)  # a denser grid needs more
+    assert len(refine._grid(100, refine.STEP + 1, torch.device("cpu"))) == 26  # 0, 4, …, 96, 99
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5])
+def test_a_denser_grid_of_references_averages_more_and_gains(mix):
+    clean = _camera(64)
+    noisy, pilot = _noisy(clean, 25), _noisy(clean, 8, seed=1)
+    dense, sparse = (refine_estimate(noisy, pilot, [25.0], mix=mix, step=s) for s in (1, 3))
+    assert _mse(dense, clean) < 0.99 * _mse(sparse, clean)
+
+
+def test_the_quality_preset_takes_every_reference_and_the_plan_counts_it():
+    fast, quality = evo.get_preset("fast"), evo.get_preset("quality")
+    assert (fast.refine_step, quality.refine_step) == (refine.STEP, 1)
+    args = ((3, 512, 2000), False, 1024, 1024, torch.device("cpu"), None)
+    dense = memory.check_fits(fast.replace(patch_size=4, refine_step=1), *args)
+    assert dense > memory.check_fits(fast.replace(patch_size=4), *args)
 
 
 def _tiny(**settings):

@@ -101,6 +101,8 @@ class Config:
     #   halved scales (the lowest frequencies, above the model's patches)
     refine_search: int = 19  # that filter matches blocks within this many pixels either way
     #   (BM3D's ±19; after the Anscombe transform the plan takes TRANSFORMED_SEARCH)
+    refine_step: int = 3  # that filter's reference blocks lie on a grid of this many pixels
+    #   (step 0's one more): 1 averages more estimates per pixel for 4x the filter's time
     standardize: bool = True  # train on data scaled to unit variance (off: the paper's scale)
     # -- colour -----------------------------------------------------------------------------
     color: str = "opponent"  # RGB: opponent (luminance + chroma models) or rgb (one model)
@@ -119,6 +121,7 @@ class Config:
         _check(0 <= self.refine_mix <= 1, "refine_mix must be in [0, 1]")
         _check(0 <= self.refine_coarse_mix <= 1, "refine_coarse_mix must be in [0, 1]")
         _check(self.refine_search >= 1, "refine_search must be >= 1")
+        _check(self.refine_step >= 1, "refine_step must be >= 1")
         _check(self.fresh_stride >= 1, "fresh_stride must be >= 1")
         _check(
             self.n_latents >= 63 or self.n_states <= 2**self.n_latents,

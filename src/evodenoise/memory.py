@@ -129,7 +129,7 @@ def check_fits(
     work = _working_set(cfg, d) * threads  # each thread estimates a chunk (estimate.py)
     if cfg.second_stage == "wiener":  # after the estimate, in place of its working set (its
         #   coarse scale's DCTs, about three image-sized arrays, reuse the sums and weights)
-        work = max(work, refine.working_bytes(c, w, cfg.refine_search))
+        work = max(work, refine.working_bytes(c, w, cfg.refine_search, cfg.refine_step))
     need = runtime + image + (n_pool + band_patches) * per_patch + work
     if budget is not None and need > budget:
         fixed = need - image
