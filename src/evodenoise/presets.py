@@ -135,8 +135,9 @@ PRESETS: dict[str, Config] = {
 }
 # fast with a quarter of its training (4 epochs; small images still get up to 2x): the second
 # stage's hard-thresholding half of the pilot makes up most of what the shorter training loses
-# (the model's estimate -0.15 to -1.14 dB, the result -0.03 to -0.18, mean -0.10, on the gray
-# and colour suites; RESULTS.md, table 7, fewer epochs).
+# (the model's estimate -0.15 to -1.14 dB, the result -0.02 to -0.17, mean -0.08, on the gray
+# and colour suites; -0.25 to +0.08, mean -0.03, on seven images held out; RESULTS.md, table 7,
+# fewer epochs, and table 8, quick held out).
 PRESETS["quick"] = PRESETS["fast"].replace(epochs=4, min_visits=PRESETS["fast"].min_visits // 4)
 PRESETS["default"] = PRESETS["fast"]
 DEFAULT_PRESETS = {"denoise": "fast", "inpaint": "inpaint"}  # the preset when none is named
@@ -150,7 +151,7 @@ PRESET_NOTES: dict[str, str] = {
     "from the image; training is bounded at 65,536 patches, each further megapixel "
     "costs three E-step sweeps",
     "quick": "fast with a quarter of its training (House σ=25: 32.8 dB, 21 s on 2 CPU "
-    "cores; -0.03 to -0.18 dB against fast on the benchmark suites)",
+    "cores; -0.02 to -0.17 dB against fast on the benchmark suites)",
     "inpaint": "inpaint default (House 50 % missing: 38.1 dB, 345 s on 2 CPU cores)",
     "quality": "wider decoder, more states, a denser second stage (House σ=25: 33.1 dB, about "
     "190 s on 2 CPU cores)",
