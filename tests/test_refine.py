@@ -111,7 +111,7 @@ def test_a_pilot_that_is_not_finite_comes_back_as_it_is():
     assert torch.equal(refine_estimate(_noisy(clean, 10), pilot, [10.0]).isnan(), pilot.isnan())
 
 
-@pytest.mark.parametrize("refs", [1, 7, 2 * 14])  # a row of 48 - 8 + 1 positions has 14
+@pytest.mark.parametrize("refs", [1, 7, 2 * 15])  # a row of 48 - 8 + 1 positions has 15
 def test_chunks_of_references_give_the_whole_image_result(monkeypatch, refs):
     clean = _camera(48)
     noisy, pilot = _noisy(clean, 15), _noisy(clean, 5, seed=1)

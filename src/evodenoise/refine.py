@@ -5,16 +5,15 @@ residual errors of its own, most of them at scales above its small patches. The 
 goes back to the noisy input and filters it once more, using the pilot only to decide *how*:
 
 0. **A second opinion** (``mix`` > 0). The input is first filtered on its own: groups of its
-   blocks matched on the noisy first plane itself (references on a grid one pixel coarser than
-   step 1's), every
-   coefficient of their 3-D transform (a biorthogonal 1.5 wavelet of each block, rows scaled
-   to unit norm, and step 2's transform along the group) kept or zeroed by a hard threshold
-   at ``THRESHOLD`` σ, blocks aggregated as in step 3 with the weight ``1 / (σ² ·
-   coefficients kept)``. Its errors differ from the model's, so the pilot becomes ``(1 − mix)
+   blocks matched on the noisy first plane itself (references on a grid one pixel coarser
+   than step 1's), every coefficient of their 3-D transform (a biorthogonal 1.5 wavelet of
+   each block, rows scaled to unit norm, and step 2's transform along the group) kept or
+   zeroed by a hard threshold at ``THRESHOLD`` σ, blocks aggregated as in step 3 with the
+   weight ``1 / (σ² · coefficients kept)``. Its errors differ from the model's, so the pilot becomes ``(1 − mix)
    · model + mix · that``: a better pilot than either alone. Step 4's halved scales take
    ``coarse_mix`` instead: at the scales above the model's patches step 0, which averages
    groups of 8 x 8 blocks, is the better estimate.
-1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``STEP``,
+1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``step``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
    or luminance) closest in squared distance within ``search`` pixels either way (the
    reference itself included) form a group.
