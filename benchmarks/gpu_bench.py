@@ -81,6 +81,7 @@ MISSING = 0.5
 # since some of them: the live CPU reference (stage cpu-ref) is the comparison that counts.
 CPU_RECORDED = {
     ("fast", 16): (32.34, "RESULTS.md House table, 2 CPU threads"),
+    ("fast", 4): (32.93, "RESULTS.md table 7, the training the pilot needs, 2 CPU threads"),
     ("quality", 16): (32.32, "RESULTS.md, 2 CPU threads, 5492310: 8x8, H = 64, indicative"),
     ("inpaint", 40): (38.06, "RESULTS.md House table, 2 CPU threads"),
     ("paper-house-25", 20): (31.79, "RESULTS.md, 2 CPU threads, 3a0a7d7: indicative"),
@@ -378,6 +379,7 @@ def check_preset(args) -> int:
     from throughput import work_per_epoch
 
     from evodenoise.patches import count_patches
+    from evodenoise.plan import shorten_training
 
     preset, device = args.presets, args.device
     cuda = device.startswith("cuda")
@@ -431,7 +433,7 @@ def check_preset(args) -> int:
     epoch_s = statistics.median(steady) if steady else min(sec)
     first = sum(sec[:2])
     rest = r["seconds"] - sum(sec) - in_callback[0]  # set-up, the estimate's sweeps and merge
-    e_full = cfg.epochs
+    e_full = shorten_training(cfg).epochs  # (the inputs here: white noise of a σ given)
     fields = {
         "psnr": r["psnr"],
         "run_s": r["seconds"],

@@ -336,6 +336,34 @@ def test_step_zero_runs_only_on_white_gaussian_noise():
     assert camera.config.refine_coarse_mix == cfg.refine_coarse_mix > 0  # it is
 
 
+def test_training_is_shorter_only_where_step_zero_shares_the_pilot():
+    from evodenoise.plan import plan_run
+    from evodenoise.presets import resolve_config
+
+    fast = evo.get_preset("fast")
+    short = fast.mixed_pilot_epochs
+    assert 0 < short < fast.epochs
+    white = _noisy(torch.full((1, 64, 64), 128.0), 10)  # (too small for raised epochs)
+    for sigma in (10.0, None):  # white Gaussian noise, given or estimated: the mixed pilot
+        cfg = plan_run(fast, white, None, sigma, opponent=False).config
+        assert (cfg.epochs, cfg.min_visits) == (short, fast.min_visits * short // fast.epochs)
+    blurred = torch.nn.functional.avg_pool2d(white[None] - 128, 3, 1, 1)[0] * 3 + 128
+    camera = plan_run(fast, blurred, None, None, opponent=False).config  # correlated noise:
+    assert camera.refine_coarse_mix > 0 and camera.epochs == fast.epochs  # step 0 at half scale
+    transformed = plan_run(fast, white, None, 1.0, opponent=False, photons=10.0)
+    assert transformed.config.epochs == fast.epochs  # the model's estimate alone: trained fully
+    off = plan_run(fast.replace(second_stage="off"), white, None, 10.0, opponent=False)
+    assert off.config.epochs == fast.epochs
+    missing = torch.zeros_like(white, dtype=torch.bool)
+    missing[:, ::3] = True
+    assert plan_run(fast, white, missing, None, opponent=False).config.epochs == fast.epochs
+    for told in (resolve_config("fast", epochs=12), fast.replace(epochs=12)):
+        # an epoch count asked for is the one that runs
+        assert plan_run(told, white, None, 10.0, opponent=False).config.epochs == 12
+    quick = evo.get_preset("quick")
+    assert plan_run(quick, white, None, 1.0, opponent=False, photons=10.0).config.epochs == 4
+
+
 def test_the_search_is_narrower_after_the_anscombe_transform():
     from evodenoise.plan import TRANSFORMED_SEARCH, plan_run
 

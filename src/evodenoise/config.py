@@ -57,6 +57,10 @@ class Config:
     epochs: int = 16  # passes over the training pool
     min_visits: int = 0  # raise epochs (at most 2x) until training visits this many patches
     #   (small images; a denoising run's chroma model keeps the preset's epochs: plan.py)
+    mixed_pilot_epochs: int = 0  # epochs instead where the second stage's pilot takes a share
+    #   of its hard-thresholding estimate at the image's own scale (white Gaussian noise), which
+    #   makes up most of a shorter training; min_visits scales alike (plan.shorten_training)
+    #   (replace(epochs=...) sets it to 0: an epoch count given is the one that runs)
     batch_size: int = 32  # patches per Adam step
     lr_min: float = 1e-4  # cyclic learning rate's minimum (where training starts and ends)
     lr_max: float = 1e-2  # cyclic learning rate's maximum
@@ -144,6 +148,10 @@ class Config:
         )
         _check(0 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 0 and {MAX_EPOCHS}")
         _check(self.min_visits >= 0, "min_visits must be >= 0")
+        _check(
+            0 <= self.mixed_pilot_epochs <= MAX_EPOCHS,
+            f"mixed_pilot_epochs must be between 0 and {MAX_EPOCHS}",
+        )
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(0 < self.lr_min <= self.lr_max, "need 0 < lr_min <= lr_max")
         _check(self.lr_half_cycle > 0, "lr_half_cycle must be > 0")
@@ -206,10 +214,18 @@ class Config:
             _check(ok, f"{f.name} must be {kind_name} (got {value!r})")
 
     def replace(self, **changes) -> Config:
-        """A copy with ``changes`` applied; unknown keys raise ``ValueError``."""
+        """A copy with ``changes`` applied; unknown keys raise ``ValueError``. An ``epochs``
+        given without ``mixed_pilot_epochs`` is the count that runs: it sets that to 0.
+
+        >>> from evodenoise import get_preset
+        >>> get_preset("fast").replace(epochs=20).mixed_pilot_epochs
+        0
+        """
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        if "epochs" in changes:
+            changes.setdefault("mixed_pilot_epochs", 0)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
