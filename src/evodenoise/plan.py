@@ -265,7 +265,7 @@ def shorten_training(cfg: Config) -> Config:
     small saturated square further off its colour (benchmarks/RESULTS.md, table 7, "The
     training the pilot needs")."""
     short = cfg.mixed_pilot_epochs
-    if not short or short == cfg.epochs or cfg.second_stage == "off" or cfg.refine_mix <= 0:
+    if not short or cfg.second_stage == "off" or cfg.refine_mix <= 0:
         return cfg
     visits = cfg.min_visits * short // cfg.epochs if cfg.epochs else cfg.min_visits
     return cfg.replace(epochs=short, min_visits=visits)

@@ -49,7 +49,7 @@ def _paper(**settings) -> Config:
 
 
 PRESETS: dict[str, Config] = {
-    # CPU default: a 256x256 gray image in about 25 s on 2 cores (white noise; 16 epochs elsewhere).
+    # CPU default: a 256x256 gray image with white noise in about 25 s on 2 cores.
     # The patch size follows the image (patch_size 0: 4, 6 or 8 from the signal-to-noise
     # ratio; benchmarks/RESULTS.md, automatic patch size: up to +2.6 dB on colour photos).
     # H = 32 latents, not 64: +0.09 dB on average over seven planes (6 gain, coffee -0.07) and
