@@ -375,3 +375,23 @@ def test_stage_variants_on_real_pairs_at_sigma_factors(tmp_path):
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["image"] == "cam" and record["sigma"] is None
     assert record["scales_2"] != record["scales_2_x2"]
+
+
+def test_stage_variants_on_photon_counts_with_two_pilots(tmp_path):
+    """--peaks: synthetic photon counts (poisson.py's), the stage scored after the inverse
+    transform with one pilot and with step 0's as a second; a cached input gives the same."""
+    out = tmp_path / "runs.jsonl"
+    args = [sys.executable, str(ROOT / "benchmarks" / "stage_variants.py"),
+            str(ROOT / "sample_images" / "camera.png"), "--crop", "48", "--peaks", "2",
+            "--scales", "2", "--joints", "0", "1", "--set", "epochs=2", "--json", str(out),
+            "--cache", str(tmp_path / "cache")]  # fmt: skip
+    for _ in range(2):
+        run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+    first, again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first["image"] == "camera" and first["sigma"] == "peak 2"
+    assert all(10 < first[k] < 40 for k in ("model", "scales_2", "scales_2_joint"))
+    assert first["scales_2"] != first["scales_2_joint"]
+    assert {k: v for k, v in first.items() if k != "cpu_s"} == {
+        k: v for k, v in again.items() if k != "cpu_s"
+    }

@@ -140,7 +140,7 @@ def test_matching_many_reference_rows_at_once_gives_the_same_result(monkeypatch)
 
 def test_the_memory_plan_counts_its_working_set():
     cfg = evo.get_preset("fast").replace(
-        patch_size=4, chunk_size=256, refine_mix=0.0, refine_coarse_mix=0.0
+        patch_size=4, chunk_size=256, refine_mix=0.0, refine_coarse_mix=0.0, refine_joint=False
     )
     shape = (3, 3000, 40_000)  # matching a few rows of references is over the chunk size
     args = (shape, False, 1024, 1024, torch.device("cpu"), None)
@@ -393,11 +393,17 @@ def test_blocks_are_matched_within_the_search_and_the_nearest_first(monkeypatch,
 def test_the_mixed_pilot_is_counted_in_the_memory_estimate():
     cfg = evo.get_preset("fast").replace(patch_size=4)
     args = ((3, 512, 512), False, 1000, 1000, torch.device("cpu"), None)
+    image = 3 * 512 * 512 * memory.FLOAT
+    cfg = cfg.replace(refine_joint=False)
     without = memory.check_fits(cfg.replace(refine_mix=0.0, refine_coarse_mix=0.0), *args)
     same = memory.check_fits(cfg.replace(refine_coarse_mix=cfg.refine_mix), *args)
-    assert same - without == 3 * 512 * 512 * memory.FLOAT  # the mixed pilot
+    assert same - without == image  # the mixed pilot
     assert cfg.refine_coarse_mix != cfg.refine_mix  # and the halved scales' own, two quarters
-    assert memory.check_fits(cfg, *args) - without == 1.5 * 3 * 512 * 512 * memory.FLOAT
+    assert memory.check_fits(cfg, *args) - without == 1.5 * image
+    joint = cfg.replace(refine_mix=0.0, refine_coarse_mix=0.0, refine_joint=True)
+    assert memory.check_fits(joint, *args) - without == image  # step 0, a pilot of its own
+    both = memory.check_fits(cfg.replace(refine_joint=True), *args)  # and the mixed pilot
+    assert both - without == 2.5 * image
 
 
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
@@ -418,7 +424,7 @@ def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
     real = refine._filter
     monkeypatch.setattr(refine, "_filter", lambda x, p, *a: seen.append(p) or real(x, p, *a))
     out = refine_estimate(noisy, model, s, scales=2, mix=0.5, coarse_mix=0.75)
-    fine, coarse = seen[1], seen[2]  # step 0 first (no pilot), then the two scales
+    (fine,), (coarse,) = seen[1], seen[2]  # step 0 first (no pilot), then the two scales
     assert seen[0] is None
     assert torch.allclose(fine, model.lerp(step0, 0.5), atol=1e-3)
     assert torch.allclose(coarse, refine._halve(model.lerp(step0, 0.75)), atol=1e-3)
@@ -427,5 +433,68 @@ def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
     assert not torch.equal(out, same)
     seen.clear()  # the half scale's share alone (camera noise): the image's scale keeps the model
     refine_estimate(noisy, model, s, scales=2, mix=0.0, coarse_mix=0.75)
-    assert seen[0] is None and torch.equal(seen[1], model)
-    assert torch.allclose(seen[2], refine._halve(model.lerp(step0, 0.75)), atol=1e-3)
+    assert seen[0] is None and torch.equal(seen[1][0], model)
+    assert torch.allclose(seen[2][0], refine._halve(model.lerp(step0, 0.75)), atol=1e-3)
+
+
+def test_joint_filters_with_each_pilot_at_every_scale(monkeypatch):
+    clean = _camera(64)
+    noisy, model = _noisy(clean, 25), _noisy(clean, 6, seed=1)
+    s = torch.tensor([25.0])
+    step0 = refine._filter(noisy, None, s)
+    seen = []
+    real = refine._filter
+    monkeypatch.setattr(refine, "_filter", lambda x, p, *a: seen.append(p) or real(x, p, *a))
+    refine_estimate(noisy, model, s, scales=2, joint=True)
+    assert seen[0] is None and len(seen) == 3  # step 0, then both pilots at each scale
+    assert torch.equal(seen[1][0], model) and torch.allclose(seen[1][1], step0)
+    assert torch.allclose(seen[2][0], refine._halve(model), atol=1e-3)
+    assert torch.allclose(seen[2][1], refine._halve(step0), atol=1e-3)
+    seen.clear()  # with a mixed pilot and the halved scales' own share: those and step 0
+    refine_estimate(noisy, model, s, scales=2, mix=0.5, coarse_mix=0.75, joint=True)
+    assert torch.allclose(seen[1][0], model.lerp(step0, 0.5), atol=1e-3)
+    assert torch.allclose(seen[1][1], step0)
+    assert torch.allclose(seen[2][0], refine._halve(model.lerp(step0, 0.75)), atol=1e-3)
+    assert torch.allclose(seen[2][1], refine._halve(step0), atol=1e-3)
+
+
+def test_joint_beats_either_pilot_where_they_are_about_as_good():
+    # a pilot whose error is about as large as step 0's but independent of it: aggregating
+    # both pilots' groups must gain over each alone
+    clean = _camera(96)
+    noisy, pilot = _noisy(clean, 25), _noisy(clean, 14, seed=1)
+    step0 = refine._filter(noisy, None, torch.tensor([25.0]))
+    alone = _mse(refine_estimate(noisy, pilot, [25.0]), clean)
+    other = _mse(refine_estimate(noisy, step0, [25.0]), clean)
+    joint = _mse(refine_estimate(noisy, pilot, [25.0], joint=True), clean)
+    assert max(alone, other) < 1.2 * min(alone, other)  # (the premise)
+    assert joint < 0.95 * min(alone, other)
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5])
+def test_joint_keeps_a_flat_plane_flat_and_any_shape_whole(mix):
+    flat = torch.full((1, 16, 16), 7.0)
+    assert torch.allclose(refine_estimate(flat, flat, [1e-3], mix=mix, joint=True), flat)
+    x = _noisy(torch.full((2, 9, 23), 100.0), 10)
+    out = refine_estimate(x, x, [10.0, 10.0], mix=mix, joint=True)
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+
+
+def test_the_plan_keeps_two_pilots_except_on_correlated_noise():
+    from evodenoise.plan import plan_run
+
+    cfg = evo.get_preset("fast")
+    assert cfg.refine_joint and evo.get_preset("quality").refine_joint
+    g = torch.Generator().manual_seed(0)
+    white = torch.full((1, 64, 64), 128.0) + 10 * torch.randn(1, 64, 64, generator=g)
+    blurred = torch.nn.functional.avg_pool2d(white[None] - 128, 3, 1, 1)[0] * 3 + 128
+    for plane, sigma, photons in ((white, 10.0, None), (white, None, None), (white, 1.0, 10.0)):
+        planned = plan_run(cfg, plane, None, sigma, opponent=False, photons=photons).config
+        assert planned.second_stage == "wiener" and planned.refine_joint
+    camera = plan_run(cfg, blurred, None, None, opponent=False).config  # σ read as correlated
+    assert camera.second_stage == "wiener" and not camera.refine_joint
+    assert plan_run(cfg, blurred, None, 10.0, opponent=False).config.refine_joint  # σ given
+    transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0).config
+    assert transformed.refine_mix == 0.0 and transformed.epochs == cfg.epochs  # (16 epochs)
+    off = cfg.replace(refine_joint=False)  # a preset without it: one pilot
+    assert not plan_run(off, white, None, 1.0, opponent=False, photons=10.0).config.refine_joint

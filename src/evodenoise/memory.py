@@ -119,9 +119,12 @@ def check_fits(
     c, h, w = shape
     d = c * cfg.patch_size**2
     copies = 6.0  # input, its copy on the device, sums, weights, output ×2
-    if cfg.second_stage == "wiener" and max(cfg.refine_mix, cfg.refine_coarse_mix) > 0:
-        copies += 1  # the stage's mixed pilot, and its halved scales' (two at a quarter):
-        copies += 0.5 * (cfg.refine_coarse_mix != cfg.refine_mix)
+    if cfg.second_stage == "wiener" and (
+        max(cfg.refine_mix, cfg.refine_coarse_mix) > 0 or cfg.refine_joint
+    ):
+        copies += 1  # the stage's step 0 or mixed pilot, and its halved scales' (two at a
+        copies += 0.5 * (cfg.refine_coarse_mix != cfg.refine_mix)  # quarter):
+        copies += 1 * (cfg.refine_joint and cfg.refine_mix > 0)  # both a pilot of its own
     image = int(c * h * w * FLOAT * copies)
     runtime = RUNTIME_BYTES if device.type == "cpu" else 0
     per_patch = _per_patch(cfg, d, masked)

@@ -12,7 +12,10 @@ goes back to the noisy input and filters it once more, using the pilot only to d
    weight ``1 / (σ² · coefficients kept)``. Its errors differ from the model's, so the pilot becomes ``(1 − mix)
    · model + mix · that``: a better pilot than either alone. Step 4's halved scales take
    ``coarse_mix`` instead: at the scales above the model's patches step 0, which averages
-   groups of 8 x 8 blocks, is the better estimate.
+   groups of 8 x 8 blocks, is the better estimate. With ``joint``, steps 1–3 run once with
+   each pilot, the (mixed) model's estimate and step 0's, and step 3 aggregates both runs'
+   blocks into one result, each group weighted by its own remaining noise: two Wiener
+   estimates whose errors differ, averaged where each is surer.
 1. **Grouping.** For reference blocks of ``BLOCK`` x ``BLOCK`` pixels on a grid of ``step``,
    the ``GROUP`` blocks (``GROUP_NOISY`` at σ ≥ ``NOISY``) of the pilot's first plane (gray,
    or luminance) closest in squared distance within ``search`` pixels either way (the
@@ -96,6 +99,7 @@ def refine_estimate(
     search: int = SEARCH,
     coarse_mix: float | None = None,
     step: int = STEP,
+    joint: bool = False,
 ) -> torch.Tensor:
     """The noisy planes ``x`` (C, H, W) filtered with ``pilot`` (C, H, W) as the Wiener
     pilot and groups matched on the pilot's first plane; ``sigma`` (C,) is each plane's
@@ -103,8 +107,10 @@ def refine_estimate(
     the input's own scale only; each more, the lowest frequencies from the same filter on
     the input and pilot halved in size. ``mix``: the weight of the hard-thresholding estimate
     (step 0) in the pilot; 0 leaves it out; ``coarse_mix``: its weight in the halved scales'
-    pilot (None: ``mix``). ``search``: blocks are matched within this many pixels of their
-    reference either way (at every scale), and references lie on a grid of ``step`` pixels
+    pilot (None: ``mix``). ``joint``: steps 1–3 run with each of two pilots, the (mixed)
+    pilot and step 0's estimate, and aggregate both pilots' groups into one result.
+    ``search``: blocks are matched within this many pixels of their reference either way (at
+    every scale; step 0 within ``SEARCH``), and references lie on a grid of ``step`` pixels
     (step 0's: one more). Returns (C, H, W). Images smaller than a block,
     and a pilot with values that are not finite, come back as the pilot."""
     C, H, W = x.shape
@@ -112,64 +118,79 @@ def refine_estimate(
         return pilot.clone()
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(C)
     coarse_mix = mix if coarse_mix is None else coarse_mix
-    low = None  # the halved scales' pilot, where it differs: (C, H // 2, W // 2)
-    if mix > 0 or coarse_mix > 0:
-        step0 = _filter(x, None, s, search, step)  # (one image more in memory)
+    low = None  # the halved scales' pilots, where they differ: each (C, H // 2, W // 2)
+    pilots = (pilot,)
+    if mix > 0 or coarse_mix > 0 or joint:
+        step0 = _filter(x, None, s, SEARCH, step)  # (one image more in memory)
         if coarse_mix != mix:
-            low = _halve(pilot).lerp_(_halve(step0), coarse_mix)  # (_halve is linear)
-        pilot = step0.lerp_(pilot, 1 - mix) if mix > 0 else pilot
-    return _refine(x, pilot, s, scales, search, low, step)
+            low = (_halve(pilot).lerp_(_halve(step0), coarse_mix),)  # (_halve is linear)
+        if mix > 0:  # (in place where step 0 is not a pilot of its own)
+            pilot = step0.lerp(pilot, 1 - mix) if joint else step0.lerp_(pilot, 1 - mix)
+        pilots = (pilot, step0) if joint else (pilot,)
+        low = low + (_halve(step0),) if joint and low is not None else low
+    return _refine(x, pilots, s, scales, search, low, step)
 
 
 def _refine(
     x: torch.Tensor,
-    pilot: torch.Tensor,
+    pilots: tuple[torch.Tensor, ...],
     s: torch.Tensor,
     scales: int,
     search: int = SEARCH,
-    low: torch.Tensor | None = None,
+    low: tuple[torch.Tensor, ...] | None = None,
     step: int = STEP,
 ) -> torch.Tensor:
-    """Steps 1–4: (C, H, W) filtered at ``scales`` scales, s (C,); ``low``: the halved
-    scales' pilot (C, H // 2, W // 2), None: the pilot halved."""
+    """Steps 1–4: (C, H, W) filtered at ``scales`` scales with each of ``pilots`` (C, H, W),
+    s (C,); ``low``: the halved scales' pilots (C, H // 2, W // 2), None: the pilots halved."""
     C, H, W = x.shape
-    out = _filter(x, pilot, s, search, step)
+    out = _filter(x, pilots, s, search, step)
     if scales < 2 or min(H, W) < 2 * BLOCK:
         return out
-    p1 = _halve(pilot) if low is None else low
+    p1 = tuple(map(_halve, pilots)) if low is None else low
     x1, f = _halve(x), math.sqrt((H // 2) * (W // 2) / (H * W))
     return _take_low(out, _refine(x1, p1, s * f, scales - 1, search, None, step), f)
 
 
 def _filter(
     x: torch.Tensor,
-    pilot: torch.Tensor | None,
+    pilots: tuple[torch.Tensor, ...] | None,
     sigma: torch.Tensor,
     search: int = SEARCH,
     step: int = STEP,
 ) -> torch.Tensor:
     """Steps 1–3 at the planes' own scale: (C, H, W) filtered, sigma (C,), groups from
-    within ±``search`` pixels of references every ``step`` pixels; with no ``pilot``, step 0:
-    groups matched on x, references every ``step + 1``, hard thresholds for Wiener gains."""
+    within ±``search`` pixels of references every ``step`` pixels, once per pilot, all
+    aggregated into one result; with no ``pilots``, step 0: groups matched on x, references
+    every ``step + 1``, hard thresholds for Wiener gains."""
     C, H, W = x.shape
     b = BLOCK
     dev = x.device
     s2 = sigma.square().clamp_min(1e-6)
-    step = step + 1 if pilot is None else step
+    step = step + 1 if pilots is None else step
     ri, rj = _grid(H - b + 1, step, dev), _grid(W - b + 1, step, dev)
     group = GROUP if float(s2[0]) < NOISY**2 else GROUP_NOISY
     k = min(group, min(H - b + 1, search + 1) * min(W - b + 1, search + 1))
     num = torch.zeros(C, H * W, dtype=x.dtype, device=dev)
     den = torch.zeros_like(num)
+    per_chunk = max(1, CHUNK_BYTES // _ref_bytes(C, k))  # references; whole rows where a
+    rows_per_chunk = per_chunk // len(rj)  # row fits, else part of one
+    per_chunk = rows_per_chunk * len(rj) if rows_per_chunk else per_chunk
+    match_rows = max(MATCH_ROWS, rows_per_chunk)
+    for pilot in pilots or (None,):
+        _accumulate(x, pilot, s2, search, ri, rj, k, per_chunk, match_rows, num, den)
+    return (num / den).reshape(C, H, W)
+
+
+def _accumulate(x, pilot, s2, search, ri, rj, k, per_chunk, match_rows, num, den) -> None:
+    """Steps 1–3 with one ``pilot`` (None: step 0), every group's filtered blocks and their
+    weights added to ``num`` and ``den`` (C, H·W)."""
+    C, H, W = x.shape
+    b, dev = BLOCK, x.device
     block = _transform(b, WAVELET0 if pilot is None else None, dev)  # (b, b) each
     t2, i2 = (torch.kron(m, m) for m in block)  # (b², b²): a flattened block's 2-D transform
     tk, ik = _transform(k, "haar", dev)  # (k, k): along a group; forward, inverse
     window = torch.kaiser_window(b, periodic=False, beta=KAISER, device=dev, dtype=x.dtype)
     window = torch.outer(window, window).flatten()  # (b²,)
-    per_chunk = max(1, CHUNK_BYTES // _ref_bytes(C, k))  # references; whole rows where a
-    rows_per_chunk = per_chunk // len(rj)  # row fits, else part of one
-    per_chunk = rows_per_chunk * len(rj) if rows_per_chunk else per_chunk
-    match_rows = max(MATCH_ROWS, rows_per_chunk)
     guide = x if pilot is None else pilot  # whose first plane the groups are matched on
     far = float(guide[0].abs().max()) * 4 + 1e4  # beyond the border: too far to be matched
     padded = F.pad(guide[:1][None], (search,) * 4, value=far)[0, 0]  # (H + 2s, W + 2s)
@@ -191,7 +212,6 @@ def _filter(
             weight = (weight[:, :, None, None] * window).expand_as(est)  # (C, R, k, b²)
             num.index_add_(1, pix, (weight * est).reshape(C, -1))
             den.index_add_(1, pix, weight.reshape(C, -1))
-    return (num / den).reshape(C, H, W)
 
 
 def _halve(a: torch.Tensor) -> torch.Tensor:
@@ -225,13 +245,14 @@ def _take_low(fine: torch.Tensor, coarse: torch.Tensor, f: float) -> torch.Tenso
 
 def working_bytes(channels: int, width: int, search: int = SEARCH, step: int = STEP) -> int:
     """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
-    searched ±``search`` from references every ``step`` pixels, besides its two image-sized
+    searched ±``search`` from references every ``step`` pixels (step 0: ±``SEARCH``), besides its two image-sized
     sums: a chunk of references (at least one), or the matching of ``MATCH_ROWS`` rows,
     whichever is larger (they do not overlap)."""
     return max(
         CHUNK_BYTES,
         _ref_bytes(channels, GROUP_NOISY),
-        *(_match_bytes(width, grid, search) for grid in (step, step + 1)),
+        _match_bytes(width, step, search),
+        _match_bytes(width, step + 1, SEARCH),
     )
 
 

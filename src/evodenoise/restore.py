@@ -210,7 +210,7 @@ def _restore(
         sigmas = [s * plan.stage_sigma for s in _plane_sigmas(plan, parts, x.shape[0])]
         c = plan.config
         out = refine_estimate(x, out, sigmas, c.refine_scales, c.refine_mix, c.refine_search,
-                              c.refine_coarse_mix, c.refine_step)  # fmt: skip
+                              c.refine_coarse_mix, c.refine_step, c.refine_joint)  # fmt: skip
     out, check = _self_check(x, out, missing, weights, plan, parts, opponent, fill_only)
     fields = torch.cat([p[2] for p in parts], 1)  # (H_latents, C, p, p)
     if opponent:
