@@ -480,7 +480,7 @@ def test_joint_keeps_a_flat_plane_flat_and_any_shape_whole(mix):
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
 
 
-def test_the_plan_keeps_two_pilots_except_on_correlated_noise():
+def test_the_plan_keeps_two_pilots_after_the_anscombe_transform_only():
     from evodenoise.plan import plan_run
 
     cfg = evo.get_preset("fast")
@@ -488,13 +488,11 @@ def test_the_plan_keeps_two_pilots_except_on_correlated_noise():
     g = torch.Generator().manual_seed(0)
     white = torch.full((1, 64, 64), 128.0) + 10 * torch.randn(1, 64, 64, generator=g)
     blurred = torch.nn.functional.avg_pool2d(white[None] - 128, 3, 1, 1)[0] * 3 + 128
-    for plane, sigma, photons in ((white, 10.0, None), (white, None, None), (white, 1.0, 10.0)):
-        planned = plan_run(cfg, plane, None, sigma, opponent=False, photons=photons).config
-        assert planned.second_stage == "wiener" and planned.refine_joint
-    camera = plan_run(cfg, blurred, None, None, opponent=False).config  # σ read as correlated
-    assert camera.second_stage == "wiener" and not camera.refine_joint
-    assert plan_run(cfg, blurred, None, 10.0, opponent=False).config.refine_joint  # σ given
+    for plane, sigma in ((white, 10.0), (white, None), (blurred, None), (blurred, 10.0)):
+        planned = plan_run(cfg, plane, None, sigma, opponent=False).config
+        assert planned.second_stage == "wiener" and not planned.refine_joint
     transformed = plan_run(cfg, white, None, 1.0, opponent=False, photons=10.0).config
+    assert transformed.second_stage == "wiener" and transformed.refine_joint
     assert transformed.refine_mix == 0.0 and transformed.epochs == cfg.epochs  # (16 epochs)
-    off = cfg.replace(refine_joint=False)  # a preset without it: one pilot
+    off = cfg.replace(refine_joint=False)  # a preset without it: one pilot there too
     assert not plan_run(off, white, None, 1.0, opponent=False, photons=10.0).config.refine_joint

@@ -104,7 +104,8 @@ class Config:
     refine_coarse_mix: float = 0.0  # that estimate's weight in the pilot of the filter's
     #   halved scales (the lowest frequencies, above the model's patches)
     refine_joint: bool = False  # that filter runs once more with that estimate as a pilot of
-    #   its own, both runs' groups aggregated into one result
+    #   its own, both runs' groups aggregated into one result (the plan keeps it after the
+    #   Anscombe transform only)
     refine_search: int = 19  # that filter matches blocks within this many pixels either way
     #   (BM3D's ±19; after the Anscombe transform the plan takes TRANSFORMED_SEARCH)
     refine_step: int = 3  # that filter's reference blocks lie on a grid of this many pixels

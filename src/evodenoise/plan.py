@@ -123,13 +123,12 @@ def plan_run(
         #   Gaussian noise (refine.py): on camera photos it lost up to 0.27 dB, after the
         #   transform up to 0.43 dB; in the half scale's pilot camera photos gain (16
         #   photos: -0.17 to +0.61 dB, mean +0.15; RESULTS.md, table 8)
-    if photons is not None:  # ... but not after the transform (brick -0.07 to -0.53 dB).
-        cfg = cfg.replace(
+    if photons is not None:  # ... but not after the transform (brick -0.07 to -0.53 dB);
+        cfg = cfg.replace(  # there it is a second pilot instead (refine_joint)
             refine_coarse_mix=0.0, refine_search=min(cfg.refine_search, TRANSFORMED_SEARCH)
         )
-    if reading is not None and reading.correlated:  # As a second pilot (refine_joint) it gains
-        cfg = cfg.replace(refine_joint=False)  # on white noise and photon counts, but lost on
-        #   3 of 4 camera photos, up to 0.31 dB (RESULTS.md, table 8, "Step 0 as a second pilot")
+    else:  # a second pilot lost on held-out white-noise images and on camera photos
+        cfg = cfg.replace(refine_joint=False)  # (RESULTS.md, table 8, "Step 0 as a second pilot")
     cfg = shorten_training(cfg)
     if not cfg.patch_size:  # automatic: from the luminance's (or gray's) signal-to-noise ratio
         lum_missing = None if missing is None else missing[0]
