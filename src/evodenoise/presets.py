@@ -65,7 +65,7 @@ PRESETS: dict[str, Config] = {
     # goes through the Anscombe transform (noise_model "auto"): +3.9 dB mean on five frames
     # (RESULTS.md, table 4c).
     # After it, the second stage's Wiener step runs with two pilots, the model's estimate and
-    # the hard-thresholding estimate, and aggregates both (refine_joint): +0.03 to +0.43 dB on
+    # the hard-thresholding estimate, and aggregates both (refine_joint): +0.04 to +0.42 dB on
     # 12 of 14 synthetic photon counts, brick -0.14 / -0.49; the plan keeps it there only
     # (white noise and camera photos lost with it; RESULTS.md, table 8, step 0 as a second pilot).
     # On white Gaussian noise, where the second stage's pilot is half its hard-thresholding
