@@ -118,8 +118,8 @@ def refine_estimate(
         return pilot.clone()
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(C)
     coarse_mix = mix if coarse_mix is None else coarse_mix
-    low = None  # the halved scales' pilots, where they differ: each (C, H // 2, W // 2)
-    pilots = (pilot,)
+    low: tuple[torch.Tensor, ...] | None = None  # the halved scales' pilots, where they
+    pilots: tuple[torch.Tensor, ...] = (pilot,)  # differ: each (C, H // 2, W // 2)
     if mix > 0 or coarse_mix > 0 or joint:
         step0 = _filter(x, None, s, SEARCH, step)  # (one image more in memory)
         if coarse_mix != mix:
