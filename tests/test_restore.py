@@ -214,10 +214,12 @@ def test_result_record(camera_denoised):
     assert isinstance(res, Result)
     # the config that ran: the preset with the pool size, band rows, chunk, training path and
     # noise model the plan settled (a 40x40 image has 36x36 patches, all in the pool, one
-    # band; compile "auto" is off for a short CPU run; a σ given means Gaussian noise)
+    # band; compile "auto" is off for a short CPU run; a σ given means Gaussian noise, whose
+    # second stage takes one pilot)
     assert res.config == SMALL.replace(
-        train_patches=36 * 36, band_rows=36, chunk_size=256, compile="off", noise_model="gaussian"
-    )
+        train_patches=36 * 36, band_rows=36, chunk_size=256, compile="off", noise_model="gaussian",
+        refine_joint=False,
+    )  # fmt: skip
     assert res.seed == 0 and res.device == "cpu"
     assert len(res.free_energy) == SMALL.epochs == len(res.log)
     assert all(np.isfinite(res.free_energy))
