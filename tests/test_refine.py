@@ -415,14 +415,21 @@ def test_a_flat_plane_comes_back_flat_whatever_the_pilot(mix):
     assert torch.allclose(out, flat)
 
 
-def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
+def _watch_filter(monkeypatch):
+    """(noisy, model estimate, σ, step 0's estimate, the pilots each call of ``_filter`` gets
+    from now on) on a camera crop at σ = 25."""
     clean = _camera(64)
     noisy, model = _noisy(clean, 25), _noisy(clean, 6, seed=1)
     s = torch.tensor([25.0])
     step0 = refine._filter(noisy, None, s)
-    seen = []
+    seen: list = []
     real = refine._filter
     monkeypatch.setattr(refine, "_filter", lambda x, p, *a: seen.append(p) or real(x, p, *a))
+    return noisy, model, s, step0, seen
+
+
+def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
+    noisy, model, s, step0, seen = _watch_filter(monkeypatch)
     out = refine_estimate(noisy, model, s, scales=2, mix=0.5, coarse_mix=0.75)
     (fine,), (coarse,) = seen[1], seen[2]  # step 0 first (no pilot), then the two scales
     assert seen[0] is None
@@ -438,13 +445,7 @@ def test_the_halved_scales_take_their_own_share_of_step_zero(monkeypatch):
 
 
 def test_joint_filters_with_each_pilot_at_every_scale(monkeypatch):
-    clean = _camera(64)
-    noisy, model = _noisy(clean, 25), _noisy(clean, 6, seed=1)
-    s = torch.tensor([25.0])
-    step0 = refine._filter(noisy, None, s)
-    seen = []
-    real = refine._filter
-    monkeypatch.setattr(refine, "_filter", lambda x, p, *a: seen.append(p) or real(x, p, *a))
+    noisy, model, s, step0, seen = _watch_filter(monkeypatch)
     refine_estimate(noisy, model, s, scales=2, joint=True)
     assert seen[0] is None and len(seen) == 3  # step 0, then both pilots at each scale
     assert torch.equal(seen[1][0], model) and torch.allclose(seen[1][1], step0)
