@@ -261,8 +261,9 @@ def shorten_training(cfg: Config) -> Config:
     makes up most of what a shorter training loses: 4 epochs instead of 16 gave -0.02 to
     -0.17 dB (mean -0.08) on the gray and colour suites and -0.25 to +0.08 (mean -0.03) on
     seven images held out, in 0.3x the time. Elsewhere the model keeps its training: after the
-    Anscombe transform the pilot is its estimate alone (4 epochs lost up to 0.16 dB on
-    microscope frames and left one frame's flat areas noisy); on correlated camera noise, with
+    Anscombe transform, where step 0 is at most a second pilot and the stage mostly does not
+    run on microscope frames, 4 epochs lost up to 0.16 dB on them and left one frame's flat
+    areas noisy (measured before the second pilot); on correlated camera noise, with
     step 0 at the half scale only, 4 epochs cost the real photos 0.01 dB on average but left a
     small saturated square further off its colour (benchmarks/RESULTS.md, table 7, "The
     training the pilot needs")."""

@@ -245,9 +245,9 @@ def _take_low(fine: torch.Tensor, coarse: torch.Tensor, f: float) -> torch.Tenso
 
 def working_bytes(channels: int, width: int, search: int = SEARCH, step: int = STEP) -> int:
     """Peak bytes of :func:`refine_estimate`'s working set on planes ``width`` pixels wide,
-    searched ±``search`` from references every ``step`` pixels (step 0: ±``SEARCH``), besides its two image-sized
-    sums: a chunk of references (at least one), or the matching of ``MATCH_ROWS`` rows,
-    whichever is larger (they do not overlap)."""
+    searched ±``search`` from references every ``step`` pixels (step 0: ±``SEARCH``),
+    besides its two image-sized sums: a chunk of references (at least one), or the matching
+    of ``MATCH_ROWS`` rows, whichever is larger (they do not overlap)."""
     return max(
         CHUNK_BYTES,
         _ref_bytes(channels, GROUP_NOISY),
