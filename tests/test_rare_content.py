@@ -132,3 +132,17 @@ def test_a_rare_saturated_colour_under_camera_like_noise():
     assert err.max() < 8.0, err
     for c in range(3):
         assert psnr(out[..., c], clean[..., c]) > psnr(noisy[..., c], clean[..., c]) + 5
+
+
+def test_a_rare_saturated_colour_keeps_its_colour_under_photon_noise():
+    """Photon counts (30 at the top, read noise 2/255), nothing given: the Anscombe path, its
+    second stage with two pilots; the square within a few units of its colour, the image above
+    the noisy input (measured 6.2 units off, 7.2 with one pilot; 34.68 dB against 17.72)."""
+    clean, box = saturated_square()
+    rng = np.random.default_rng(1)
+    noisy = (rng.poisson(clean * 30) / 30 + rng.normal(0, 2 / 255, clean.shape)).astype(np.float32)
+    out, res = denoise(noisy, None, config=RARE, seed=0)
+    assert res.config.noise_model == "poisson-gaussian" and res.config.refine_joint
+    err = np.abs(out[box].mean((0, 1)) - clean[box].mean((0, 1))) * 255
+    assert err.max() < 8.0, err
+    assert psnr(out, clean) > psnr(noisy, clean) + 10
